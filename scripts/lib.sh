@@ -1,0 +1,13 @@
+# Shared helpers for the provisioning scripts. Sourced, not run.
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$repo_root/scripts/versions.env"
+
+log() { echo "==> $*" >&2; }
+die() { echo "error: $*" >&2; exit 1; }
+need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required but not installed"; }
+
+tools_cache_dir() {
+  echo "${XDG_CACHE_HOME:-$HOME/.cache}/taskrun-operator/kubernetes-$KUBERNETES_VERSION-etcd-$ETCD_VERSION"
+}
+tools_bin_dir() { echo "$(tools_cache_dir)/bin"; }
+cluster_dir() { echo "$repo_root/.cluster"; }

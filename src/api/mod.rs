@@ -1,0 +1,20 @@
+//! The `TaskRun` custom resource (`taskrun.dev/v1alpha1`): what users write and what the
+//! operator reports back.
+
+mod quantity;
+mod spec;
+mod status;
+mod validation;
+
+pub use quantity::{parse_cpu_nanos, parse_memory_bytes};
+pub use spec::{
+    CleanupPolicy, EnvVar, ImagePullPolicy, ResourceLimits, ResourceRequirements, TaskRun,
+    TaskRunSpec, DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS,
+};
+pub use status::{ConditionStatus, ConditionType, Phase, Reason, TaskRunStatus};
+
+/// The API group of every resource this operator serves.
+pub const GROUP: &str = "taskrun.dev";
+
+/// The finalizer that keeps a TaskRun until its container is gone.
+pub const FINALIZER: &str = "taskrun.dev/container";

@@ -1,0 +1,228 @@
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::status::TaskRunStatus;
+use super::validation;
+
+/// Seconds between SIGTERM and SIGKILL when a run is stopped, unless the spec says otherwise.
+pub const DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS: i64 = 10;
+
+/// A one-off container run on a node's Docker daemon.
+///
+/// The spec is fixed at creation; only `cancel` may change, from false to true.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "taskrun.dev",
+    version = "v1alpha1",
+    kind = "TaskRun",
+    plural = "taskruns",
+    namespaced,
+    status = "TaskRunStatus",
+    shortname = "trun",
+    category = "taskrun-dev",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase","description":"Where the run is in its life"}"#,
+    printcolumn = r#"{"name":"Exit Code","type":"integer","jsonPath":".status.exitCode","description":"Exit code of the container"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.reason","description":"Why the run is in its phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.image","priority":1,"description":"Container image"}"#,
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".status.nodeName","priority":1,"description":"Node whose Docker daemon runs the container"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = validation::spec_rules)]
+pub struct TaskRunSpec {
+    /// Container image to run, as Docker names it (`busybox`, `busybox:1.36`,
+    /// `registry.example:5000/team/tool@sha256:...`).
+    #[schemars(length(min = 1, max = 512), regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._:/@-]*$"))]
+    pub image: String,
+
+    /// Entrypoint, replacing the image's ENTRYPOINT. The image's is used when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 4096)))]
+    pub command: Vec<String>,
+
+    /// Arguments to the entrypoint, replacing the image's CMD. The image's are used when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 4096)))]
+    pub args: Vec<String>,
+
+    /// Environment variables set in the container. Names are unique.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 128),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])
+    )]
+    pub env: Vec<EnvVar>,
+
+    /// Absolute path of the working directory inside the container. The image's is used when
+    /// unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/"))]
+    pub working_dir: Option<String>,
+
+    /// When the image is pulled: `Always` before every run, `IfNotPresent` only when the node
+    /// lacks it, `Never` (the run fails with `ImageNotPresent` when the node lacks it).
+    #[serde(default)]
+    pub image_pull_policy: ImagePullPolicy,
+
+    /// When the finished container is removed from the node: `Always`, `OnSuccess` (failed
+    /// containers stay for inspection) or `Never`. The TaskRun object itself always stays;
+    /// the last lines of output are kept in `status.logTail` either way.
+    #[serde(default)]
+    pub cleanup: CleanupPolicy,
+
+    /// Deadline for the run, counted from the container's start. When it passes the container
+    /// is stopped and the run fails with `DeadlineExceeded`. No deadline when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub timeout_seconds: Option<i64>,
+
+    /// Removes a container that `cleanup` kept, this many seconds after the run finished.
+    /// Only the container is removed, never the TaskRun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2592000))]
+    pub ttl_seconds_after_finished: Option<i64>,
+
+    /// Seconds between SIGTERM and SIGKILL when the container is stopped by a deadline, a
+    /// cancel or a deletion. Defaults to 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub termination_grace_period_seconds: Option<i64>,
+
+    /// Limits on what the container may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Set to true to stop the run: the container gets SIGTERM, then SIGKILL after the grace
+    /// period, and the run ends `Cancelled`. Cannot be set back to false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel: bool,
+}
+
+/// An environment variable of the container.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVar {
+    /// Name of the variable: letters, digits and underscores, not starting with a digit.
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub name: String,
+
+    /// Value of the variable. Empty when unset.
+    #[serde(default)]
+    #[schemars(length(max = 32768))]
+    pub value: String,
+}
+
+/// Compute resources of the container, in the shape of a Pod's `resources`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRequirements {
+    /// Upper bounds the container cannot exceed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ResourceLimits>,
+}
+
+/// Upper bounds on the container's resources.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = validation::limits_rules)]
+pub struct ResourceLimits {
+    /// CPU limit in Kubernetes quantity syntax: `500m` is half a core, `2` two cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+
+    /// Memory limit in Kubernetes quantity syntax (`64Mi`, `1Gi`), at least `6Mi`. A container
+    /// that exceeds it is killed and the run fails with `OOMKilled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+}
+
+/// When the image is pulled before the container is created.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ImagePullPolicy {
+    /// Pull before every run.
+    Always,
+    /// Pull only when the node does not have the image.
+    #[default]
+    IfNotPresent,
+    /// Never pull; the run fails with `ImageNotPresent` when the node does not have the image.
+    Never,
+}
+
+/// When a finished container is removed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum CleanupPolicy {
+    /// Remove the container as soon as the run has finished.
+    Always,
+    /// Remove the container when the run succeeded; keep it when it failed.
+    #[default]
+    OnSuccess,
+    /// Keep the container (until `ttlSecondsAfterFinished`, if set).
+    Never,
+}
+
+impl CleanupPolicy {
+    /// The policy meant by the `cleanup: true/false` flag of the original task.yaml format.
+    pub fn from_flag(remove: bool) -> Self {
+        if remove { Self::Always } else { Self::Never }
+    }
+}
+
+impl TaskRunSpec {
+    /// A spec that runs `image` with every other field at its default.
+    pub fn for_image(image: impl Into<String>) -> Self {
+        Self {
+            image: image.into(),
+            command: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            working_dir: None,
+            image_pull_policy: ImagePullPolicy::default(),
+            cleanup: CleanupPolicy::default(),
+            timeout_seconds: None,
+            ttl_seconds_after_finished: None,
+            termination_grace_period_seconds: None,
+            resources: None,
+            cancel: false,
+        }
+    }
+
+    /// Seconds between SIGTERM and SIGKILL when the container is stopped.
+    pub fn termination_grace_period_seconds(&self) -> i64 {
+        self.termination_grace_period_seconds
+            .unwrap_or(DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS)
+    }
+
+    /// The CPU and memory limits, if any.
+    pub fn limits(&self) -> Option<&ResourceLimits> {
+        self.resources.as_ref().and_then(|r| r.limits.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_cleanup_flag_maps_to_always_or_never() {
+        assert_eq!(CleanupPolicy::from_flag(true), CleanupPolicy::Always);
+        assert_eq!(CleanupPolicy::from_flag(false), CleanupPolicy::Never);
+    }
+
+    #[test]
+    fn omitted_fields_take_their_defaults() {
+        let spec: TaskRunSpec = serde_yaml::from_str("image: busybox").unwrap();
+        assert_eq!(spec, TaskRunSpec::for_image("busybox"));
+        assert_eq!(spec.image_pull_policy, ImagePullPolicy::IfNotPresent);
+        assert_eq!(spec.cleanup, CleanupPolicy::OnSuccess);
+        assert!(!spec.cancel);
+        assert_eq!(spec.termination_grace_period_seconds(), 10);
+    }
+
+    #[test]
+    fn defaults_serialize_back_without_empty_fields() {
+        let yaml = serde_yaml::to_string(&TaskRunSpec::for_image("busybox")).unwrap();
+        assert_eq!(yaml, "image: busybox\nimagePullPolicy: IfNotPresent\ncleanup: OnSuccess\n");
+    }
+}

@@ -1,0 +1,225 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What the operator observed of a TaskRun, written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRunStatus {
+    /// Where the run is in its life: `Pending`, `Running`, then one of `Succeeded`, `Failed`
+    /// or `Cancelled`, which are final.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// Why the run is in its phase, one CamelCase word such as `Completed`, `Error`,
+    /// `OOMKilled`, `DeadlineExceeded` or `DaemonUnavailable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+
+    /// A sentence for people about the reason, such as the Docker daemon's own error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub message: Option<String>,
+
+    /// Exit code of the container's main process, once it has exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+
+    /// Node whose Docker daemon runs the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub node_name: Option<String>,
+
+    /// Name of the container on the node's Docker daemon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub container_name: Option<String>,
+
+    /// ID of the container on the node's Docker daemon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub container_id: Option<String>,
+
+    /// When the container started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+
+    /// When the run ended, whatever the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// The last lines of the container's output (stdout and stderr, at most 4 KiB), saved before
+    /// the container may be removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8192))]
+    pub log_tail: Option<String>,
+
+    /// `Succeeded` (True, False, or Unknown while undecided) and `Done` (True once the run
+    /// ended in any way), so `kubectl wait --for=condition=Done` covers every outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 8),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"])
+    )]
+    pub conditions: Vec<Condition>,
+}
+
+/// Where a run is in its life. `Pending` and `Running` move forward; the other three are final.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Accepted, container not started yet.
+    Pending,
+    /// The container is running.
+    Running,
+    /// The container exited with code 0.
+    Succeeded,
+    /// The run ended without success: non-zero exit, deadline, start or image failure.
+    Failed,
+    /// Stopped because `spec.cancel` was set.
+    Cancelled,
+}
+
+impl Phase {
+    /// Whether the run has ended; a final phase never changes again.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// Why a run is in its phase.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Reason {
+    /// Waiting for the container to be created and started.
+    Pending,
+    /// The container is running.
+    Running,
+    /// The container exited with code 0.
+    Completed,
+    /// The container exited with a non-zero code.
+    Error,
+    /// The container was killed for exceeding its memory limit.
+    #[serde(rename = "OOMKilled")]
+    OomKilled,
+    /// The image could not be pulled.
+    ImagePullFailed,
+    /// The image is not on the node and `imagePullPolicy` is `Never`.
+    ImageNotPresent,
+    /// The container could not be created or started, e.g. its executable does not exist.
+    StartFailed,
+    /// The run outlived `timeoutSeconds` and was stopped.
+    DeadlineExceeded,
+    /// The run was stopped because `spec.cancel` was set.
+    Cancelled,
+    /// The container disappeared from the node without the operator removing it.
+    ContainerLost,
+    /// The node's Docker daemon does not answer; the run is retried, not failed.
+    DaemonUnavailable,
+}
+
+/// The condition types a TaskRun reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionType {
+    /// True when the run succeeded, False when it ended otherwise, Unknown until then.
+    Succeeded,
+    /// True once the run has ended in any way.
+    Done,
+}
+
+/// The status of a condition, as Kubernetes spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl ConditionType {
+    /// The `type` string of the condition.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "Succeeded",
+            Self::Done => "Done",
+        }
+    }
+}
+
+impl ConditionStatus {
+    /// The `status` string of the condition.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
+impl Reason {
+    /// The reason as it appears in status and Events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Running => "Running",
+            Self::Completed => "Completed",
+            Self::Error => "Error",
+            Self::OomKilled => "OOMKilled",
+            Self::ImagePullFailed => "ImagePullFailed",
+            Self::ImageNotPresent => "ImageNotPresent",
+            Self::StartFailed => "StartFailed",
+            Self::DeadlineExceeded => "DeadlineExceeded",
+            Self::Cancelled => "Cancelled",
+            Self::ContainerLost => "ContainerLost",
+            Self::DaemonUnavailable => "DaemonUnavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+impl TaskRunStatus {
+    /// The phase, `Pending` when none was recorded yet.
+    pub fn phase(&self) -> Phase {
+        self.phase.unwrap_or(Phase::Pending)
+    }
+
+    /// The condition of the given type, if recorded.
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_serialize_as_their_display_names() {
+        for reason in [Reason::OomKilled, Reason::DeadlineExceeded, Reason::Completed] {
+            let json = serde_json::to_value(reason).unwrap();
+            assert_eq!(json, serde_json::Value::from(reason.as_str()));
+        }
+    }
+
+    #[test]
+    fn only_succeeded_failed_and_cancelled_are_final() {
+        assert!(!Phase::Pending.is_final());
+        assert!(!Phase::Running.is_final());
+        assert!(Phase::Succeeded.is_final());
+        assert!(Phase::Failed.is_final());
+        assert!(Phase::Cancelled.is_final());
+    }
+}

@@ -1,0 +1,306 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use futures::{Stream, StreamExt, TryStreamExt};
+
+use super::container::{ContainerTemplate, ObservedContainer};
+use super::naming::{ContainerOwner, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY};
+
+/// A failed call to the Docker daemon, named after the operation.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("failed to connect to the Docker daemon: {0}")]
+    Connect(#[source] BollardError),
+    #[error("failed to inspect container {name}: {source}")]
+    InspectContainer { name: String, source: BollardError },
+    #[error("failed to inspect image {image}: {source}")]
+    InspectImage { image: String, source: BollardError },
+    #[error("failed to pull image {image}: {source}")]
+    PullImage { image: String, source: BollardError },
+    #[error("pulling image {image} did not finish within {seconds} s")]
+    PullTimeout { image: String, seconds: u64 },
+    #[error("failed to create container {name}: {source}")]
+    CreateContainer { name: String, source: BollardError },
+    #[error("failed to start container {name}: {source}")]
+    StartContainer { name: String, source: BollardError },
+    #[error("failed to stop container {name}: {source}")]
+    StopContainer { name: String, source: BollardError },
+    #[error("failed to remove container {name}: {source}")]
+    RemoveContainer { name: String, source: BollardError },
+    #[error("failed to read the logs of container {name}: {source}")]
+    ReadLogs { name: String, source: BollardError },
+    #[error("failed to wait for container {name}: {source}")]
+    WaitContainer { name: String, source: BollardError },
+    #[error("failed to list containers: {0}")]
+    ListContainers(#[source] BollardError),
+    #[error("failed to follow Docker events: {0}")]
+    Events(#[source] BollardError),
+}
+
+impl DockerError {
+    fn cause(&self) -> Option<&BollardError> {
+        match self {
+            Self::Connect(e) | Self::ListContainers(e) | Self::Events(e) => Some(e),
+            Self::InspectContainer { source, .. }
+            | Self::InspectImage { source, .. }
+            | Self::PullImage { source, .. }
+            | Self::CreateContainer { source, .. }
+            | Self::StartContainer { source, .. }
+            | Self::StopContainer { source, .. }
+            | Self::RemoveContainer { source, .. }
+            | Self::ReadLogs { source, .. }
+            | Self::WaitContainer { source, .. } => Some(source),
+            Self::PullTimeout { .. } => None,
+        }
+    }
+
+    /// The daemon's own answer, when it answered at all. A failure without one (refused
+    /// connection, broken stream, timeout) says nothing about the run and is worth retrying.
+    pub fn daemon_message(&self) -> Option<String> {
+        match self.cause()? {
+            BollardError::DockerResponseServerError { message, .. } => Some(message.clone()),
+            BollardError::DockerStreamError { error } => Some(error.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether the daemon answered with this HTTP status.
+    pub fn has_status(&self, status: u16) -> bool {
+        matches!(
+            self.cause(),
+            Some(BollardError::DockerResponseServerError { status_code, .. }) if *status_code == status
+        )
+    }
+}
+
+/// A connection to one Docker daemon.
+#[derive(Clone)]
+pub struct DockerClient {
+    docker: bollard::Docker,
+}
+
+/// How much of a container's output is kept once it has finished.
+pub const LOG_TAIL_BYTES: usize = 4096;
+
+impl DockerClient {
+    /// Connects to `DOCKER_HOST`, or the default socket, and settles on an API version both
+    /// sides speak (Debian's engine speaks 1.41, older than this client's default).
+    pub async fn connect() -> Result<Self, DockerError> {
+        let docker = bollard::Docker::connect_with_defaults().map_err(DockerError::Connect)?;
+        Self::negotiate(docker).await
+    }
+
+    /// Connects to the daemon at `host` (`unix:///path` or `tcp://host:port`).
+    pub async fn connect_to(host: &str) -> Result<Self, DockerError> {
+        let docker = bollard::Docker::connect_with_host(host).map_err(DockerError::Connect)?;
+        Self::negotiate(docker).await
+    }
+
+    async fn negotiate(docker: bollard::Docker) -> Result<Self, DockerError> {
+        let docker = docker.negotiate_version().await.map_err(DockerError::Connect)?;
+        Ok(Self { docker })
+    }
+
+    /// Whether the daemon answers.
+    pub async fn ping(&self) -> Result<(), DockerError> {
+        self.docker.ping().await.map(drop).map_err(DockerError::Connect)
+    }
+
+    /// The container with this name, or `None` when there is none.
+    pub async fn inspect_container(&self, name: &str) -> Result<Option<ObservedContainer>, DockerError> {
+        match self.docker.inspect_container(name, None).await {
+            Ok(inspect) => Ok(ObservedContainer::from_inspect(inspect)),
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(source) => Err(DockerError::InspectContainer { name: name.to_string(), source }),
+        }
+    }
+
+    /// Whether the daemon has the image.
+    pub async fn has_image(&self, image: &str) -> Result<bool, DockerError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+            Err(source) => Err(DockerError::InspectImage { image: image.to_string(), source }),
+        }
+    }
+
+    /// Pulls the image, giving up after `timeout`.
+    pub async fn pull_image(&self, image: &str, timeout: Duration) -> Result<(), DockerError> {
+        let (repository, tag) = split_image_reference(image);
+        let options = CreateImageOptionsBuilder::default().from_image(repository).tag(tag).build();
+        let pull = self.docker.create_image(Some(options), None, None).try_for_each(|_| async { Ok(()) });
+        match tokio::time::timeout(timeout, pull).await {
+            Ok(result) => result.map_err(|source| DockerError::PullImage { image: image.to_string(), source }),
+            Err(_) => Err(DockerError::PullTimeout { image: image.to_string(), seconds: timeout.as_secs() }),
+        }
+    }
+
+    /// Creates the container and returns its ID. A name already taken answers 409.
+    pub async fn create_container(&self, template: &ContainerTemplate) -> Result<String, DockerError> {
+        let name = template.owner.container_name();
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let body = ContainerCreateBody {
+            image: Some(template.image.clone()),
+            entrypoint: (!template.entrypoint.is_empty()).then(|| template.entrypoint.clone()),
+            cmd: (!template.args.is_empty()).then(|| template.args.clone()),
+            env: Some(template.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            working_dir: template.working_dir.clone(),
+            labels: Some(template.owner.labels()),
+            host_config: Some(HostConfig {
+                memory: template.memory_bytes,
+                memory_swap: template.memory_bytes,
+                nano_cpus: template.nano_cpus,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(Some(options), body)
+            .await
+            .map(|created| created.id)
+            .map_err(|source| DockerError::CreateContainer { name, source })
+    }
+
+    /// Starts a created container.
+    pub async fn start_container(&self, name: &str) -> Result<(), DockerError> {
+        self.docker
+            .start_container(name, None)
+            .await
+            .map_err(|source| DockerError::StartContainer { name: name.to_string(), source })
+    }
+
+    /// Sends SIGTERM, then SIGKILL after `grace`. A container already stopped or gone is fine.
+    pub async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), DockerError> {
+        let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(seconds).build();
+        match self.docker.stop_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(BollardError::DockerResponseServerError { status_code: 304 | 404, .. }) => Ok(()),
+            Err(source) => Err(DockerError::StopContainer { name: name.to_string(), source }),
+        }
+    }
+
+    /// Removes the container, killing it if it still runs. A container already gone is fine.
+    pub async fn remove_container(&self, name: &str) -> Result<(), DockerError> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        match self.docker.remove_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            // "removal already in progress"
+            Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(source) => Err(DockerError::RemoveContainer { name: name.to_string(), source }),
+        }
+    }
+
+    /// The last [`LOG_TAIL_BYTES`] of the container's stdout and stderr, interleaved as written.
+    pub async fn log_tail(&self, name: &str) -> Result<String, DockerError> {
+        let options = LogsOptionsBuilder::default().stdout(true).stderr(true).tail("200").build();
+        let chunks: Vec<_> = self
+            .docker
+            .logs(name, Some(options))
+            .try_collect()
+            .await
+            .map_err(|source| DockerError::ReadLogs { name: name.to_string(), source })?;
+        let mut bytes = Vec::new();
+        for chunk in chunks {
+            bytes.extend_from_slice(&chunk.into_bytes());
+        }
+        Ok(last_bytes(&String::from_utf8_lossy(&bytes), LOG_TAIL_BYTES).to_string())
+    }
+
+    /// Returns once the container is no longer running.
+    pub async fn wait_until_stopped(&self, name: &str) -> Result<(), DockerError> {
+        let mut wait = Box::pin(self.docker.wait_container(name, None));
+        match wait.next().await {
+            None | Some(Ok(_)) => Ok(()),
+            // The wait API reports a non-zero exit as an error; the exit code is the run's
+            // result, read from inspect, not a failure to wait.
+            Some(Err(BollardError::DockerContainerWaitError { .. })) => Ok(()),
+            Some(Err(BollardError::DockerResponseServerError { status_code: 404, .. })) => Ok(()),
+            Some(Err(source)) => Err(DockerError::WaitContainer { name: name.to_string(), source }),
+        }
+    }
+
+    /// The containers this operator created for `node`.
+    pub async fn list_managed(&self, node: &str) -> Result<Vec<(String, ContainerOwner)>, DockerError> {
+        let filters = managed_filters(node);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let containers = self.docker.list_containers(Some(options)).await.map_err(DockerError::ListContainers)?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| Some((c.id?, ContainerOwner::from_labels(&c.labels?)?)))
+            .collect())
+    }
+
+    /// Owners of this node's containers as they stop or disappear, as the daemon reports them.
+    pub fn container_stops(&self, node: &str) -> impl Stream<Item = Result<ContainerOwner, DockerError>> + use<> {
+        let mut filters = managed_filters(node);
+        filters.insert("type".into(), vec!["container".into()]);
+        filters.insert("event".into(), vec!["die".into(), "destroy".into()]);
+        let options = EventsOptionsBuilder::default().filters(&filters).build();
+        self.docker.events(Some(options)).filter_map(|event| async move {
+            match event {
+                Ok(event) => ContainerOwner::from_labels(&event.actor?.attributes?).map(Ok),
+                Err(e) => Some(Err(DockerError::Events(e))),
+            }
+        })
+    }
+}
+
+fn managed_filters(node: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_string(),
+        vec![format!("{LABEL_MANAGED_BY}={MANAGED_BY}"), format!("{LABEL_NODE}={node}")],
+    )])
+}
+
+/// Splits `repo[:tag]` or `repo@digest`; a missing tag means `latest`, because the pull API
+/// fetches every tag when given none.
+fn split_image_reference(image: &str) -> (&str, &str) {
+    if let Some((repository, digest)) = image.split_once('@') {
+        return (repository, digest);
+    }
+    let last_segment = image.rfind('/').map_or(0, |slash| slash + 1);
+    match image[last_segment..].rfind(':') {
+        Some(colon) => (&image[..last_segment + colon], &image[last_segment + colon + 1..]),
+        None => (image, "latest"),
+    }
+}
+
+/// The end of `text`, at most `max` bytes, cut at a character boundary.
+fn last_bytes(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_split_into_repository_and_tag() {
+        assert_eq!(split_image_reference("busybox"), ("busybox", "latest"));
+        assert_eq!(split_image_reference("busybox:1.36"), ("busybox", "1.36"));
+        assert_eq!(split_image_reference("registry:5000/team/tool"), ("registry:5000/team/tool", "latest"));
+        assert_eq!(split_image_reference("registry:5000/tool:v2"), ("registry:5000/tool", "v2"));
+        assert_eq!(split_image_reference("tool@sha256:abc"), ("tool", "sha256:abc"));
+    }
+
+    #[test]
+    fn log_tail_keeps_the_end_at_a_character_boundary() {
+        assert_eq!(last_bytes("hello", 10), "hello");
+        assert_eq!(last_bytes("hello", 3), "llo");
+        assert_eq!(last_bytes("aé", 1), "");
+        assert_eq!(last_bytes("aéb", 2), "b");
+    }
+}

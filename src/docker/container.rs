@@ -1,0 +1,95 @@
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+
+use super::naming::ContainerOwner;
+
+/// What the operator needs to know of a container, read from `docker inspect`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedContainer {
+    pub id: String,
+    pub name: String,
+    /// The TaskRun named in the container's labels; `None` for a container we did not create.
+    pub owner: Option<ContainerOwner>,
+    pub state: ContainerState,
+}
+
+/// The state of a container, reduced to what decides a run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ContainerState {
+    /// Created but not started. `error` is set when a start was tried and failed.
+    Created { error: Option<String> },
+    /// The main process runs (paused and restarting count as running).
+    Running { started_at: Timestamp },
+    /// The main process has ended.
+    Exited {
+        exit_code: i64,
+        oom_killed: bool,
+        started_at: Option<Timestamp>,
+        finished_at: Option<Timestamp>,
+        error: Option<String>,
+    },
+}
+
+/// Everything needed to create the container of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerTemplate {
+    pub image: String,
+    pub entrypoint: Vec<String>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub memory_bytes: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub owner: ContainerOwner,
+}
+
+impl ObservedContainer {
+    /// Builds the observation from an inspect response; `None` when the daemon left out the
+    /// fields every container has.
+    pub(super) fn from_inspect(inspect: bollard::models::ContainerInspectResponse) -> Option<Self> {
+        use bollard::models::ContainerStateStatusEnum as Status;
+
+        let id = inspect.id?;
+        let name = inspect.name.unwrap_or_default().trim_start_matches('/').to_string();
+        let labels: HashMap<String, String> =
+            inspect.config.and_then(|c| c.labels).unwrap_or_default();
+        let state = inspect.state?;
+        let error = state.error.filter(|e| !e.is_empty());
+        let started_at = state.started_at.as_deref().and_then(parse_docker_time);
+        let finished_at = state.finished_at.as_deref().and_then(parse_docker_time);
+        let state = match state.status {
+            Some(Status::CREATED) | Some(Status::EMPTY) | None => ContainerState::Created { error },
+            Some(Status::RUNNING) | Some(Status::PAUSED) | Some(Status::RESTARTING) | Some(Status::STOPPING) => {
+                ContainerState::Running { started_at: started_at.unwrap_or(Timestamp::UNIX_EPOCH) }
+            }
+            Some(Status::EXITED) | Some(Status::DEAD) | Some(Status::REMOVING) => ContainerState::Exited {
+                exit_code: state.exit_code.unwrap_or(-1),
+                oom_killed: state.oom_killed.unwrap_or(false),
+                started_at,
+                finished_at,
+                error,
+            },
+        };
+        Some(Self { id, name, owner: ContainerOwner::from_labels(&labels), state })
+    }
+}
+
+/// Docker writes `0001-01-01T00:00:00Z` for times that never happened.
+fn parse_docker_time(text: &str) -> Option<Timestamp> {
+    text.parse::<Timestamp>().ok().filter(|t| t.as_second() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_docker_times_are_absent() {
+        assert_eq!(parse_docker_time("0001-01-01T00:00:00Z"), None);
+        assert_eq!(
+            parse_docker_time("2026-11-24T10:00:00.123456789Z").map(|t| t.as_second()),
+            Some(1795514400)
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! The node's Docker daemon: a small client with one method per Docker verb, and the names
+//! and labels that tie a container to its TaskRun.
+
+mod client;
+mod container;
+mod naming;
+
+pub use client::{DockerClient, DockerError, LOG_TAIL_BYTES};
+pub use container::{ContainerState, ContainerTemplate, ObservedContainer};
+pub use naming::{container_name, ContainerOwner, LABEL_MANAGED_BY, LABEL_NAME, LABEL_NAMESPACE, LABEL_NODE, LABEL_UID, MANAGED_BY};

@@ -1,0 +1,6 @@
+//! taskrun-operator: runs `TaskRun` custom resources as containers on each node's Docker
+//! daemon, and the original task.yaml files without any cluster.
+
+pub mod api;
+pub mod docker;
+pub mod lifecycle;

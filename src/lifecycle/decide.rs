@@ -1,0 +1,199 @@
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::api::{CleanupPolicy, Phase, Reason, TaskRunSpec, TaskRunStatus};
+use crate::docker::{ContainerState, ObservedContainer};
+
+/// Everything [`decide`] looks at: the TaskRun, its container as Docker reports it, and the
+/// time. Nothing else goes into a decision.
+#[derive(Clone, Copy, Debug)]
+pub struct Observed<'a> {
+    pub uid: &'a str,
+    pub spec: &'a TaskRunSpec,
+    pub status: &'a TaskRunStatus,
+    /// The container with the run's name, if one exists.
+    pub container: Option<&'a ObservedContainer>,
+    pub now: Timestamp,
+}
+
+/// The one next step of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Pull the image as the pull policy says, then create and start the container.
+    Launch,
+    /// Start the container an earlier attempt created but did not get to start.
+    Start,
+    /// Record that the container runs; look again at `deadline`, if any.
+    RecordRunning { started_at: Timestamp, deadline: Option<Timestamp> },
+    /// Stop the running container: SIGTERM, then SIGKILL after `grace`.
+    Stop { cause: StopCause, grace: Duration },
+    /// Save the container's log tail and record how the run ended.
+    RecordExit(Ending),
+    /// Record an end that no container exit tells (cancelled before start, container lost).
+    RecordEnd(Ending),
+    /// Remove the finished container.
+    Remove,
+    /// Nothing to do until `until`, or until the TaskRun or its container changes.
+    Wait { until: Option<Timestamp> },
+}
+
+/// Why a running container is stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopCause {
+    DeadlineExceeded,
+    Cancelled,
+    /// The run was already recorded as ended, yet its container still runs.
+    AlreadyEnded,
+}
+
+/// How a run ended: the final fields of its status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ending {
+    pub phase: Phase,
+    pub reason: Reason,
+    pub message: String,
+    pub exit_code: Option<i64>,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Timestamp,
+}
+
+/// Decides the next step of a run from what was observed. Pure: no client, no clock.
+///
+/// The container is the source of truth while it exists; the status is the memory of what
+/// happened once it may be gone. A final phase never changes.
+pub fn decide(observed: Observed<'_>) -> Action {
+    let Observed { uid, spec, status, container, now } = observed;
+    let container = match container {
+        Some(c) if c.owner.as_ref().is_some_and(|owner| owner.uid == uid) => Some(c),
+        Some(c) if !status.phase().is_final() => {
+            return Action::RecordEnd(Ending {
+                phase: Phase::Failed,
+                reason: Reason::StartFailed,
+                message: format!("a container named {} exists that was not created for this TaskRun", c.name),
+                exit_code: None,
+                started_at: None,
+                finished_at: now,
+            });
+        }
+        _ => None,
+    };
+
+    if status.phase().is_final() {
+        return match container {
+            None => Action::Wait { until: None },
+            Some(c) if matches!(c.state, ContainerState::Running { .. }) => Action::Stop {
+                cause: StopCause::AlreadyEnded,
+                grace: grace_period(spec),
+            },
+            Some(_) => match removal_time(spec, status) {
+                Some(at) if at <= now => Action::Remove,
+                until => Action::Wait { until },
+            },
+        };
+    }
+
+    let Some(container) = container else {
+        return if status.container_id.is_some() {
+            Action::RecordEnd(ended_without_exit(
+                spec,
+                status,
+                Reason::ContainerLost,
+                "the container was removed from the node outside the operator",
+                now,
+            ))
+        } else if spec.cancel {
+            Action::RecordEnd(ended_without_exit(spec, status, Reason::Cancelled, "cancelled before it started", now))
+        } else {
+            Action::Launch
+        };
+    };
+
+    match &container.state {
+        ContainerState::Created { error: Some(error) } => Action::RecordEnd(Ending {
+            phase: Phase::Failed,
+            reason: Reason::StartFailed,
+            message: error.clone(),
+            exit_code: None,
+            started_at: None,
+            finished_at: now,
+        }),
+        ContainerState::Created { error: None } if spec.cancel => {
+            Action::RecordEnd(ended_without_exit(spec, status, Reason::Cancelled, "cancelled before it started", now))
+        }
+        ContainerState::Created { error: None } => Action::Start,
+        ContainerState::Running { started_at } => {
+            let deadline = deadline(spec, *started_at);
+            if spec.cancel {
+                Action::Stop { cause: StopCause::Cancelled, grace: grace_period(spec) }
+            } else if deadline.is_some_and(|d| d <= now) {
+                Action::Stop { cause: StopCause::DeadlineExceeded, grace: grace_period(spec) }
+            } else if status.phase() != Phase::Running || status.container_id.as_deref() != Some(&container.id) {
+                Action::RecordRunning { started_at: *started_at, deadline }
+            } else {
+                Action::Wait { until: deadline }
+            }
+        }
+        ContainerState::Exited { exit_code, oom_killed, started_at, finished_at, error } => {
+            let finished_at = finished_at.unwrap_or(now);
+            let ending = |phase, reason, message: String| Ending {
+                phase,
+                reason,
+                message,
+                exit_code: Some(*exit_code),
+                started_at: *started_at,
+                finished_at,
+            };
+            Action::RecordExit(match (started_at, error) {
+                (None, Some(error)) => Ending { exit_code: None, ..ending(Phase::Failed, Reason::StartFailed, error.clone()) },
+                _ if spec.cancel => ending(Phase::Cancelled, Reason::Cancelled, "stopped on request".into()),
+                (Some(started), _) if deadline(spec, *started).is_some_and(|d| d <= finished_at) => ending(
+                    Phase::Failed,
+                    Reason::DeadlineExceeded,
+                    format!("ran longer than timeoutSeconds ({} s) and was stopped", spec.timeout_seconds.unwrap_or_default()),
+                ),
+                _ if *oom_killed => ending(Phase::Failed, Reason::OomKilled, "killed for exceeding its memory limit".into()),
+                _ if *exit_code == 0 => ending(Phase::Succeeded, Reason::Completed, "exited with code 0".into()),
+                _ => ending(Phase::Failed, Reason::Error, format!("exited with code {exit_code}")),
+            })
+        }
+    }
+}
+
+fn ended_without_exit(spec: &TaskRunSpec, status: &TaskRunStatus, reason: Reason, message: &str, now: Timestamp) -> Ending {
+    Ending {
+        phase: if spec.cancel { Phase::Cancelled } else { Phase::Failed },
+        reason: if spec.cancel { Reason::Cancelled } else { reason },
+        message: message.to_string(),
+        exit_code: None,
+        started_at: status.start_time.as_ref().map(|t| t.0),
+        finished_at: now,
+    }
+}
+
+fn deadline(spec: &TaskRunSpec, started_at: Timestamp) -> Option<Timestamp> {
+    let seconds = spec.timeout_seconds?;
+    started_at.checked_add(SignedDuration::from_secs(seconds)).ok()
+}
+
+fn grace_period(spec: &TaskRunSpec) -> Duration {
+    Duration::from_secs(spec.termination_grace_period_seconds().max(0).unsigned_abs())
+}
+
+/// When the finished container of an ended run is due for removal; `None` for never.
+fn removal_time(spec: &TaskRunSpec, status: &TaskRunStatus) -> Option<Timestamp> {
+    let removed_at_end = match spec.cleanup {
+        CleanupPolicy::Always => true,
+        CleanupPolicy::OnSuccess => status.phase() == Phase::Succeeded,
+        CleanupPolicy::Never => false,
+    };
+    let completed = status.completion_time.as_ref().map(|t| t.0);
+    if removed_at_end {
+        return Some(completed.unwrap_or(Timestamp::UNIX_EPOCH));
+    }
+    let ttl = spec.ttl_seconds_after_finished?;
+    completed?.checked_add(SignedDuration::from_secs(ttl)).ok()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,10 @@
+//! The rules of a run, shared by the controller and `taskrun run`: what to do next, decided
+//! from the TaskRun and its container alone ([`decide`]); what each outcome records
+//! ([`status`]); and the Docker work behind each action ([`Executor`]).
+
+mod decide;
+mod executor;
+pub mod status;
+
+pub use decide::{Action, Ending, Observed, StopCause, decide};
+pub use executor::{Executor, Outcome, Run, Transition, container_template};

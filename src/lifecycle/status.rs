@@ -1,0 +1,196 @@
+//! The status each step of a run records. Pure functions of the previous status, what
+//! happened, and the time.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::decide::Ending;
+use crate::api::{ConditionStatus, ConditionType, Phase, Reason, TaskRunStatus};
+
+/// Longest `message` written, in bytes; the schema allows 2048 characters.
+const MESSAGE_BYTES: usize = 1024;
+
+/// Where a run's container lives.
+#[derive(Clone, Copy, Debug)]
+pub struct Placement<'a> {
+    pub node: &'a str,
+    pub container_name: &'a str,
+    pub generation: Option<i64>,
+}
+
+/// The status of a run whose container has started.
+pub fn running(
+    previous: &TaskRunStatus,
+    placement: Placement<'_>,
+    container_id: &str,
+    started_at: Timestamp,
+    now: Timestamp,
+) -> TaskRunStatus {
+    let status = TaskRunStatus {
+        phase: Some(Phase::Running),
+        reason: Some(Reason::Running),
+        message: Some(format!("container {} is running", placement.container_name)),
+        exit_code: None,
+        node_name: Some(placement.node.to_string()),
+        container_name: Some(placement.container_name.to_string()),
+        container_id: Some(container_id.to_string()),
+        start_time: Some(Time(started_at)),
+        completion_time: None,
+        observed_generation: placement.generation,
+        log_tail: None,
+        conditions: Vec::new(),
+    };
+    with_conditions(previous, status, now)
+}
+
+/// The final status of a run.
+pub fn ended(
+    previous: &TaskRunStatus,
+    placement: Placement<'_>,
+    ending: &Ending,
+    container_id: Option<&str>,
+    log_tail: Option<String>,
+    now: Timestamp,
+) -> TaskRunStatus {
+    let status = TaskRunStatus {
+        phase: Some(ending.phase),
+        reason: Some(ending.reason),
+        message: Some(first_bytes(&ending.message, MESSAGE_BYTES)),
+        exit_code: ending.exit_code,
+        node_name: Some(placement.node.to_string()),
+        container_name: Some(placement.container_name.to_string()),
+        container_id: container_id.map(str::to_string).or_else(|| previous.container_id.clone()),
+        start_time: ending.started_at.map(Time).or_else(|| previous.start_time.clone()),
+        completion_time: Some(Time(ending.finished_at)),
+        observed_generation: placement.generation,
+        log_tail: log_tail.filter(|t| !t.is_empty()),
+        conditions: Vec::new(),
+    };
+    with_conditions(previous, status, now)
+}
+
+/// The status of a run held up by something that may pass, such as the Docker daemon not
+/// answering. The phase stays; the reason and message say what is wrong.
+pub fn held_up(
+    previous: &TaskRunStatus,
+    reason: Reason,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> TaskRunStatus {
+    let status = TaskRunStatus {
+        phase: Some(previous.phase()),
+        reason: Some(reason),
+        message: Some(first_bytes(message, MESSAGE_BYTES)),
+        observed_generation: generation,
+        ..previous.clone()
+    };
+    with_conditions(previous, status, now)
+}
+
+/// The first `max` bytes of `text`, cut at a character boundary.
+fn first_bytes(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// Sets `Succeeded` and `Done` from the phase, keeping each condition's transition time
+/// when its status did not change.
+fn with_conditions(previous: &TaskRunStatus, mut status: TaskRunStatus, now: Timestamp) -> TaskRunStatus {
+    let phase = status.phase();
+    let reason = status.reason.map_or("Pending", Reason::as_str).to_string();
+    let message = status.message.clone().unwrap_or_default();
+    let succeeded = match phase {
+        Phase::Succeeded => ConditionStatus::True,
+        Phase::Failed | Phase::Cancelled => ConditionStatus::False,
+        Phase::Pending | Phase::Running => ConditionStatus::Unknown,
+    };
+    let done = if phase.is_final() { ConditionStatus::True } else { ConditionStatus::False };
+    status.conditions = [(ConditionType::Succeeded, succeeded), (ConditionType::Done, done)]
+        .into_iter()
+        .map(|(type_, state)| {
+            let last_transition_time = previous
+                .condition(type_)
+                .filter(|c| c.status == state.as_str())
+                .map_or(Time(now), |c| c.last_transition_time.clone());
+            Condition {
+                type_: type_.as_str().to_string(),
+                status: state.as_str().to_string(),
+                reason: reason.clone(),
+                message: message.clone(),
+                observed_generation: status.observed_generation,
+                last_transition_time,
+            }
+        })
+        .collect();
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLACEMENT: Placement<'static> = Placement { node: "node-a", container_name: "taskrun-u1", generation: Some(1) };
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
+
+    fn condition<'a>(status: &'a TaskRunStatus, type_: ConditionType) -> &'a Condition {
+        status.condition(type_).unwrap()
+    }
+
+    #[test]
+    fn running_is_succeeded_unknown_and_not_done() {
+        let status = running(&TaskRunStatus::default(), PLACEMENT, "c1", at(100), at(101));
+        assert_eq!(status.phase, Some(Phase::Running));
+        assert_eq!(status.start_time, Some(Time(at(100))));
+        assert_eq!(condition(&status, ConditionType::Succeeded).status, "Unknown");
+        assert_eq!(condition(&status, ConditionType::Done).status, "False");
+        assert_eq!(condition(&status, ConditionType::Done).last_transition_time, Time(at(101)));
+    }
+
+    #[test]
+    fn failure_is_succeeded_false_and_done_true_with_the_reason() {
+        let before = running(&TaskRunStatus::default(), PLACEMENT, "c1", at(100), at(101));
+        let ending = Ending {
+            phase: Phase::Failed,
+            reason: Reason::Error,
+            message: "exited with code 3".into(),
+            exit_code: Some(3),
+            started_at: Some(at(100)),
+            finished_at: at(105),
+        };
+        let status = ended(&before, PLACEMENT, &ending, Some("c1"), Some("boom\n".into()), at(106));
+        assert_eq!(status.exit_code, Some(3));
+        assert_eq!(status.log_tail.as_deref(), Some("boom\n"));
+        assert_eq!(status.completion_time, Some(Time(at(105))));
+        let succeeded = condition(&status, ConditionType::Succeeded);
+        assert_eq!((succeeded.status.as_str(), succeeded.reason.as_str()), ("False", "Error"));
+        let done = condition(&status, ConditionType::Done);
+        assert_eq!((done.status.as_str(), done.last_transition_time.clone()), ("True", Time(at(106))));
+    }
+
+    #[test]
+    fn unchanged_conditions_keep_their_transition_time() {
+        let first = running(&TaskRunStatus::default(), PLACEMENT, "c1", at(100), at(101));
+        let held = held_up(&first, Reason::DaemonUnavailable, "connection refused", Some(1), at(200));
+        assert_eq!(held.phase, Some(Phase::Running));
+        assert_eq!(held.reason, Some(Reason::DaemonUnavailable));
+        assert_eq!(condition(&held, ConditionType::Succeeded).last_transition_time, Time(at(101)));
+        assert_eq!(condition(&held, ConditionType::Succeeded).reason, "DaemonUnavailable");
+    }
+
+    #[test]
+    fn long_messages_are_cut_to_a_bound() {
+        let held = held_up(&TaskRunStatus::default(), Reason::DaemonUnavailable, &"é".repeat(2000), None, at(1));
+        let message = held.message.unwrap();
+        assert!(message.len() <= MESSAGE_BYTES && message.chars().all(|c| c == 'é'));
+    }
+}
