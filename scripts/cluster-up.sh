@@ -166,9 +166,13 @@ log "starting kube-apiserver on $server (log: $dir/kube-apiserver.log)"
 # --enable-admission-plugins adds to the default-on set (which already has NamespaceLifecycle,
 # LimitRanger, ServiceAccount, DefaultStorageClass, ResourceQuota, the webhook and policy
 # plugins, ...); NodeRestriction is the one extra that pairs with the Node authorizer.
+# --endpoint-reconciler-type=none: the default reconciler refuses a loopback advertise
+# address ("may not be in the loopback range"); without it the `kubernetes` Service still
+# exists but has no Endpoints, which nothing here needs (there are no pods).
 spawn "$dir/kube-apiserver.pid" "$dir/kube-apiserver.log" "$apiserver_bin" \
   --bind-address=127.0.0.1 \
   --advertise-address=127.0.0.1 \
+  --endpoint-reconciler-type=none \
   --secure-port="$apiserver_port" \
   --etcd-servers="$etcd_url" \
   --tls-cert-file="$pki/apiserver.crt" \

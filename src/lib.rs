@@ -4,3 +4,5 @@
 pub mod api;
 pub mod docker;
 pub mod lifecycle;
+pub mod controller;
+pub mod telemetry;

@@ -1,1 +1,80 @@
-fn main() {}
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use kube::CustomResourceExt;
+use taskrun_operator::api::TaskRun;
+use taskrun_operator::controller::{self, ControllerConfig};
+use taskrun_operator::telemetry::{self, LogFormat};
+
+/// Runs TaskRun custom resources as Docker containers, in a cluster or locally.
+#[derive(Parser)]
+#[command(name = "taskrun", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator for one node: watch TaskRuns and run them on this node's Docker daemon.
+    Controller {
+        /// Name of the node this agent serves.
+        #[arg(long, env = "NODE_NAME")]
+        node_name: Option<String>,
+        /// Longest an image pull may take, in seconds.
+        #[arg(long, default_value_t = 300)]
+        pull_timeout_seconds: u64,
+        /// Seconds between looks for containers whose TaskRun is gone.
+        #[arg(long, default_value_t = 60)]
+        sweep_interval_seconds: u64,
+        /// Watch only this namespace instead of every namespace.
+        #[arg(long, env = "WATCH_NAMESPACE")]
+        namespace: Option<String>,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Print the TaskRun CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Crd => match serde_yaml::to_string(&TaskRun::crd()) {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Controller { node_name, pull_timeout_seconds, sweep_interval_seconds, namespace, log_format } => {
+            telemetry::init(log_format, "info,kube=warn");
+            let config = ControllerConfig {
+                node_name: node_name.unwrap_or_else(default_node_name),
+                pull_timeout: Duration::from_secs(pull_timeout_seconds),
+                sweep_interval: Duration::from_secs(sweep_interval_seconds.max(1)),
+                namespace: namespace.filter(|n| !n.is_empty()),
+            };
+            match controller::run(config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "controller failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

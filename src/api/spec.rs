@@ -19,6 +19,7 @@ pub const DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS: i64 = 10;
     kind = "TaskRun",
     plural = "taskruns",
     namespaced,
+    doc = "A one-off container run on a node's Docker daemon, with its outcome in status.",
     status = "TaskRunStatus",
     shortname = "trun",
     category = "taskrun-dev",

@@ -128,7 +128,10 @@ pub fn decide(observed: Observed<'_>) -> Action {
                 Action::Stop { cause: StopCause::Cancelled, grace: grace_period(spec) }
             } else if deadline.is_some_and(|d| d <= now) {
                 Action::Stop { cause: StopCause::DeadlineExceeded, grace: grace_period(spec) }
-            } else if status.phase() != Phase::Running || status.container_id.as_deref() != Some(&container.id) {
+            } else if status.phase() != Phase::Running
+                || status.reason != Some(Reason::Running)
+                || status.container_id.as_deref() != Some(&container.id)
+            {
                 Action::RecordRunning { started_at: *started_at, deadline }
             } else {
                 Action::Wait { until: deadline }

@@ -142,7 +142,7 @@ mod tests {
         Timestamp::from_second(seconds).unwrap()
     }
 
-    fn condition<'a>(status: &'a TaskRunStatus, type_: ConditionType) -> &'a Condition {
+    fn condition(status: &TaskRunStatus, type_: ConditionType) -> &Condition {
         status.condition(type_).unwrap()
     }
 

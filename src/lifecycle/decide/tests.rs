@@ -207,3 +207,13 @@ fn a_final_phase_never_changes() {
     let c = container(exited(0, 100, 110));
     assert_eq!(decide_at(&s, &recorded, Some(&c), 200), Action::Wait { until: None });
 }
+
+#[test]
+fn a_run_held_up_by_the_daemon_records_running_again_once_it_answers() {
+    let c = container(ContainerState::Running { started_at: at(100) });
+    let held = status("phase: Running\nreason: DaemonUnavailable\ncontainerId: c1");
+    assert_eq!(
+        decide_at(&spec("image: busybox"), &held, Some(&c), 150),
+        Action::RecordRunning { started_at: at(100), deadline: None }
+    );
+}

@@ -1,0 +1,57 @@
+# The front door: `make help` lists what there is.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+TOOLS_BIN = $(shell bash -c 'source scripts/lib.sh && tools_bin_dir')
+KUBECONFIG_LOCAL = $(CURDIR)/.cluster/kubeconfig
+export PATH := $(TOOLS_BIN):$(PATH)
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: tools
+tools: ## Build kube-apiserver, etcd and kubectl from their Go modules (cached under ~/.cache)
+	@scripts/tools.sh >/dev/null
+
+.PHONY: docker-up
+docker-up: ## Make sure a Docker daemon answers and the local test images exist
+	@scripts/docker-up.sh
+
+.PHONY: cluster-up
+cluster-up: tools ## Start etcd and kube-apiserver on loopback; writes .cluster/kubeconfig
+	@scripts/cluster-up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local control plane and remove .cluster/
+	@scripts/cluster-down.sh
+
+.PHONY: build
+build: ## Build the taskrun binary
+	cargo build --bins
+
+.PHONY: crds
+crds: ## Regenerate crds/taskrun.yaml from the Rust types
+	cargo run --quiet -- crd > crds/taskrun.yaml
+
+.PHONY: fmt
+fmt: ## Format the code
+	cargo fmt
+
+.PHONY: lint
+lint: ## Check formatting and clippy warnings
+	cargo fmt --check
+	cargo clippy --all-targets --quiet -- -D warnings
+
+.PHONY: test
+test: ## Bring up Docker and the control plane, lint, and run every test
+	@scripts/test.sh
+
+.PHONY: demo
+demo: ## The main job: run the example TaskRuns through the operator and show the outcome
+	@scripts/demo.sh
+
+.PHONY: down
+down: ## Stop the demo controller and the control plane
+	@scripts/demo.sh stop
+	@scripts/cluster-down.sh

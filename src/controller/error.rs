@@ -1,0 +1,19 @@
+use crate::docker::DockerError;
+
+/// What can go wrong in the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to load the Kubernetes client configuration: {0}")]
+    KubeConfig(#[source] kube::Error),
+    #[error("failed to write the status of TaskRun {namespace}/{name}: {source}")]
+    WriteStatus { namespace: String, name: String, source: kube::Error },
+    #[error("TaskRun {0} has no {1}")]
+    MissingMetadata(String, &'static str),
+    #[error("Docker: {0}")]
+    Docker(#[source] DockerError),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+/// The controller's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,98 @@
+//! The operator: watches TaskRuns, runs each as a container on this node's Docker daemon and
+//! records what happened in the TaskRun's status.
+
+mod context;
+mod error;
+mod reconcile;
+mod sweep;
+mod triggers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::Api;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{info, warn};
+
+pub use context::{Context, Metrics};
+pub use error::{Error, Result};
+
+use crate::api::TaskRun;
+use crate::docker::DockerClient;
+use crate::lifecycle::Executor;
+
+/// Name under which the operator writes status and publishes Events.
+pub const FIELD_MANAGER: &str = "taskrun-operator";
+
+/// What the controller needs from its command line.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// The node this agent serves; its containers carry this name in a label.
+    pub node_name: String,
+    /// Longest a pull may take before the run fails with `ImagePullFailed`.
+    pub pull_timeout: Duration,
+    /// How often containers whose TaskRun is gone are looked for.
+    pub sweep_interval: Duration,
+    /// Watch only this namespace; every namespace when unset.
+    pub namespace: Option<String>,
+}
+
+/// Connects to the node's Docker daemon, waiting for it as long as it takes: an agent whose
+/// daemon is down has nothing to do but wait, and exiting would only make a crash loop.
+async fn connect_docker() -> DockerClient {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match DockerClient::connect().await {
+            Ok(docker) => return docker,
+            Err(e) => {
+                warn!(error = %e, retry_in = ?delay, "waiting for the Docker daemon");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Runs the controller until SIGTERM or SIGINT. Running containers are left alone on the way
+/// out; the next controller adopts them.
+pub async fn run(config: ControllerConfig) -> Result<()> {
+    let client = kube::Client::try_default().await.map_err(Error::KubeConfig)?;
+    let docker = connect_docker().await;
+    let executor = Executor::new(docker.clone(), config.node_name.clone(), config.pull_timeout);
+    let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(config.node_name.clone()) };
+    let context = Arc::new(Context::new(client.clone(), executor, Recorder::new(client.clone(), reporter)));
+
+    let (stopped_tx, stopped_rx) = mpsc::channel(1024);
+    let (resync_tx, resync_rx) = mpsc::channel(1);
+    let triggers = tokio::spawn(triggers::follow_container_stops(docker.clone(), config.node_name.clone(), stopped_tx, resync_tx));
+
+    let taskruns: Api<DeserializeGuard<TaskRun>> = match &config.namespace {
+        Some(namespace) => Api::namespaced(client, namespace),
+        None => Api::all(client),
+    };
+    let controller = Controller::new(taskruns, watcher::Config::default().any_semantic())
+        .reconcile_on(ReceiverStream::new(stopped_rx))
+        .reconcile_all_on(ReceiverStream::new(resync_rx))
+        .shutdown_on_signal();
+    let sweeper = tokio::spawn(sweep::sweep_orphans(context.clone(), controller.store(), config.sweep_interval));
+
+    info!(node = %config.node_name, "controller started");
+    controller
+        .run(reconcile::reconcile, reconcile::error_policy, context)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "reconcile failed");
+            }
+        })
+        .await;
+    triggers.abort();
+    sweeper.abort();
+    info!("controller stopped; running containers are left for the next controller to adopt");
+    Ok(())
+}

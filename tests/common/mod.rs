@@ -1,0 +1,294 @@
+//! What every integration test shares: clients for the real API server and Docker daemon, a
+//! fresh namespace per test, and the operator binary run as a user would run it.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bollard::query_parameters::ListContainersOptionsBuilder;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, CustomResourceExt};
+use taskrun_operator::api::TaskRun;
+
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The kubeconfig the tests use: `KUBECONFIG`, or the local control plane's.
+pub fn kubeconfig() -> PathBuf {
+    std::env::var_os("KUBECONFIG").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".cluster/kubeconfig"))
+}
+
+/// A client for the test cluster.
+pub async fn client() -> Client {
+    let options = kube::config::KubeConfigOptions::default();
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig()).expect("read the test kubeconfig; run `make cluster-up`");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.expect("load the test kubeconfig");
+    Client::try_from(config).expect("build a client")
+}
+
+/// A client for the test machine's Docker daemon.
+pub async fn docker() -> bollard::Docker {
+    bollard::Docker::connect_with_defaults()
+        .expect("connect to Docker")
+        .negotiate_version()
+        .await
+        .expect("negotiate the Docker API version; run `make docker-up`")
+}
+
+/// `kubectl` against the test cluster.
+pub fn kubectl() -> Command {
+    let mut command = Command::new("kubectl");
+    command.env("KUBECONFIG", kubeconfig());
+    command
+}
+
+/// Installs the TaskRun CRD from crds/ and waits until it is served.
+pub async fn ensure_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = TaskRun::crd();
+    let name = crd.metadata.name.clone().unwrap();
+    crds.patch(&name, &PatchParams::apply("taskrun-tests").force(), &Patch::Apply(&crd))
+        .await
+        .expect("apply the TaskRun CRD");
+    tokio::time::timeout(TIMEOUT, await_condition(crds, &name, conditions::is_crd_established()))
+        .await
+        .expect("CRD established in time")
+        .expect("watch the CRD");
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A namespace of its own for one test, with the CRD installed. Dropping it removes every
+/// container labelled with its node name and deletes the namespace.
+pub struct TestNamespace {
+    pub client: Client,
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub async fn new(prefix: &str) -> Self {
+        let client = client().await;
+        ensure_crd(&client).await;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let name = format!("{prefix}-{}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed), nanos % 0xfffff);
+        let namespace: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "labels": { "taskrun.dev/test": "true" } }
+        }))
+        .unwrap();
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.expect("create test namespace");
+        Self { client, name }
+    }
+
+    /// The TaskRuns of this namespace.
+    pub fn taskruns(&self) -> Api<TaskRun> {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// The node name this test's controller uses, which labels its containers.
+    pub fn node(&self) -> String {
+        self.name.clone()
+    }
+
+    /// Starts the operator binary for this namespace, as node [`Self::node`].
+    pub fn start_controller(&self) -> ControllerProcess {
+        ControllerProcess::start(&self.name, &self.node())
+    }
+
+    /// Creates a TaskRun from YAML (the namespace is filled in).
+    pub async fn create(&self, yaml: &str) -> TaskRun {
+        let taskrun: TaskRun = serde_yaml::from_str(yaml).expect("test TaskRun parses");
+        self.taskruns().create(&PostParams::default(), &taskrun).await.expect("create TaskRun")
+    }
+
+    /// Waits until the TaskRun's `Done` condition is True and returns it.
+    pub async fn wait_done(&self, name: &str) -> TaskRun {
+        self.wait_for(name, "Done", |tr| {
+            tr.status.as_ref().and_then(|s| s.condition(taskrun_operator::api::ConditionType::Done)).is_some_and(|c| c.status == "True")
+        })
+        .await
+    }
+
+    /// Waits until `check` holds for the TaskRun, watching it rather than polling.
+    pub async fn wait_for(&self, name: &str, what: &str, check: impl Fn(&TaskRun) -> bool) -> TaskRun {
+        let condition = move |object: Option<&TaskRun>| object.is_some_and(&check);
+        match tokio::time::timeout(TIMEOUT, await_condition(self.taskruns(), name, condition)).await {
+            Ok(Ok(Some(taskrun))) => taskrun,
+            Ok(Ok(None)) => panic!("TaskRun {name} disappeared while waiting for {what}"),
+            Ok(Err(e)) => panic!("watching TaskRun {name}: {e}"),
+            Err(_) => {
+                let current = self.taskruns().get_opt(name).await.ok().flatten();
+                panic!("TaskRun {name} did not reach {what} within {TIMEOUT:?}; it is now {:#?}", current.map(|t| t.status))
+            }
+        }
+    }
+
+    /// Containers on the test Docker daemon created for this namespace's TaskRuns.
+    pub async fn containers(&self, docker: &bollard::Docker) -> Vec<bollard::models::ContainerSummary> {
+        let filters = std::collections::HashMap::from([("label", vec![format!("taskrun.dev/namespace={}", self.name)])]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        docker.list_containers(Some(options)).await.expect("list containers")
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        remove_containers_labelled(&format!("taskrun.dev/namespace={}", self.name));
+        let _ = kubectl()
+            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Removes every container with this label, whatever state it is in.
+pub fn remove_containers_labelled(label: &str) {
+    let Ok(output) = Command::new("docker").args(["ps", "-aq", "--filter", &format!("label={label}")]).output() else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&output.stdout).split_whitespace().map(str::to_string).collect();
+    if !ids.is_empty() {
+        let _ = Command::new("docker").arg("rm").arg("-f").args(&ids).stdout(Stdio::null()).status();
+    }
+}
+
+/// The operator binary, started as `taskrun controller` for one namespace and node.
+pub struct ControllerProcess {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl ControllerProcess {
+    pub fn start(namespace: &str, node: &str) -> Self {
+        Self::start_inner(namespace, node, None)
+    }
+
+    fn start_inner(namespace: &str, node: &str, docker_host: Option<String>) -> Self {
+        let log_dir = repo_root().join("target/test-logs");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let log = log_dir.join(format!("{node}.log"));
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_taskrun"));
+        if let Some(host) = docker_host {
+            command.env("DOCKER_HOST", host);
+        }
+        let child = command
+            .args(["controller", "--namespace", namespace, "--node-name", node, "--sweep-interval-seconds", "2"])
+            .env("KUBECONFIG", kubeconfig())
+            .env("RUST_LOG", "info,taskrun_operator=debug")
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .expect("start taskrun controller");
+        Self { child, log }
+    }
+
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Ends the controller with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks the controller to stop with SIGTERM and waits for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.child.wait().expect("wait for controller")
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+impl ControllerProcess {
+    /// Starts the controller with its Docker daemon reached through `socket`.
+    pub fn start_with_docker(namespace: &str, node: &str, socket: &std::path::Path) -> Self {
+        Self::start_inner(namespace, node, Some(format!("unix://{}", socket.display())))
+    }
+}
+
+/// A stand-in for the Docker socket that forwards to the real daemon, and can be paused to
+/// make the daemon look down to whoever uses it.
+pub struct DockerProxy {
+    socket: PathBuf,
+    upstream: PathBuf,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl DockerProxy {
+    pub async fn start(socket: &std::path::Path) -> Self {
+        let upstream = std::env::var("DOCKER_HOST")
+            .ok()
+            .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
+        let proxy = Self { socket: socket.to_path_buf(), upstream, tasks: Default::default() };
+        proxy.resume();
+        proxy
+    }
+
+    /// Starts forwarding again.
+    pub fn resume(&self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let listener = tokio::net::UnixListener::bind(&self.socket).expect("bind proxy socket");
+        let upstream = self.upstream.clone();
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::<tokio::task::JoinHandle<()>>::new()));
+        let owned = connections.clone();
+        let accept = tokio::spawn(async move {
+            let _guard = AbortOnDrop(owned);
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let connection = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::UnixStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                connections.lock().unwrap().push(connection);
+            }
+        });
+        self.tasks.lock().unwrap().push(accept);
+    }
+
+    /// Refuses new connections and cuts the open ones, as a stopped daemon would.
+    pub fn pause(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+impl Drop for DockerProxy {
+    fn drop(&mut self) {
+        self.pause();
+    }
+}
+
+struct AbortOnDrop(std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Ok(mut connections) = self.0.lock() {
+            for connection in connections.drain(..) {
+                connection.abort();
+            }
+        }
+    }
+}
