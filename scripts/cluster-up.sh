@@ -111,7 +111,8 @@ spawn() {
   local pidfile="$1" logfile="$2"
   shift 2
   # From here "$1" is the binary.
-  setsid bash -c 'echo $$ > "$0"; exec nohup "$@"' "$pidfile" "$@" </dev/null >"$logfile" 2>&1 &
+  # 9>&-: the daemon must not inherit the lock fd, or it would hold the lock forever.
+  setsid bash -c 'echo $$ > "$0"; exec nohup "$@"' "$pidfile" "$@" </dev/null >"$logfile" 2>&1 9>&- &
   for _ in $(seq 1 50); do
     [[ -s "$pidfile" ]] && return 0
     sleep 0.1
