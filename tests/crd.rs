@@ -55,9 +55,18 @@ async fn examples_are_accepted_and_listed_with_printer_columns() {
     assert_eq!(String::from_utf8_lossy(&category.stdout).lines().count(), 4);
 }
 
-#[test]
-fn kubectl_explain_shows_the_field_docs() {
-    let output = kubectl().args(["explain", "taskrun.spec.cleanup"]).output().unwrap();
+#[tokio::test]
+async fn kubectl_explain_shows_the_field_docs() {
+    common::ensure_crd(&common::client().await).await;
+    // The API server publishes a new CRD's OpenAPI schema a moment after it is established.
+    let mut output = kubectl().args(["explain", "taskrun.spec.cleanup"]).output().unwrap();
+    for _ in 0..50 {
+        if output.status.success() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        output = kubectl().args(["explain", "taskrun.spec.cleanup"]).output().unwrap();
+    }
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(text.contains("When the finished container is removed"), "{text}");
