@@ -2,7 +2,7 @@
 //! daemon, and the original task.yaml files without any cluster.
 
 pub mod api;
+pub mod controller;
 pub mod docker;
 pub mod lifecycle;
-pub mod controller;
 pub mod telemetry;

@@ -52,7 +52,13 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Controller { node_name, pull_timeout_seconds, sweep_interval_seconds, namespace, log_format } => {
+        Command::Controller {
+            node_name,
+            pull_timeout_seconds,
+            sweep_interval_seconds,
+            namespace,
+            log_format,
+        } => {
             telemetry::init(log_format, "info,kube=warn");
             let config = ControllerConfig {
                 node_name: node_name.unwrap_or_else(default_node_name),

@@ -22,8 +22,14 @@ fn outcome(taskrun: &TaskRun) -> (Option<Phase>, Option<Reason>, Option<i64>) {
 }
 
 fn run(name: &str, spec: &str) -> String {
-    let spec = spec.lines().map(|line| format!("  {line}")).collect::<Vec<_>>().join("\n");
-    format!("apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: {name}\nspec:\n{spec}\n")
+    let spec = spec
+        .lines()
+        .map(|line| format!("  {line}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!(
+        "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: {name}\nspec:\n{spec}\n"
+    )
 }
 
 async fn container_count(ns: &TestNamespace, name: &str) -> usize {
@@ -31,7 +37,13 @@ async fn container_count(ns: &TestNamespace, name: &str) -> usize {
     ns.containers(&docker)
         .await
         .iter()
-        .filter(|c| c.labels.as_ref().and_then(|l| l.get("taskrun.dev/name")).map(String::as_str) == Some(name))
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get("taskrun.dev/name"))
+                .map(String::as_str)
+                == Some(name)
+        })
         .count()
 }
 
@@ -39,67 +51,163 @@ async fn container_count(ns: &TestNamespace, name: &str) -> usize {
 async fn runs_succeed_fail_and_keep_their_output() {
     let ns = TestNamespace::new("lifecycle").await;
     let _controller = ns.start_controller();
-    ns.create(&run("ok", "image: busybox\ncommand: [sh, -c, 'echo first; echo second >&2']\ncleanup: Never")).await;
-    ns.create(&run("exit3", "image: busybox\ncommand: [sh, -c, 'echo bad; exit 3']\ncleanup: Never")).await;
-    ns.create(&run("chatty", "image: busybox\ncommand: [sh, -c, 'seq 1 5000']\ncleanup: Always")).await;
+    ns.create(&run(
+        "ok",
+        "image: busybox\ncommand: [sh, -c, 'echo first; echo second']\ncleanup: Never",
+    ))
+    .await;
+    ns.create(&run(
+        "exit3",
+        "image: busybox\ncommand: [sh, -c, 'echo bad >&2; exit 3']\ncleanup: Never",
+    ))
+    .await;
+    ns.create(&run(
+        "chatty",
+        "image: busybox\ncommand: [sh, -c, 'seq 1 5000']\ncleanup: Always",
+    ))
+    .await;
 
     let ok = ns.wait_done("ok").await;
-    assert_eq!(outcome(&ok), (Some(Phase::Succeeded), Some(Reason::Completed), Some(0)));
+    assert_eq!(
+        outcome(&ok),
+        (Some(Phase::Succeeded), Some(Reason::Completed), Some(0))
+    );
     let s = status(&ok);
     assert!(s.start_time.is_some() && s.completion_time.is_some());
     assert_eq!(s.log_tail.as_deref(), Some("first\nsecond\n"));
     assert_eq!(s.node_name.as_deref(), Some(ns.node().as_str()));
     assert_eq!(s.observed_generation, ok.metadata.generation);
-    let succeeded = s.condition(taskrun_operator::api::ConditionType::Succeeded).unwrap();
+    let succeeded = s
+        .condition(taskrun_operator::api::ConditionType::Succeeded)
+        .unwrap();
     assert_eq!(succeeded.status, "True");
 
     let failed = ns.wait_done("exit3").await;
-    assert_eq!(outcome(&failed), (Some(Phase::Failed), Some(Reason::Error), Some(3)));
+    assert_eq!(
+        outcome(&failed),
+        (Some(Phase::Failed), Some(Reason::Error), Some(3))
+    );
     assert_eq!(status(&failed).log_tail.as_deref(), Some("bad\n"));
-    let succeeded = status(&failed).condition(taskrun_operator::api::ConditionType::Succeeded).unwrap();
-    assert_eq!((succeeded.status.as_str(), succeeded.reason.as_str()), ("False", "Error"));
+    let succeeded = status(&failed)
+        .condition(taskrun_operator::api::ConditionType::Succeeded)
+        .unwrap();
+    assert_eq!(
+        (succeeded.status.as_str(), succeeded.reason.as_str()),
+        ("False", "Error")
+    );
 
     let chatty = ns.wait_done("chatty").await;
     let tail = status(&chatty).log_tail.clone().unwrap();
-    assert!(tail.len() <= 4096 && tail.ends_with("4999\n5000\n"), "log tail is bounded and keeps the end: {} bytes", tail.len());
+    assert!(
+        tail.len() <= 4096 && tail.ends_with("4999\n5000\n"),
+        "log tail is bounded and keeps the end: {} bytes",
+        tail.len()
+    );
 
     let wait = kubectl()
-        .args(["wait", "--for=condition=Done", "taskrun/ok", "taskrun/exit3", "-n", &ns.name, "--timeout=10s"])
+        .args([
+            "wait",
+            "--for=condition=Done",
+            "taskrun/ok",
+            "taskrun/exit3",
+            "-n",
+            &ns.name,
+            "--timeout=10s",
+        ])
         .output()
         .unwrap();
-    assert!(wait.status.success(), "kubectl wait: {}", String::from_utf8_lossy(&wait.stderr));
+    assert!(
+        wait.status.success(),
+        "kubectl wait: {}",
+        String::from_utf8_lossy(&wait.stderr)
+    );
 
     let events = kubectl()
-        .args(["get", "events", "-n", &ns.name, "--field-selector", "involvedObject.name=exit3", "-o", "jsonpath={.items[*].reason}"])
+        .args([
+            "get",
+            "events",
+            "-n",
+            &ns.name,
+            "--field-selector",
+            "involvedObject.name=exit3",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])
         .output()
         .unwrap();
     let reasons = String::from_utf8_lossy(&events.stdout).to_string();
-    assert!(reasons.contains("Started") && reasons.contains("Error"), "events of exit3: {reasons}");
+    assert!(
+        reasons.contains("Started") && reasons.contains("Error"),
+        "events of exit3: {reasons}"
+    );
 }
 
 #[tokio::test]
 async fn image_and_start_failures_end_failed_with_the_reason() {
     let ns = TestNamespace::new("failures").await;
     let _controller = ns.start_controller();
-    ns.create(&run("not-present", "image: not-here:latest\nimagePullPolicy: Never")).await;
-    ns.create(&run("pull-fails", "image: registry.invalid/nothing:1\nimagePullPolicy: Always")).await;
-    ns.create(&run("no-binary", "image: busybox\ncommand: [/no/such/binary]")).await;
+    ns.create(&run(
+        "not-present",
+        "image: not-here:latest\nimagePullPolicy: Never",
+    ))
+    .await;
+    ns.create(&run(
+        "pull-fails",
+        "image: registry.invalid/nothing:1\nimagePullPolicy: Always",
+    ))
+    .await;
+    ns.create(&run(
+        "no-binary",
+        "image: busybox\ncommand: [/no/such/binary]",
+    ))
+    .await;
     ns.create(&run("oom", "image: busybox\ncommand: [dd, if=/dev/zero, of=/dev/null, bs=256M, count=4]\nresources: {limits: {memory: 32Mi}}")).await;
 
     let not_present = ns.wait_done("not-present").await;
-    assert_eq!(outcome(&not_present), (Some(Phase::Failed), Some(Reason::ImageNotPresent), None));
+    assert_eq!(
+        outcome(&not_present),
+        (Some(Phase::Failed), Some(Reason::ImageNotPresent), None)
+    );
 
     let pull = ns.wait_done("pull-fails").await;
-    assert_eq!(outcome(&pull), (Some(Phase::Failed), Some(Reason::ImagePullFailed), None));
-    assert!(status(&pull).message.as_deref().unwrap_or_default().contains("registry.invalid"), "{:?}", status(&pull).message);
+    assert_eq!(
+        outcome(&pull),
+        (Some(Phase::Failed), Some(Reason::ImagePullFailed), None)
+    );
+    assert!(
+        status(&pull)
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("registry.invalid"),
+        "{:?}",
+        status(&pull).message
+    );
 
     let start = ns.wait_done("no-binary").await;
-    assert_eq!((status(&start).phase, status(&start).reason), (Some(Phase::Failed), Some(Reason::StartFailed)));
-    assert!(status(&start).message.as_deref().unwrap_or_default().contains("/no/such/binary"), "{:?}", status(&start).message);
+    assert_eq!(
+        (status(&start).phase, status(&start).reason),
+        (Some(Phase::Failed), Some(Reason::StartFailed))
+    );
+    assert!(
+        status(&start)
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("/no/such/binary"),
+        "{:?}",
+        status(&start).message
+    );
 
     let oom = ns.wait_done("oom").await;
-    assert_eq!(outcome(&oom), (Some(Phase::Failed), Some(Reason::OomKilled), Some(137)));
-    assert_eq!(container_count(&ns, "not-present").await + container_count(&ns, "pull-fails").await, 0);
+    assert_eq!(
+        outcome(&oom),
+        (Some(Phase::Failed), Some(Reason::OomKilled), Some(137))
+    );
+    assert_eq!(
+        container_count(&ns, "not-present").await + container_count(&ns, "pull-fails").await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -107,21 +215,52 @@ async fn timeout_and_cancel_stop_the_container() {
     let ns = TestNamespace::new("stops").await;
     let _controller = ns.start_controller();
     ns.create(&run("slow", "image: busybox\ncommand: [sh, -c, 'echo started; sleep 30']\ntimeoutSeconds: 1\nterminationGracePeriodSeconds: 1\ncleanup: Always")).await;
-    ns.create(&run("cancel-me", "image: busybox\ncommand: [sleep, '30']\nterminationGracePeriodSeconds: 1\ncleanup: Never")).await;
+    ns.create(&run(
+        "cancel-me",
+        "image: busybox\ncommand: [sleep, '30']\nterminationGracePeriodSeconds: 1\ncleanup: Never",
+    ))
+    .await;
 
     let slow = ns.wait_done("slow").await;
-    assert_eq!((status(&slow).phase, status(&slow).reason), (Some(Phase::Failed), Some(Reason::DeadlineExceeded)));
-    assert_eq!(status(&slow).log_tail.as_deref(), Some("started\n"), "output survives the timeout and the cleanup");
+    assert_eq!(
+        (status(&slow).phase, status(&slow).reason),
+        (Some(Phase::Failed), Some(Reason::DeadlineExceeded))
+    );
+    assert_eq!(
+        status(&slow).log_tail.as_deref(),
+        Some("started\n"),
+        "output survives the timeout and the cleanup"
+    );
 
-    ns.wait_for("cancel-me", "Running", |tr| tr.status.as_ref().is_some_and(|s| s.phase == Some(Phase::Running))).await;
+    ns.wait_for("cancel-me", "Running", |tr| {
+        tr.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(Phase::Running))
+    })
+    .await;
     ns.taskruns()
-        .patch("cancel-me", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"cancel": true}})))
+        .patch(
+            "cancel-me",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"cancel": true}})),
+        )
         .await
         .unwrap();
     let cancelled = ns.wait_done("cancel-me").await;
-    assert_eq!((status(&cancelled).phase, status(&cancelled).reason), (Some(Phase::Cancelled), Some(Reason::Cancelled)));
-    assert_eq!(container_count(&ns, "cancel-me").await, 1, "cleanup Never keeps the stopped container");
-    assert_eq!(container_count(&ns, "slow").await, 0, "cleanup Always removes it");
+    assert_eq!(
+        (status(&cancelled).phase, status(&cancelled).reason),
+        (Some(Phase::Cancelled), Some(Reason::Cancelled))
+    );
+    assert_eq!(
+        container_count(&ns, "cancel-me").await,
+        1,
+        "cleanup Never keeps the stopped container"
+    );
+    assert_eq!(
+        container_count(&ns, "slow").await,
+        0,
+        "cleanup Always removes it"
+    );
 }
 
 #[tokio::test]
@@ -136,35 +275,79 @@ async fn cleanup_policies_and_ttl_decide_which_containers_remain() {
         ("never-ok", "true", "Never", 1),
     ];
     for (name, command, cleanup, _) in cases {
-        ns.create(&run(name, &format!("image: busybox\ncommand: [{command}]\ncleanup: {cleanup}"))).await;
+        ns.create(&run(
+            name,
+            &format!("image: busybox\ncommand: [{command}]\ncleanup: {cleanup}"),
+        ))
+        .await;
     }
-    ns.create(&run("ttl", "image: busybox\ncommand: ['true']\ncleanup: Never\nttlSecondsAfterFinished: 2")).await;
+    ns.create(&run(
+        "ttl",
+        "image: busybox\ncommand: ['true']\ncleanup: Never\nttlSecondsAfterFinished: 4",
+    ))
+    .await;
+    ns.wait_done("ttl").await;
+    assert_eq!(
+        container_count(&ns, "ttl").await,
+        1,
+        "the TTL has not passed yet"
+    );
     for (name, ..) in cases {
         ns.wait_done(name).await;
     }
-    ns.wait_done("ttl").await;
     // Removal follows the final status write; give it a moment to land.
     tokio::time::sleep(Duration::from_secs(1)).await;
     for (name, _, cleanup, expected) in cases {
-        assert_eq!(container_count(&ns, name).await, expected, "{name} with cleanup {cleanup}");
+        assert_eq!(
+            container_count(&ns, name).await,
+            expected,
+            "{name} with cleanup {cleanup}"
+        );
     }
-    assert_eq!(container_count(&ns, "ttl").await, 1, "the TTL has not passed yet");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(container_count(&ns, "ttl").await, 0, "the TTL removed the container");
-    assert!(ns.taskruns().get_opt("ttl").await.unwrap().is_some(), "the TaskRun itself stays");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        container_count(&ns, "ttl").await,
+        0,
+        "the TTL removed the container"
+    );
+    assert!(
+        ns.taskruns().get_opt("ttl").await.unwrap().is_some(),
+        "the TaskRun itself stays"
+    );
 }
 
 #[tokio::test]
 async fn deleting_a_running_taskrun_removes_its_container_first() {
     let ns = TestNamespace::new("delete").await;
     let _controller = ns.start_controller();
-    ns.create(&run("doomed", "image: busybox\ncommand: [sleep, '30']\nterminationGracePeriodSeconds: 1")).await;
-    ns.wait_for("doomed", "Running", |tr| tr.status.as_ref().is_some_and(|s| s.phase == Some(Phase::Running))).await;
+    let created = ns
+        .create(&run(
+            "doomed",
+            "image: busybox\ncommand: [sleep, '30']\nterminationGracePeriodSeconds: 1",
+        ))
+        .await;
+    ns.wait_for("doomed", "Running", |tr| {
+        tr.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(Phase::Running))
+    })
+    .await;
     assert_eq!(container_count(&ns, "doomed").await, 1);
     let taskruns = ns.taskruns();
-    taskruns.delete("doomed", &DeleteParams::default()).await.unwrap();
-    let gone = kube::runtime::wait::await_condition(taskruns, "doomed", kube::runtime::wait::conditions::is_deleted(""));
-    tokio::time::timeout(common::TIMEOUT, gone).await.expect("deleted in time").unwrap();
+    taskruns
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
+    let uid = created.uid().unwrap();
+    let gone = kube::runtime::wait::await_condition(
+        taskruns,
+        "doomed",
+        kube::runtime::wait::conditions::is_deleted(&uid),
+    );
+    tokio::time::timeout(common::TIMEOUT, gone)
+        .await
+        .expect("deleted in time")
+        .unwrap();
     assert_eq!(container_count(&ns, "doomed").await, 0);
 }
 
@@ -173,23 +356,42 @@ async fn a_taskrun_costs_at_most_four_writes_and_none_when_nothing_changes() {
     let ns = TestNamespace::new("writes").await;
     let _controller = ns.start_controller();
     let taskruns = ns.taskruns();
-    let mut watch = taskruns.watch(&WatchParams::default(), "0").await.unwrap().boxed();
-    ns.create(&run("counted", "image: busybox\ncommand: ['true']\ncleanup: Always")).await;
+    let mut watch = taskruns
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    ns.create(&run(
+        "counted",
+        "image: busybox\ncommand: ['true']\ncleanup: Always",
+    ))
+    .await;
     ns.wait_done("counted").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    taskruns.delete("counted", &DeleteParams::default()).await.unwrap();
+    taskruns
+        .delete("counted", &DeleteParams::default())
+        .await
+        .unwrap();
 
     let mut versions = Vec::new();
-    while let Ok(Some(event)) = tokio::time::timeout(common::TIMEOUT, watch.try_next()).await.unwrap() {
+    while let Ok(Some(event)) = tokio::time::timeout(common::TIMEOUT, watch.try_next())
+        .await
+        .unwrap()
+    {
         match event {
-            WatchEvent::Added(tr) | WatchEvent::Modified(tr) => versions.push((tr.resource_version(), tr.status.clone())),
+            WatchEvent::Added(tr) | WatchEvent::Modified(tr) => {
+                versions.push((tr.resource_version(), tr.status.clone()))
+            }
             WatchEvent::Deleted(_) => break,
             _ => {}
         }
     }
     // Added, then finalizer, Running, final status (operator), deletion mark (ours), finalizer removal.
     let operator_writes = versions.len() - 2 + 1;
-    assert!(operator_writes <= 4, "{operator_writes} operator writes: {versions:#?}");
+    assert!(
+        operator_writes <= 4,
+        "{operator_writes} operator writes: {versions:#?}"
+    );
 }
 
 #[tokio::test]
@@ -198,18 +400,39 @@ async fn kill_9_while_starting_and_running_still_gives_one_container_and_the_rig
     let mut controller = ns.start_controller();
     let runs: Vec<(String, i64)> = (0..6).map(|i| (format!("run-{i}"), i % 3)).collect();
     for (name, code) in &runs {
-        ns.create(&run(name, &format!("image: busybox\ncommand: [sh, -c, 'sleep 2; exit {code}']\ncleanup: Never"))).await;
+        ns.create(&run(
+            name,
+            &format!("image: busybox\ncommand: [sh, -c, 'sleep 2; exit {code}']\ncleanup: Never"),
+        ))
+        .await;
     }
-    ns.wait_for("run-0", "Running", |tr| tr.status.as_ref().is_some_and(|s| s.phase == Some(Phase::Running))).await;
+    ns.wait_for("run-0", "Running", |tr| {
+        tr.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(Phase::Running))
+    })
+    .await;
     controller.kill();
     // Runs finish while no controller is watching.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _controller = ns.start_controller();
     for (name, code) in &runs {
         let done = ns.wait_done(name).await;
-        let expected = if *code == 0 { Phase::Succeeded } else { Phase::Failed };
-        assert_eq!((status(&done).phase, status(&done).exit_code), (Some(expected), Some(*code)), "{name}");
-        assert_eq!(container_count(&ns, name).await, 1, "exactly one container for {name}");
+        let expected = if *code == 0 {
+            Phase::Succeeded
+        } else {
+            Phase::Failed
+        };
+        assert_eq!(
+            (status(&done).phase, status(&done).exit_code),
+            (Some(expected), Some(*code)),
+            "{name}"
+        );
+        assert_eq!(
+            container_count(&ns, name).await,
+            1,
+            "exactly one container for {name}"
+        );
     }
 }
 
@@ -217,14 +440,33 @@ async fn kill_9_while_starting_and_running_still_gives_one_container_and_the_rig
 async fn sigterm_leaves_running_containers_for_the_next_controller() {
     let ns = TestNamespace::new("adopt").await;
     let mut controller = ns.start_controller();
-    ns.create(&run("long", "image: busybox\ncommand: [sh, -c, 'sleep 3; echo done']\ncleanup: Never")).await;
-    ns.wait_for("long", "Running", |tr| tr.status.as_ref().is_some_and(|s| s.phase == Some(Phase::Running))).await;
+    ns.create(&run(
+        "long",
+        "image: busybox\ncommand: [sh, -c, 'sleep 3; echo done']\ncleanup: Never",
+    ))
+    .await;
+    ns.wait_for("long", "Running", |tr| {
+        tr.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(Phase::Running))
+    })
+    .await;
     let exit = controller.terminate();
-    assert!(exit.success(), "controller exits cleanly on SIGTERM: {exit:?}");
-    assert_eq!(container_count(&ns, "long").await, 1, "the container survives the controller");
+    assert!(
+        exit.success(),
+        "controller exits cleanly on SIGTERM: {exit:?}"
+    );
+    assert_eq!(
+        container_count(&ns, "long").await,
+        1,
+        "the container survives the controller"
+    );
     let _next = ns.start_controller();
     let done = ns.wait_done("long").await;
-    assert_eq!(outcome(&done), (Some(Phase::Succeeded), Some(Reason::Completed), Some(0)));
+    assert_eq!(
+        outcome(&done),
+        (Some(Phase::Succeeded), Some(Reason::Completed), Some(0))
+    );
     assert_eq!(status(&done).log_tail.as_deref(), Some("done\n"));
 }
 
@@ -232,30 +474,81 @@ async fn sigterm_leaves_running_containers_for_the_next_controller() {
 async fn foreign_containers_are_untouched_and_orphans_are_swept() {
     let ns = TestNamespace::new("sweep").await;
     let docker_cli = |args: &[&str]| {
-        let output = std::process::Command::new("docker").args(args).output().unwrap();
-        assert!(output.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        let output = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout).unwrap().trim().to_string()
     };
     let ns_label = format!("taskrun.dev/namespace={}", ns.name);
     let foreign = docker_cli(&["create", "--label", &ns_label, "busybox", "true"]);
     let other_node = docker_cli(&[
-        "create", "--label", &ns_label, "--label", "taskrun.dev/managed-by=taskrun-operator", "--label", "taskrun.dev/node=some-other-node",
-        "--label", "taskrun.dev/uid=gone", "--label", "taskrun.dev/name=gone", "busybox", "true",
+        "create",
+        "--label",
+        &ns_label,
+        "--label",
+        "taskrun.dev/managed-by=taskrun-operator",
+        "--label",
+        "taskrun.dev/node=some-other-node",
+        "--label",
+        "taskrun.dev/uid=gone",
+        "--label",
+        "taskrun.dev/name=gone",
+        "busybox",
+        "true",
     ]);
     let orphan = docker_cli(&[
-        "create", "--label", &ns_label, "--label", "taskrun.dev/managed-by=taskrun-operator", "--label", &format!("taskrun.dev/node={}", ns.node()),
-        "--label", "taskrun.dev/uid=no-such-taskrun", "--label", "taskrun.dev/name=gone", "busybox", "true",
+        "create",
+        "--label",
+        &ns_label,
+        "--label",
+        "taskrun.dev/managed-by=taskrun-operator",
+        "--label",
+        &format!("taskrun.dev/node={}", ns.node()),
+        "--label",
+        "taskrun.dev/uid=no-such-taskrun",
+        "--label",
+        "taskrun.dev/name=gone",
+        "busybox",
+        "true",
     ]);
     let _controller = ns.start_controller();
-    ns.create(&run("live", "image: busybox\ncommand: ['true']\ncleanup: Never")).await;
+    ns.create(&run(
+        "live",
+        "image: busybox\ncommand: ['true']\ncleanup: Never",
+    ))
+    .await;
     ns.wait_done("live").await;
     // The sweep runs every 2 s in tests.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let remaining: Vec<String> = ns.containers(&common::docker().await).await.into_iter().filter_map(|c| c.id).collect();
-    assert!(remaining.contains(&foreign), "a container without our labels is never touched");
-    assert!(remaining.contains(&other_node), "another node's container is never touched");
-    assert!(!remaining.contains(&orphan), "our container whose TaskRun is gone is swept");
-    assert_eq!(container_count(&ns, "live").await, 1, "a live TaskRun's container stays");
+    let remaining: Vec<String> = ns
+        .containers(&common::docker().await)
+        .await
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect();
+    assert!(
+        remaining.contains(&foreign),
+        "a container without our labels is never touched"
+    );
+    assert!(
+        remaining.contains(&other_node),
+        "another node's container is never touched"
+    );
+    assert!(
+        !remaining.contains(&orphan),
+        "our container whose TaskRun is gone is swept"
+    );
+    assert_eq!(
+        container_count(&ns, "live").await,
+        1,
+        "a live TaskRun's container stays"
+    );
 }
 
 #[tokio::test]
@@ -264,20 +557,42 @@ async fn a_daemon_outage_is_shown_and_retried_not_failed() {
     let socket = std::env::temp_dir().join(format!("taskrun-{}.sock", ns.name));
     let proxy = common::DockerProxy::start(&socket).await;
     let _controller = common::ControllerProcess::start_with_docker(&ns.name, &ns.node(), &socket);
-    ns.create(&run("before", "image: busybox\ncommand: ['true']")).await;
+    ns.create(&run("before", "image: busybox\ncommand: ['true']"))
+        .await;
     ns.wait_done("before").await;
 
     proxy.pause();
-    ns.create(&run("during", "image: busybox\ncommand: ['true']")).await;
-    let held = ns
-        .wait_for("during", "DaemonUnavailable", |tr| tr.status.as_ref().is_some_and(|s| s.reason == Some(Reason::DaemonUnavailable)))
+    ns.create(&run("during", "image: busybox\ncommand: ['true']"))
         .await;
-    assert_eq!(status(&held).phase, Some(Phase::Pending), "an outage never fails a run on its own");
-    let condition = status(&held).condition(taskrun_operator::api::ConditionType::Succeeded).unwrap();
-    assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("Unknown", "DaemonUnavailable"));
+    let held = ns
+        .wait_for("during", "DaemonUnavailable", |tr| {
+            tr.status
+                .as_ref()
+                .is_some_and(|s| s.reason == Some(Reason::DaemonUnavailable))
+        })
+        .await;
+    assert_eq!(
+        status(&held).phase,
+        Some(Phase::Pending),
+        "an outage never fails a run on its own"
+    );
+    let condition = status(&held)
+        .condition(taskrun_operator::api::ConditionType::Succeeded)
+        .unwrap();
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("Unknown", "DaemonUnavailable")
+    );
 
     proxy.resume();
     let done = ns.wait_done("during").await;
-    assert_eq!(outcome(&done), (Some(Phase::Succeeded), Some(Reason::Completed), Some(0)));
-    assert!(done.finalizers().iter().any(|f| f == taskrun_operator::api::FINALIZER));
+    assert_eq!(
+        outcome(&done),
+        (Some(Phase::Succeeded), Some(Reason::Completed), Some(0))
+    );
+    assert!(
+        done.finalizers()
+            .iter()
+            .any(|f| f == taskrun_operator::api::FINALIZER)
+    );
 }

@@ -19,20 +19,35 @@ fn apply(namespace: &str, yaml: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run kubectl");
-    child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
 fn taskrun(name: &str, spec: &str) -> String {
-    let spec = spec.lines().map(|line| format!("  {line}")).collect::<Vec<_>>().join("\n");
-    format!("apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: {name}\nspec:\n{spec}\n")
+    let spec = spec
+        .lines()
+        .map(|line| format!("  {line}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!(
+        "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: {name}\nspec:\n{spec}\n"
+    )
 }
 
 #[test]
 fn checked_in_crd_matches_the_rust_types() {
     let generated = serde_yaml::to_string(&TaskRun::crd()).unwrap();
-    let checked_in = std::fs::read_to_string(common::repo_root().join("crds/taskrun.yaml")).unwrap();
-    assert!(generated == checked_in, "crds/taskrun.yaml is stale: run `make crds` and commit the result");
+    let checked_in =
+        std::fs::read_to_string(common::repo_root().join("crds/taskrun.yaml")).unwrap();
+    assert!(
+        generated == checked_in,
+        "crds/taskrun.yaml is stale: run `make crds` and commit the result"
+    );
 }
 
 #[tokio::test]
@@ -40,18 +55,46 @@ async fn examples_are_accepted_and_listed_with_printer_columns() {
     let ns = TestNamespace::new("crd-examples").await;
     for example in ["hello-gopher", "gopher-loops", "failing", "limited"] {
         let path = common::repo_root().join(format!("examples/{example}.yaml"));
-        let output = kubectl().args(["apply", "--validate=strict", "-n", &ns.name, "-f"]).arg(&path).output().unwrap();
-        assert!(output.status.success(), "{example}: {}", String::from_utf8_lossy(&output.stderr));
+        let output = kubectl()
+            .args(["apply", "--validate=strict", "-n", &ns.name, "-f"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
-    let output = kubectl().args(["get", "taskruns", "-n", &ns.name, "-o", "wide"]).output().unwrap();
+    let output = kubectl()
+        .args(["get", "taskruns", "-n", &ns.name, "-o", "wide"])
+        .output()
+        .unwrap();
     let table = String::from_utf8(output.stdout).unwrap();
-    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "PHASE", "EXIT", "CODE", "REASON", "AGE", "IMAGE", "NODE"], "{table}");
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "PHASE", "EXIT", "CODE", "REASON", "AGE", "IMAGE", "NODE"
+        ],
+        "{table}"
+    );
     assert_eq!(table.lines().count(), 5, "{table}");
 
-    let short = kubectl().args(["get", "trun", "-n", &ns.name, "-o", "name"]).output().unwrap();
+    let short = kubectl()
+        .args(["get", "trun", "-n", &ns.name, "-o", "name"])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&short.stdout).lines().count(), 4);
-    let category = kubectl().args(["get", "taskrun-dev", "-n", &ns.name, "-o", "name"]).output().unwrap();
+    let category = kubectl()
+        .args(["get", "taskrun-dev", "-n", &ns.name, "-o", "name"])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&category.stdout).lines().count(), 4);
 }
 
@@ -59,17 +102,30 @@ async fn examples_are_accepted_and_listed_with_printer_columns() {
 async fn kubectl_explain_shows_the_field_docs() {
     common::ensure_crd(&common::client().await).await;
     // The API server publishes a new CRD's OpenAPI schema a moment after it is established.
-    let mut output = kubectl().args(["explain", "taskrun.spec.cleanup"]).output().unwrap();
+    let mut output = kubectl()
+        .args(["explain", "taskrun.spec.cleanup"])
+        .output()
+        .unwrap();
     for _ in 0..50 {
         if output.status.success() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        output = kubectl().args(["explain", "taskrun.spec.cleanup"]).output().unwrap();
+        output = kubectl()
+            .args(["explain", "taskrun.spec.cleanup"])
+            .output()
+            .unwrap();
     }
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(text.contains("When the finished container is removed"), "{text}");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("When the finished container is removed"),
+        "{text}"
+    );
     assert!(text.contains("OnSuccess"), "{text}");
 }
 
@@ -81,63 +137,204 @@ async fn malformed_taskruns_are_rejected_with_the_field_named() {
     let cases: Vec<(&str, String, &str)> = vec![
         ("missing image", "command: [\"true\"]".into(), "spec.image"),
         ("empty image", "image: \"\"".into(), "spec.image"),
-        ("image with whitespace", "image: \"busy box\"".into(), "spec.image"),
+        (
+            "image with whitespace",
+            "image: \"busy box\"".into(),
+            "spec.image",
+        ),
         ("image too long", format!("image: {long}"), "spec.image"),
-        ("unknown pull policy", "image: busybox\nimagePullPolicy: Sometimes".into(), "spec.imagePullPolicy"),
-        ("unknown cleanup", "image: busybox\ncleanup: Maybe".into(), "spec.cleanup"),
-        ("negative timeout", "image: busybox\ntimeoutSeconds: -5".into(), "spec.timeoutSeconds"),
-        ("zero timeout", "image: busybox\ntimeoutSeconds: 0".into(), "spec.timeoutSeconds"),
-        ("absurd timeout", "image: busybox\ntimeoutSeconds: 99999999".into(), "spec.timeoutSeconds"),
-        ("negative ttl", "image: busybox\nttlSecondsAfterFinished: -1".into(), "spec.ttlSecondsAfterFinished"),
-        ("absurd grace period", "image: busybox\nterminationGracePeriodSeconds: 99999".into(), "spec.terminationGracePeriodSeconds"),
-        ("env name starting with a digit", "image: busybox\nenv: [{name: 1BAD, value: x}]".into(), "spec.env[0].name"),
-        ("env name with a dash", "image: busybox\nenv: [{name: HAS-DASH, value: x}]".into(), "spec.env[0].name"),
-        ("duplicate env names", "image: busybox\nenv: [{name: A, value: x}, {name: A, value: y}]".into(), "spec.env[1]"),
-        ("env value too long", format!("image: busybox\nenv: [{{name: A, value: {}}}]", "v".repeat(33000)), "spec.env[0].value"),
-        ("too many command items", format!("image: busybox\ncommand: [{}]", many.join(",")), "spec.command"),
-        ("argument too long", format!("image: busybox\nargs: [\"{}\"]", "x".repeat(5000)), "spec.args[0]"),
-        ("relative working dir", "image: busybox\nworkingDir: tmp".into(), "spec.workingDir"),
-        ("unknown field", "image: busybox\nrunner: busybox".into(), "spec.runner"),
-        ("wrongly typed cancel", "image: busybox\ncancel: \"yes\"".into(), "spec.cancel"),
-        ("negative cpu", "image: busybox\nresources: {limits: {cpu: \"-1\"}}".into(), "spec.resources.limits.cpu"),
-        ("tiny memory", "image: busybox\nresources: {limits: {memory: 1Mi}}".into(), "spec.resources.limits.memory"),
-        ("memory that is not a quantity", "image: busybox\nresources: {limits: {memory: lots}}".into(), "spec.resources.limits.memory"),
+        (
+            "unknown pull policy",
+            "image: busybox\nimagePullPolicy: Sometimes".into(),
+            "spec.imagePullPolicy",
+        ),
+        (
+            "unknown cleanup",
+            "image: busybox\ncleanup: Maybe".into(),
+            "spec.cleanup",
+        ),
+        (
+            "negative timeout",
+            "image: busybox\ntimeoutSeconds: -5".into(),
+            "spec.timeoutSeconds",
+        ),
+        (
+            "zero timeout",
+            "image: busybox\ntimeoutSeconds: 0".into(),
+            "spec.timeoutSeconds",
+        ),
+        (
+            "absurd timeout",
+            "image: busybox\ntimeoutSeconds: 99999999".into(),
+            "spec.timeoutSeconds",
+        ),
+        (
+            "negative ttl",
+            "image: busybox\nttlSecondsAfterFinished: -1".into(),
+            "spec.ttlSecondsAfterFinished",
+        ),
+        (
+            "absurd grace period",
+            "image: busybox\nterminationGracePeriodSeconds: 99999".into(),
+            "spec.terminationGracePeriodSeconds",
+        ),
+        (
+            "env name starting with a digit",
+            "image: busybox\nenv: [{name: 1BAD, value: x}]".into(),
+            "spec.env[0].name",
+        ),
+        (
+            "env name with a dash",
+            "image: busybox\nenv: [{name: HAS-DASH, value: x}]".into(),
+            "spec.env[0].name",
+        ),
+        (
+            "duplicate env names",
+            "image: busybox\nenv: [{name: A, value: x}, {name: A, value: y}]".into(),
+            "spec.env[1]",
+        ),
+        (
+            "env value too long",
+            format!(
+                "image: busybox\nenv: [{{name: A, value: {}}}]",
+                "v".repeat(33000)
+            ),
+            "spec.env[0].value",
+        ),
+        (
+            "too many command items",
+            format!("image: busybox\ncommand: [{}]", many.join(",")),
+            "spec.command",
+        ),
+        (
+            "argument too long",
+            format!("image: busybox\nargs: [\"{}\"]", "x".repeat(5000)),
+            "spec.args[0]",
+        ),
+        (
+            "relative working dir",
+            "image: busybox\nworkingDir: tmp".into(),
+            "spec.workingDir",
+        ),
+        (
+            "unknown field",
+            "image: busybox\nrunner: busybox".into(),
+            "spec.runner",
+        ),
+        (
+            "wrongly typed cancel",
+            "image: busybox\ncancel: \"yes\"".into(),
+            "spec.cancel",
+        ),
+        (
+            "negative cpu",
+            "image: busybox\nresources: {limits: {cpu: \"-1\"}}".into(),
+            "spec.resources.limits.cpu",
+        ),
+        (
+            "tiny memory",
+            "image: busybox\nresources: {limits: {memory: 1Mi}}".into(),
+            "spec.resources.limits.memory",
+        ),
+        (
+            "memory that is not a quantity",
+            "image: busybox\nresources: {limits: {memory: lots}}".into(),
+            "spec.resources.limits.memory",
+        ),
     ];
     let mut failures = Vec::new();
     for (i, (what, spec, field)) in cases.iter().enumerate() {
         let output = apply(&ns.name, &taskrun(&format!("bad-{i}"), spec));
         let stderr = String::from_utf8_lossy(&output.stderr);
         if output.status.success() || !stderr.contains(field) {
-            failures.push(format!("{what}: expected a rejection naming {field}, got {:?}: {stderr}", output.status.code()));
+            failures.push(format!(
+                "{what}: expected a rejection naming {field}, got {:?}: {stderr}",
+                output.status.code()
+            ));
         }
     }
-    let stored = kubectl().args(["get", "taskruns", "-n", &ns.name, "-o", "name"]).output().unwrap();
-    assert!(failures.is_empty(), "{} of {} cases were not rejected properly:\n{}", failures.len(), cases.len(), failures.join("\n"));
-    assert_eq!(String::from_utf8_lossy(&stored.stdout).trim(), "", "no malformed TaskRun may be stored");
+    let stored = kubectl()
+        .args(["get", "taskruns", "-n", &ns.name, "-o", "name"])
+        .output()
+        .unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases were not rejected properly:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&stored.stdout).trim(),
+        "",
+        "no malformed TaskRun may be stored"
+    );
 }
 
 #[tokio::test]
 async fn the_spec_is_immutable_except_cancel_going_true() {
     let ns = TestNamespace::new("crd-immutable").await;
-    let created = apply(&ns.name, &taskrun("fixed", "image: busybox\ncommand: [\"true\"]"));
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let created = apply(
+        &ns.name,
+        &taskrun("fixed", "image: busybox\ncommand: [\"true\"]"),
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
 
     let changes = [
-        ("image change", "image: busybox:other\ncommand: [\"true\"]", "spec.image"),
-        ("command change", "image: busybox\ncommand: [\"false\"]", "spec.command"),
-        ("added timeout", "image: busybox\ncommand: [\"true\"]\ntimeoutSeconds: 5", "spec.timeoutSeconds"),
-        ("cleanup change", "image: busybox\ncommand: [\"true\"]\ncleanup: Never", "spec.cleanup"),
+        (
+            "image change",
+            "image: busybox:other\ncommand: [\"true\"]",
+            "spec.image",
+        ),
+        (
+            "command change",
+            "image: busybox\ncommand: [\"false\"]",
+            "spec.command",
+        ),
+        (
+            "added timeout",
+            "image: busybox\ncommand: [\"true\"]\ntimeoutSeconds: 5",
+            "spec.timeoutSeconds",
+        ),
+        (
+            "cleanup change",
+            "image: busybox\ncommand: [\"true\"]\ncleanup: Never",
+            "spec.cleanup",
+        ),
     ];
     for (what, spec, field) in changes {
         let output = apply(&ns.name, &taskrun("fixed", spec));
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success() && stderr.contains(field), "{what}: {stderr}");
+        assert!(
+            !output.status.success() && stderr.contains(field),
+            "{what}: {stderr}"
+        );
         assert!(stderr.contains("cannot be changed"), "{what}: {stderr}");
     }
 
-    let cancelled = apply(&ns.name, &taskrun("fixed", "image: busybox\ncommand: [\"true\"]\ncancel: true"));
-    assert!(cancelled.status.success(), "cancel false -> true: {}", String::from_utf8_lossy(&cancelled.stderr));
-    let uncancelled = apply(&ns.name, &taskrun("fixed", "image: busybox\ncommand: [\"true\"]\ncancel: false"));
+    let cancelled = apply(
+        &ns.name,
+        &taskrun("fixed", "image: busybox\ncommand: [\"true\"]\ncancel: true"),
+    );
+    assert!(
+        cancelled.status.success(),
+        "cancel false -> true: {}",
+        String::from_utf8_lossy(&cancelled.stderr)
+    );
+    let uncancelled = apply(
+        &ns.name,
+        &taskrun(
+            "fixed",
+            "image: busybox\ncommand: [\"true\"]\ncancel: false",
+        ),
+    );
     let stderr = String::from_utf8_lossy(&uncancelled.stderr);
-    assert!(!uncancelled.status.success() && stderr.contains("spec.cancel"), "cancel true -> false: {stderr}");
+    assert!(
+        !uncancelled.status.success() && stderr.contains("spec.cancel"),
+        "cancel true -> false: {stderr}"
+    );
 }

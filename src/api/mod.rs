@@ -8,8 +8,8 @@ mod validation;
 
 pub use quantity::{parse_cpu_nanos, parse_memory_bytes};
 pub use spec::{
-    CleanupPolicy, EnvVar, ImagePullPolicy, ResourceLimits, ResourceRequirements, TaskRun,
-    TaskRunSpec, DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS,
+    CleanupPolicy, DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS, EnvVar, ImagePullPolicy,
+    ResourceLimits, ResourceRequirements, TaskRun, TaskRunSpec,
 };
 pub use status::{ConditionStatus, ConditionType, Phase, Reason, TaskRunStatus};
 

@@ -35,7 +35,10 @@ pub const DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS: i64 = 10;
 pub struct TaskRunSpec {
     /// Container image to run, as Docker names it (`busybox`, `busybox:1.36`,
     /// `registry.example:5000/team/tool@sha256:...`).
-    #[schemars(length(min = 1, max = 512), regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._:/@-]*$"))]
+    #[schemars(
+        length(min = 1, max = 512),
+        regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._:/@-]*$")
+    )]
     pub image: String,
 
     /// Entrypoint, replacing the image's ENTRYPOINT. The image's is used when empty.
@@ -106,7 +109,10 @@ pub struct TaskRunSpec {
 #[serde(rename_all = "camelCase")]
 pub struct EnvVar {
     /// Name of the variable: letters, digits and underscores, not starting with a digit.
-    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
     pub name: String,
 
     /// Value of the variable. Empty when unset.
@@ -224,6 +230,9 @@ mod tests {
     #[test]
     fn defaults_serialize_back_without_empty_fields() {
         let yaml = serde_yaml::to_string(&TaskRunSpec::for_image("busybox")).unwrap();
-        assert_eq!(yaml, "image: busybox\nimagePullPolicy: IfNotPresent\ncleanup: OnSuccess\n");
+        assert_eq!(
+            yaml,
+            "image: busybox\nimagePullPolicy: IfNotPresent\ncleanup: OnSuccess\n"
+        );
     }
 }

@@ -208,7 +208,11 @@ mod tests {
 
     #[test]
     fn reasons_serialize_as_their_display_names() {
-        for reason in [Reason::OomKilled, Reason::DeadlineExceeded, Reason::Completed] {
+        for reason in [
+            Reason::OomKilled,
+            Reason::DeadlineExceeded,
+            Reason::Completed,
+        ] {
             let json = serde_json::to_value(reason).unwrap();
             assert_eq!(json, serde_json::Value::from(reason.as_str()));
         }

@@ -8,7 +8,13 @@ pub fn spec_rules(schema: &mut Schema) {
     let fields: Vec<String> = schema
         .get("properties")
         .and_then(Value::as_object)
-        .map(|properties| properties.keys().filter(|k| *k != "cancel").cloned().collect())
+        .map(|properties| {
+            properties
+                .keys()
+                .filter(|k| *k != "cancel")
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default();
     let mut rules: Vec<Value> = fields
         .iter()

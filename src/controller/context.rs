@@ -38,7 +38,13 @@ impl Metrics {
 
 impl Context {
     pub fn new(client: kube::Client, executor: Executor, recorder: Recorder) -> Self {
-        Self { client, executor, recorder, metrics: Metrics::default(), failures: Mutex::default() }
+        Self {
+            client,
+            executor,
+            recorder,
+            metrics: Metrics::default(),
+            failures: Mutex::default(),
+        }
     }
 
     /// Forgets the failures of a TaskRun that reconciled cleanly.
@@ -55,6 +61,7 @@ impl Context {
             *attempts = attempts.saturating_add(1);
             *attempts
         });
-        Duration::from_secs(1u64 << attempts.clamp(1, 7).saturating_sub(1)).min(Duration::from_secs(60))
+        Duration::from_secs(1u64 << attempts.clamp(1, 7).saturating_sub(1))
+            .min(Duration::from_secs(60))
     }
 }

@@ -6,7 +6,11 @@ pub enum Error {
     #[error("failed to load the Kubernetes client configuration: {0}")]
     KubeConfig(#[source] kube::Error),
     #[error("failed to write the status of TaskRun {namespace}/{name}: {source}")]
-    WriteStatus { namespace: String, name: String, source: kube::Error },
+    WriteStatus {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
     #[error("TaskRun {0} has no {1}")]
     MissingMetadata(String, &'static str),
     #[error("Docker: {0}")]

@@ -62,15 +62,33 @@ async fn connect_docker() -> DockerClient {
 /// Runs the controller until SIGTERM or SIGINT. Running containers are left alone on the way
 /// out; the next controller adopts them.
 pub async fn run(config: ControllerConfig) -> Result<()> {
-    let client = kube::Client::try_default().await.map_err(Error::KubeConfig)?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(Error::KubeConfig)?;
     let docker = connect_docker().await;
-    let executor = Executor::new(docker.clone(), config.node_name.clone(), config.pull_timeout);
-    let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(config.node_name.clone()) };
-    let context = Arc::new(Context::new(client.clone(), executor, Recorder::new(client.clone(), reporter)));
+    let executor = Executor::new(
+        docker.clone(),
+        config.node_name.clone(),
+        config.pull_timeout,
+    );
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: Some(config.node_name.clone()),
+    };
+    let context = Arc::new(Context::new(
+        client.clone(),
+        executor,
+        Recorder::new(client.clone(), reporter),
+    ));
 
     let (stopped_tx, stopped_rx) = mpsc::channel(1024);
     let (resync_tx, resync_rx) = mpsc::channel(1);
-    let triggers = tokio::spawn(triggers::follow_container_stops(docker.clone(), config.node_name.clone(), stopped_tx, resync_tx));
+    let triggers = tokio::spawn(triggers::follow_container_stops(
+        docker.clone(),
+        config.node_name.clone(),
+        stopped_tx,
+        resync_tx,
+    ));
 
     let taskruns: Api<DeserializeGuard<TaskRun>> = match &config.namespace {
         Some(namespace) => Api::namespaced(client, namespace),
@@ -80,7 +98,11 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         .reconcile_on(ReceiverStream::new(stopped_rx))
         .reconcile_all_on(ReceiverStream::new(resync_rx))
         .shutdown_on_signal();
-    let sweeper = tokio::spawn(sweep::sweep_orphans(context.clone(), controller.store(), config.sweep_interval));
+    let sweeper = tokio::spawn(sweep::sweep_orphans(
+        context.clone(),
+        controller.store(),
+        config.sweep_interval,
+    ));
 
     info!(node = %config.node_name, "controller started");
     controller

@@ -2,20 +2,22 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::ResourceExt;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
+use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
 use super::context::{Context, Metrics};
 use crate::api::TaskRun;
+use crate::docker::ContainerOwner;
 
 /// Removes this node's containers whose TaskRun no longer exists (deleted while the
 /// controller was down, say). Containers without our labels are never looked at.
-pub async fn sweep_orphans(context: Arc<Context>, store: Store<DeserializeGuard<TaskRun>>, interval: Duration) {
-    if store.wait_until_ready().await.is_err() {
-        return;
-    }
+pub async fn sweep_orphans(
+    context: Arc<Context>,
+    store: Store<DeserializeGuard<TaskRun>>,
+    interval: Duration,
+) {
     let mut ticks = tokio::time::interval(interval);
     loop {
         ticks.tick().await;
@@ -27,15 +29,40 @@ pub async fn sweep_orphans(context: Arc<Context>, store: Store<DeserializeGuard<
                 continue;
             }
         };
-        let known: HashSet<String> = store.state().iter().filter_map(|guard| guard.uid()).collect();
-        for (id, owner) in containers.into_iter().filter(|(_, owner)| !known.contains(&owner.uid)) {
+        let cached: HashSet<String> = store
+            .state()
+            .iter()
+            .filter_map(|guard| guard.uid())
+            .collect();
+        for (id, owner) in containers
+            .into_iter()
+            .filter(|(_, owner)| !cached.contains(&owner.uid))
+        {
+            // The cache may lag behind; only the API server's answer makes a container an orphan.
+            match taskrun_exists(&context.client, &owner).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(error = %e, "orphan sweep could not look up a TaskRun");
+                    continue;
+                }
+            }
             match docker.remove_container(&id).await {
                 Ok(()) => {
                     Metrics::count(&context.metrics.containers_removed);
-                    info!(container = %id, namespace = %owner.namespace, name = %owner.name, "removed container of a deleted TaskRun");
+                    info!(container = %id, namespace = %owner.namespace, name = %owner.name, "removed the container of a deleted TaskRun");
                 }
                 Err(e) => warn!(error = %e, "orphan sweep could not remove a container"),
             }
         }
     }
+}
+
+async fn taskrun_exists(
+    client: &kube::Client,
+    owner: &ContainerOwner,
+) -> Result<bool, kube::Error> {
+    let api: Api<TaskRun> = Api::namespaced(client.clone(), &owner.namespace);
+    let found = api.get_metadata_opt(&owner.name).await?;
+    Ok(found.is_some_and(|taskrun| taskrun.uid().as_deref() == Some(owner.uid.as_str())))
 }

@@ -104,21 +104,36 @@ impl DockerClient {
     }
 
     async fn negotiate(docker: bollard::Docker) -> Result<Self, DockerError> {
-        let docker = docker.negotiate_version().await.map_err(DockerError::Connect)?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(DockerError::Connect)?;
         Ok(Self { docker })
     }
 
     /// Whether the daemon answers.
     pub async fn ping(&self) -> Result<(), DockerError> {
-        self.docker.ping().await.map(drop).map_err(DockerError::Connect)
+        self.docker
+            .ping()
+            .await
+            .map(drop)
+            .map_err(DockerError::Connect)
     }
 
     /// The container with this name, or `None` when there is none.
-    pub async fn inspect_container(&self, name: &str) -> Result<Option<ObservedContainer>, DockerError> {
+    pub async fn inspect_container(
+        &self,
+        name: &str,
+    ) -> Result<Option<ObservedContainer>, DockerError> {
         match self.docker.inspect_container(name, None).await {
             Ok(inspect) => Ok(ObservedContainer::from_inspect(inspect)),
-            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
-            Err(source) => Err(DockerError::InspectContainer { name: name.to_string(), source }),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(source) => Err(DockerError::InspectContainer {
+                name: name.to_string(),
+                source,
+            }),
         }
     }
 
@@ -126,31 +141,57 @@ impl DockerClient {
     pub async fn has_image(&self, image: &str) -> Result<bool, DockerError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => Ok(true),
-            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
-            Err(source) => Err(DockerError::InspectImage { image: image.to_string(), source }),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(source) => Err(DockerError::InspectImage {
+                image: image.to_string(),
+                source,
+            }),
         }
     }
 
     /// Pulls the image, giving up after `timeout`.
     pub async fn pull_image(&self, image: &str, timeout: Duration) -> Result<(), DockerError> {
         let (repository, tag) = split_image_reference(image);
-        let options = CreateImageOptionsBuilder::default().from_image(repository).tag(tag).build();
-        let pull = self.docker.create_image(Some(options), None, None).try_for_each(|_| async { Ok(()) });
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(repository)
+            .tag(tag)
+            .build();
+        let pull = self
+            .docker
+            .create_image(Some(options), None, None)
+            .try_for_each(|_| async { Ok(()) });
         match tokio::time::timeout(timeout, pull).await {
-            Ok(result) => result.map_err(|source| DockerError::PullImage { image: image.to_string(), source }),
-            Err(_) => Err(DockerError::PullTimeout { image: image.to_string(), seconds: timeout.as_secs() }),
+            Ok(result) => result.map_err(|source| DockerError::PullImage {
+                image: image.to_string(),
+                source,
+            }),
+            Err(_) => Err(DockerError::PullTimeout {
+                image: image.to_string(),
+                seconds: timeout.as_secs(),
+            }),
         }
     }
 
     /// Creates the container and returns its ID. A name already taken answers 409.
-    pub async fn create_container(&self, template: &ContainerTemplate) -> Result<String, DockerError> {
+    pub async fn create_container(
+        &self,
+        template: &ContainerTemplate,
+    ) -> Result<String, DockerError> {
         let name = template.owner.container_name();
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let body = ContainerCreateBody {
             image: Some(template.image.clone()),
             entrypoint: (!template.entrypoint.is_empty()).then(|| template.entrypoint.clone()),
             cmd: (!template.args.is_empty()).then(|| template.args.clone()),
-            env: Some(template.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            env: Some(
+                template
+                    .env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect(),
+            ),
             working_dir: template.working_dir.clone(),
             labels: Some(template.owner.labels()),
             host_config: Some(HostConfig {
@@ -173,7 +214,10 @@ impl DockerClient {
         self.docker
             .start_container(name, None)
             .await
-            .map_err(|source| DockerError::StartContainer { name: name.to_string(), source })
+            .map_err(|source| DockerError::StartContainer {
+                name: name.to_string(),
+                source,
+            })
     }
 
     /// Sends SIGTERM, then SIGKILL after `grace`. A container already stopped or gone is fine.
@@ -182,32 +226,55 @@ impl DockerClient {
         let options = StopContainerOptionsBuilder::default().t(seconds).build();
         match self.docker.stop_container(name, Some(options)).await {
             Ok(()) => Ok(()),
-            Err(BollardError::DockerResponseServerError { status_code: 304 | 404, .. }) => Ok(()),
-            Err(source) => Err(DockerError::StopContainer { name: name.to_string(), source }),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304 | 404,
+                ..
+            }) => Ok(()),
+            Err(source) => Err(DockerError::StopContainer {
+                name: name.to_string(),
+                source,
+            }),
         }
     }
 
     /// Removes the container, killing it if it still runs. A container already gone is fine.
     pub async fn remove_container(&self, name: &str) -> Result<(), DockerError> {
-        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
         match self.docker.remove_container(name, Some(options)).await {
             Ok(()) => Ok(()),
-            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
             // "removal already in progress"
-            Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
-            Err(source) => Err(DockerError::RemoveContainer { name: name.to_string(), source }),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(source) => Err(DockerError::RemoveContainer {
+                name: name.to_string(),
+                source,
+            }),
         }
     }
 
     /// The last [`LOG_TAIL_BYTES`] of the container's stdout and stderr, interleaved as written.
     pub async fn log_tail(&self, name: &str) -> Result<String, DockerError> {
-        let options = LogsOptionsBuilder::default().stdout(true).stderr(true).tail("200").build();
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail("200")
+            .build();
         let chunks: Vec<_> = self
             .docker
             .logs(name, Some(options))
             .try_collect()
             .await
-            .map_err(|source| DockerError::ReadLogs { name: name.to_string(), source })?;
+            .map_err(|source| DockerError::ReadLogs {
+                name: name.to_string(),
+                source,
+            })?;
         let mut bytes = Vec::new();
         for chunk in chunks {
             bytes.extend_from_slice(&chunk.into_bytes());
@@ -223,16 +290,31 @@ impl DockerClient {
             // The wait API reports a non-zero exit as an error; the exit code is the run's
             // result, read from inspect, not a failure to wait.
             Some(Err(BollardError::DockerContainerWaitError { .. })) => Ok(()),
-            Some(Err(BollardError::DockerResponseServerError { status_code: 404, .. })) => Ok(()),
-            Some(Err(source)) => Err(DockerError::WaitContainer { name: name.to_string(), source }),
+            Some(Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            })) => Ok(()),
+            Some(Err(source)) => Err(DockerError::WaitContainer {
+                name: name.to_string(),
+                source,
+            }),
         }
     }
 
     /// The containers this operator created for `node`.
-    pub async fn list_managed(&self, node: &str) -> Result<Vec<(String, ContainerOwner)>, DockerError> {
+    pub async fn list_managed(
+        &self,
+        node: &str,
+    ) -> Result<Vec<(String, ContainerOwner)>, DockerError> {
         let filters = managed_filters(node);
-        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        let containers = self.docker.list_containers(Some(options)).await.map_err(DockerError::ListContainers)?;
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(DockerError::ListContainers)?;
         Ok(containers
             .into_iter()
             .filter_map(|c| Some((c.id?, ContainerOwner::from_labels(&c.labels?)?)))
@@ -240,24 +322,32 @@ impl DockerClient {
     }
 
     /// Owners of this node's containers as they stop or disappear, as the daemon reports them.
-    pub fn container_stops(&self, node: &str) -> impl Stream<Item = Result<ContainerOwner, DockerError>> + use<> {
+    pub fn container_stops(
+        &self,
+        node: &str,
+    ) -> impl Stream<Item = Result<ContainerOwner, DockerError>> + use<> {
         let mut filters = managed_filters(node);
         filters.insert("type".into(), vec!["container".into()]);
         filters.insert("event".into(), vec!["die".into(), "destroy".into()]);
         let options = EventsOptionsBuilder::default().filters(&filters).build();
-        self.docker.events(Some(options)).filter_map(|event| async move {
-            match event {
-                Ok(event) => ContainerOwner::from_labels(&event.actor?.attributes?).map(Ok),
-                Err(e) => Some(Err(DockerError::Events(e))),
-            }
-        })
+        self.docker
+            .events(Some(options))
+            .filter_map(|event| async move {
+                match event {
+                    Ok(event) => ContainerOwner::from_labels(&event.actor?.attributes?).map(Ok),
+                    Err(e) => Some(Err(DockerError::Events(e))),
+                }
+            })
     }
 }
 
 fn managed_filters(node: &str) -> HashMap<String, Vec<String>> {
     HashMap::from([(
         "label".to_string(),
-        vec![format!("{LABEL_MANAGED_BY}={MANAGED_BY}"), format!("{LABEL_NODE}={node}")],
+        vec![
+            format!("{LABEL_MANAGED_BY}={MANAGED_BY}"),
+            format!("{LABEL_NODE}={node}"),
+        ],
     )])
 }
 
@@ -269,7 +359,10 @@ fn split_image_reference(image: &str) -> (&str, &str) {
     }
     let last_segment = image.rfind('/').map_or(0, |slash| slash + 1);
     match image[last_segment..].rfind(':') {
-        Some(colon) => (&image[..last_segment + colon], &image[last_segment + colon + 1..]),
+        Some(colon) => (
+            &image[..last_segment + colon],
+            &image[last_segment + colon + 1..],
+        ),
         None => (image, "latest"),
     }
 }
@@ -291,9 +384,18 @@ mod tests {
     fn image_references_split_into_repository_and_tag() {
         assert_eq!(split_image_reference("busybox"), ("busybox", "latest"));
         assert_eq!(split_image_reference("busybox:1.36"), ("busybox", "1.36"));
-        assert_eq!(split_image_reference("registry:5000/team/tool"), ("registry:5000/team/tool", "latest"));
-        assert_eq!(split_image_reference("registry:5000/tool:v2"), ("registry:5000/tool", "v2"));
-        assert_eq!(split_image_reference("tool@sha256:abc"), ("tool", "sha256:abc"));
+        assert_eq!(
+            split_image_reference("registry:5000/team/tool"),
+            ("registry:5000/team/tool", "latest")
+        );
+        assert_eq!(
+            split_image_reference("registry:5000/tool:v2"),
+            ("registry:5000/tool", "v2")
+        );
+        assert_eq!(
+            split_image_reference("tool@sha256:abc"),
+            ("tool", "sha256:abc")
+        );
     }
 
     #[test]

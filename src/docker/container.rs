@@ -51,7 +51,11 @@ impl ObservedContainer {
         use bollard::models::ContainerStateStatusEnum as Status;
 
         let id = inspect.id?;
-        let name = inspect.name.unwrap_or_default().trim_start_matches('/').to_string();
+        let name = inspect
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string();
         let labels: HashMap<String, String> =
             inspect.config.and_then(|c| c.labels).unwrap_or_default();
         let state = inspect.state?;
@@ -60,18 +64,28 @@ impl ObservedContainer {
         let finished_at = state.finished_at.as_deref().and_then(parse_docker_time);
         let state = match state.status {
             Some(Status::CREATED) | Some(Status::EMPTY) | None => ContainerState::Created { error },
-            Some(Status::RUNNING) | Some(Status::PAUSED) | Some(Status::RESTARTING) | Some(Status::STOPPING) => {
-                ContainerState::Running { started_at: started_at.unwrap_or(Timestamp::UNIX_EPOCH) }
-            }
-            Some(Status::EXITED) | Some(Status::DEAD) | Some(Status::REMOVING) => ContainerState::Exited {
-                exit_code: state.exit_code.unwrap_or(-1),
-                oom_killed: state.oom_killed.unwrap_or(false),
-                started_at,
-                finished_at,
-                error,
+            Some(Status::RUNNING)
+            | Some(Status::PAUSED)
+            | Some(Status::RESTARTING)
+            | Some(Status::STOPPING) => ContainerState::Running {
+                started_at: started_at.unwrap_or(Timestamp::UNIX_EPOCH),
             },
+            Some(Status::EXITED) | Some(Status::DEAD) | Some(Status::REMOVING) => {
+                ContainerState::Exited {
+                    exit_code: state.exit_code.unwrap_or(-1),
+                    oom_killed: state.oom_killed.unwrap_or(false),
+                    started_at,
+                    finished_at,
+                    error,
+                }
+            }
         };
-        Some(Self { id, name, owner: ContainerOwner::from_labels(&labels), state })
+        Some(Self {
+            id,
+            name,
+            owner: ContainerOwner::from_labels(&labels),
+            state,
+        })
     }
 }
 

@@ -7,4 +7,7 @@ mod naming;
 
 pub use client::{DockerClient, DockerError, LOG_TAIL_BYTES};
 pub use container::{ContainerState, ContainerTemplate, ObservedContainer};
-pub use naming::{container_name, ContainerOwner, LABEL_MANAGED_BY, LABEL_NAME, LABEL_NAMESPACE, LABEL_NODE, LABEL_UID, MANAGED_BY};
+pub use naming::{
+    ContainerOwner, LABEL_MANAGED_BY, LABEL_NAME, LABEL_NAMESPACE, LABEL_NODE, LABEL_UID,
+    MANAGED_BY, container_name,
+};

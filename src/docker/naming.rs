@@ -74,7 +74,10 @@ mod tests {
 
     #[test]
     fn labels_round_trip_to_the_same_owner() {
-        assert_eq!(ContainerOwner::from_labels(&owner().labels()), Some(owner()));
+        assert_eq!(
+            ContainerOwner::from_labels(&owner().labels()),
+            Some(owner())
+        );
     }
 
     #[test]
@@ -90,6 +93,9 @@ mod tests {
         let mut renamed = owner();
         renamed.name = "other".into();
         assert_eq!(renamed.container_name(), owner().container_name());
-        assert_eq!(owner().container_name(), "taskrun-0b6f7e2a-1111-2222-3333-444455556666");
+        assert_eq!(
+            owner().container_name(),
+            "taskrun-0b6f7e2a-1111-2222-3333-444455556666"
+        );
     }
 }

@@ -25,7 +25,10 @@ pub enum Action {
     /// Start the container an earlier attempt created but did not get to start.
     Start,
     /// Record that the container runs; look again at `deadline`, if any.
-    RecordRunning { started_at: Timestamp, deadline: Option<Timestamp> },
+    RecordRunning {
+        started_at: Timestamp,
+        deadline: Option<Timestamp>,
+    },
     /// Stop the running container: SIGTERM, then SIGKILL after `grace`.
     Stop { cause: StopCause, grace: Duration },
     /// Save the container's log tail and record how the run ended.
@@ -63,14 +66,23 @@ pub struct Ending {
 /// The container is the source of truth while it exists; the status is the memory of what
 /// happened once it may be gone. A final phase never changes.
 pub fn decide(observed: Observed<'_>) -> Action {
-    let Observed { uid, spec, status, container, now } = observed;
+    let Observed {
+        uid,
+        spec,
+        status,
+        container,
+        now,
+    } = observed;
     let container = match container {
         Some(c) if c.owner.as_ref().is_some_and(|owner| owner.uid == uid) => Some(c),
         Some(c) if !status.phase().is_final() => {
             return Action::RecordEnd(Ending {
                 phase: Phase::Failed,
                 reason: Reason::StartFailed,
-                message: format!("a container named {} exists that was not created for this TaskRun", c.name),
+                message: format!(
+                    "a container named {} exists that was not created for this TaskRun",
+                    c.name
+                ),
                 exit_code: None,
                 started_at: None,
                 finished_at: now,
@@ -103,7 +115,13 @@ pub fn decide(observed: Observed<'_>) -> Action {
                 now,
             ))
         } else if spec.cancel {
-            Action::RecordEnd(ended_without_exit(spec, status, Reason::Cancelled, "cancelled before it started", now))
+            Action::RecordEnd(ended_without_exit(
+                spec,
+                status,
+                Reason::Cancelled,
+                "cancelled before it started",
+                now,
+            ))
         } else {
             Action::Launch
         };
@@ -119,25 +137,46 @@ pub fn decide(observed: Observed<'_>) -> Action {
             finished_at: now,
         }),
         ContainerState::Created { error: None } if spec.cancel => {
-            Action::RecordEnd(ended_without_exit(spec, status, Reason::Cancelled, "cancelled before it started", now))
+            Action::RecordEnd(ended_without_exit(
+                spec,
+                status,
+                Reason::Cancelled,
+                "cancelled before it started",
+                now,
+            ))
         }
         ContainerState::Created { error: None } => Action::Start,
         ContainerState::Running { started_at } => {
             let deadline = deadline(spec, *started_at);
             if spec.cancel {
-                Action::Stop { cause: StopCause::Cancelled, grace: grace_period(spec) }
+                Action::Stop {
+                    cause: StopCause::Cancelled,
+                    grace: grace_period(spec),
+                }
             } else if deadline.is_some_and(|d| d <= now) {
-                Action::Stop { cause: StopCause::DeadlineExceeded, grace: grace_period(spec) }
+                Action::Stop {
+                    cause: StopCause::DeadlineExceeded,
+                    grace: grace_period(spec),
+                }
             } else if status.phase() != Phase::Running
                 || status.reason != Some(Reason::Running)
                 || status.container_id.as_deref() != Some(&container.id)
             {
-                Action::RecordRunning { started_at: *started_at, deadline }
+                Action::RecordRunning {
+                    started_at: *started_at,
+                    deadline,
+                }
             } else {
                 Action::Wait { until: deadline }
             }
         }
-        ContainerState::Exited { exit_code, oom_killed, started_at, finished_at, error } => {
+        ContainerState::Exited {
+            exit_code,
+            oom_killed,
+            started_at,
+            finished_at,
+            error,
+        } => {
             let finished_at = finished_at.unwrap_or(now);
             let ending = |phase, reason, message: String| Ending {
                 phase,
@@ -148,25 +187,65 @@ pub fn decide(observed: Observed<'_>) -> Action {
                 finished_at,
             };
             Action::RecordExit(match (started_at, error) {
-                (None, Some(error)) => Ending { exit_code: None, ..ending(Phase::Failed, Reason::StartFailed, error.clone()) },
-                _ if spec.cancel => ending(Phase::Cancelled, Reason::Cancelled, "stopped on request".into()),
-                (Some(started), _) if deadline(spec, *started).is_some_and(|d| d <= finished_at) => ending(
-                    Phase::Failed,
-                    Reason::DeadlineExceeded,
-                    format!("ran longer than timeoutSeconds ({} s) and was stopped", spec.timeout_seconds.unwrap_or_default()),
+                (None, Some(error)) => Ending {
+                    exit_code: None,
+                    ..ending(Phase::Failed, Reason::StartFailed, error.clone())
+                },
+                _ if spec.cancel => ending(
+                    Phase::Cancelled,
+                    Reason::Cancelled,
+                    "stopped on request".into(),
                 ),
-                _ if *oom_killed => ending(Phase::Failed, Reason::OomKilled, "killed for exceeding its memory limit".into()),
-                _ if *exit_code == 0 => ending(Phase::Succeeded, Reason::Completed, "exited with code 0".into()),
-                _ => ending(Phase::Failed, Reason::Error, format!("exited with code {exit_code}")),
+                (Some(started), _)
+                    if deadline(spec, *started).is_some_and(|d| d <= finished_at) =>
+                {
+                    ending(
+                        Phase::Failed,
+                        Reason::DeadlineExceeded,
+                        format!(
+                            "ran longer than timeoutSeconds ({} s) and was stopped",
+                            spec.timeout_seconds.unwrap_or_default()
+                        ),
+                    )
+                }
+                _ if *oom_killed => ending(
+                    Phase::Failed,
+                    Reason::OomKilled,
+                    "killed for exceeding its memory limit".into(),
+                ),
+                _ if *exit_code == 0 => ending(
+                    Phase::Succeeded,
+                    Reason::Completed,
+                    "exited with code 0".into(),
+                ),
+                _ => ending(
+                    Phase::Failed,
+                    Reason::Error,
+                    format!("exited with code {exit_code}"),
+                ),
             })
         }
     }
 }
 
-fn ended_without_exit(spec: &TaskRunSpec, status: &TaskRunStatus, reason: Reason, message: &str, now: Timestamp) -> Ending {
+fn ended_without_exit(
+    spec: &TaskRunSpec,
+    status: &TaskRunStatus,
+    reason: Reason,
+    message: &str,
+    now: Timestamp,
+) -> Ending {
     Ending {
-        phase: if spec.cancel { Phase::Cancelled } else { Phase::Failed },
-        reason: if spec.cancel { Reason::Cancelled } else { reason },
+        phase: if spec.cancel {
+            Phase::Cancelled
+        } else {
+            Phase::Failed
+        },
+        reason: if spec.cancel {
+            Reason::Cancelled
+        } else {
+            reason
+        },
         message: message.to_string(),
         exit_code: None,
         started_at: status.start_time.as_ref().map(|t| t.0),
@@ -176,11 +255,17 @@ fn ended_without_exit(spec: &TaskRunSpec, status: &TaskRunStatus, reason: Reason
 
 fn deadline(spec: &TaskRunSpec, started_at: Timestamp) -> Option<Timestamp> {
     let seconds = spec.timeout_seconds?;
-    started_at.checked_add(SignedDuration::from_secs(seconds)).ok()
+    started_at
+        .checked_add(SignedDuration::from_secs(seconds))
+        .ok()
 }
 
 fn grace_period(spec: &TaskRunSpec) -> Duration {
-    Duration::from_secs(spec.termination_grace_period_seconds().max(0).unsigned_abs())
+    Duration::from_secs(
+        spec.termination_grace_period_seconds()
+            .max(0)
+            .unsigned_abs(),
+    )
 }
 
 /// When the finished container of an ended run is due for removal; `None` for never.

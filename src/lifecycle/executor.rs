@@ -4,8 +4,12 @@ use jiff::Timestamp;
 
 use super::decide::{Action, Ending, StopCause};
 use super::status::{self, Placement};
-use crate::api::{ImagePullPolicy, Phase, Reason, TaskRunSpec, TaskRunStatus, parse_cpu_nanos, parse_memory_bytes};
-use crate::docker::{ContainerOwner, ContainerTemplate, DockerClient, DockerError, ObservedContainer};
+use crate::api::{
+    ImagePullPolicy, Phase, Reason, TaskRunSpec, TaskRunStatus, parse_cpu_nanos, parse_memory_bytes,
+};
+use crate::docker::{
+    ContainerOwner, ContainerTemplate, DockerClient, DockerError, ObservedContainer,
+};
 
 /// Performs the Docker side of each [`Action`] for the runs of one node.
 #[derive(Clone)]
@@ -59,7 +63,11 @@ pub enum Transition {
 impl Executor {
     /// An executor for the node `node`, pulling for at most `pull_timeout`.
     pub fn new(docker: DockerClient, node: impl Into<String>, pull_timeout: Duration) -> Self {
-        Self { docker, node: node.into(), pull_timeout }
+        Self {
+            docker,
+            node: node.into(),
+            pull_timeout,
+        }
     }
 
     /// The Docker client.
@@ -74,58 +82,114 @@ impl Executor {
 
     /// The run's container, if it exists.
     pub async fn observe(&self, uid: &str) -> Result<Option<ObservedContainer>, DockerError> {
-        self.docker.inspect_container(&crate::docker::container_name(uid)).await
+        self.docker
+            .inspect_container(&crate::docker::container_name(uid))
+            .await
     }
 
     /// Performs `action` for `run`. Errors are the daemon failing to answer; everything the
     /// daemon answered about the run itself becomes the run's status instead.
-    pub async fn perform(&self, run: Run<'_>, action: Action, now: Timestamp) -> Result<Outcome, DockerError> {
+    pub async fn perform(
+        &self,
+        run: Run<'_>,
+        action: Action,
+        now: Timestamp,
+    ) -> Result<Outcome, DockerError> {
         let owner = self.owner(run);
         let name = owner.container_name();
-        let placement = Placement { node: &self.node, container_name: &name, generation: run.generation };
+        let placement = Placement {
+            node: &self.node,
+            container_name: &name,
+            generation: run.generation,
+        };
         match action {
             Action::Launch => self.launch(run, owner, placement).await,
             Action::Start => match self.docker.start_container(&name).await {
                 Ok(()) => Ok(self.started(run, placement, Timestamp::now()).await),
                 Err(e) => fail_or_retry(e, Reason::StartFailed, run, placement),
             },
-            Action::RecordRunning { started_at, deadline } => {
-                let id = self.observe(run.uid).await?.map(|c| c.id).unwrap_or_default();
+            Action::RecordRunning {
+                started_at,
+                deadline,
+            } => {
+                let id = self
+                    .observe(run.uid)
+                    .await?
+                    .map(|c| c.id)
+                    .unwrap_or_default();
                 Ok(Outcome {
                     status: Some(status::running(run.status, placement, &id, started_at, now)),
-                    transition: Some(Transition::Adopted { container_name: name }),
+                    transition: Some(Transition::Adopted {
+                        container_name: name,
+                    }),
                     recheck_at: deadline,
                     recheck_now: false,
                 })
             }
             Action::Stop { cause, grace } => {
                 self.docker.stop_container(&name, grace).await?;
-                Ok(Outcome { transition: Some(Transition::Stopping(cause)), recheck_now: true, ..Outcome::default() })
+                Ok(Outcome {
+                    transition: Some(Transition::Stopping(cause)),
+                    recheck_now: true,
+                    ..Outcome::default()
+                })
             }
             Action::RecordExit(ending) => {
                 let log_tail = self.docker.log_tail(&name).await?;
                 let id = run.status.container_id.clone();
-                Ok(ended(run, placement, ending, id.as_deref(), Some(log_tail), now))
+                Ok(ended(
+                    run,
+                    placement,
+                    ending,
+                    id.as_deref(),
+                    Some(log_tail),
+                    now,
+                ))
             }
             Action::RecordEnd(ending) => Ok(ended(run, placement, ending, None, None, now)),
             Action::Remove => {
                 self.docker.remove_container(&name).await?;
-                Ok(Outcome { transition: Some(Transition::Removed { container_name: name }), ..Outcome::default() })
+                Ok(Outcome {
+                    transition: Some(Transition::Removed {
+                        container_name: name,
+                    }),
+                    ..Outcome::default()
+                })
             }
-            Action::Wait { until } => Ok(Outcome { recheck_at: until, ..Outcome::default() }),
+            Action::Wait { until } => Ok(Outcome {
+                recheck_at: until,
+                ..Outcome::default()
+            }),
         }
     }
 
-    async fn launch(&self, run: Run<'_>, owner: ContainerOwner, placement: Placement<'_>) -> Result<Outcome, DockerError> {
+    async fn launch(
+        &self,
+        run: Run<'_>,
+        owner: ContainerOwner,
+        placement: Placement<'_>,
+    ) -> Result<Outcome, DockerError> {
         let image = &run.spec.image;
         let present = match run.spec.image_pull_policy {
             ImagePullPolicy::Always => false,
-            ImagePullPolicy::IfNotPresent | ImagePullPolicy::Never => self.docker.has_image(image).await?,
+            ImagePullPolicy::IfNotPresent | ImagePullPolicy::Never => {
+                self.docker.has_image(image).await?
+            }
         };
         if !present {
             if run.spec.image_pull_policy == ImagePullPolicy::Never {
-                let message = format!("image {image} is not present on node {} and imagePullPolicy is Never", self.node);
-                return Ok(ended(run, placement, failure(Reason::ImageNotPresent, message), None, None, Timestamp::now()));
+                let message = format!(
+                    "image {image} is not present on node {} and imagePullPolicy is Never",
+                    self.node
+                );
+                return Ok(ended(
+                    run,
+                    placement,
+                    failure(Reason::ImageNotPresent, message),
+                    None,
+                    None,
+                    Timestamp::now(),
+                ));
             }
             if let Err(e) = self.docker.pull_image(image, self.pull_timeout).await {
                 return fail_or_retry(e, Reason::ImagePullFailed, run, placement);
@@ -135,8 +199,15 @@ impl Executor {
         match self.docker.create_container(&template).await {
             Ok(_) => {}
             // An earlier attempt created it; the next look decides what it needs.
-            Err(e) if e.has_status(409) => return Ok(Outcome { recheck_now: true, ..Outcome::default() }),
-            Err(e) if e.has_status(404) => return fail_or_retry(e, Reason::ImageNotPresent, run, placement),
+            Err(e) if e.has_status(409) => {
+                return Ok(Outcome {
+                    recheck_now: true,
+                    ..Outcome::default()
+                });
+            }
+            Err(e) if e.has_status(404) => {
+                return fail_or_retry(e, Reason::ImageNotPresent, run, placement);
+            }
             Err(e) => return fail_or_retry(e, Reason::StartFailed, run, placement),
         }
         match self.docker.start_container(placement.container_name).await {
@@ -147,14 +218,24 @@ impl Executor {
 
     async fn started(&self, run: Run<'_>, placement: Placement<'_>, now: Timestamp) -> Outcome {
         let (id, started_at) = match self.observe(run.uid).await {
-            Ok(Some(ObservedContainer { id, state: crate::docker::ContainerState::Running { started_at }, .. })) => (id, started_at),
+            Ok(Some(ObservedContainer {
+                id,
+                state: crate::docker::ContainerState::Running { started_at },
+                ..
+            })) => (id, started_at),
             Ok(Some(container)) => (container.id, now),
             _ => (String::new(), now),
         };
-        let deadline = run.spec.timeout_seconds.and_then(|s| started_at.checked_add(jiff::SignedDuration::from_secs(s)).ok());
+        let deadline = run.spec.timeout_seconds.and_then(|s| {
+            started_at
+                .checked_add(jiff::SignedDuration::from_secs(s))
+                .ok()
+        });
         Outcome {
             status: Some(status::running(run.status, placement, &id, started_at, now)),
-            transition: Some(Transition::Started { container_name: placement.container_name.to_string() }),
+            transition: Some(Transition::Started {
+                container_name: placement.container_name.to_string(),
+            }),
             recheck_at: deadline,
             recheck_now: false,
         }
@@ -177,33 +258,81 @@ pub fn container_template(spec: &TaskRunSpec, owner: ContainerOwner) -> Containe
         image: spec.image.clone(),
         entrypoint: spec.command.clone(),
         args: spec.args.clone(),
-        env: spec.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect(),
+        env: spec
+            .env
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect(),
         working_dir: spec.working_dir.clone(),
-        memory_bytes: limits.and_then(|l| l.memory.as_ref()).and_then(parse_memory_bytes),
-        nano_cpus: limits.and_then(|l| l.cpu.as_ref()).and_then(parse_cpu_nanos),
+        memory_bytes: limits
+            .and_then(|l| l.memory.as_ref())
+            .and_then(parse_memory_bytes),
+        nano_cpus: limits
+            .and_then(|l| l.cpu.as_ref())
+            .and_then(parse_cpu_nanos),
         owner,
     }
 }
 
 fn failure(reason: Reason, message: String) -> Ending {
-    Ending { phase: Phase::Failed, reason, message, exit_code: None, started_at: None, finished_at: Timestamp::now() }
+    Ending {
+        phase: Phase::Failed,
+        reason,
+        message,
+        exit_code: None,
+        started_at: None,
+        finished_at: Timestamp::now(),
+    }
 }
 
 /// A failure the daemon explained ends the run with `reason`; one it did not (no answer)
 /// is returned as an error, to be retried.
-fn fail_or_retry(error: DockerError, reason: Reason, run: Run<'_>, placement: Placement<'_>) -> Result<Outcome, DockerError> {
+fn fail_or_retry(
+    error: DockerError,
+    reason: Reason,
+    run: Run<'_>,
+    placement: Placement<'_>,
+) -> Result<Outcome, DockerError> {
     if matches!(error, DockerError::PullTimeout { .. }) {
-        return Ok(ended(run, placement, failure(reason, error.to_string()), None, None, Timestamp::now()));
+        return Ok(ended(
+            run,
+            placement,
+            failure(reason, error.to_string()),
+            None,
+            None,
+            Timestamp::now(),
+        ));
     }
     match error.daemon_message() {
-        Some(message) => Ok(ended(run, placement, failure(reason, message), None, None, Timestamp::now())),
+        Some(message) => Ok(ended(
+            run,
+            placement,
+            failure(reason, message),
+            None,
+            None,
+            Timestamp::now(),
+        )),
         None => Err(error),
     }
 }
 
-fn ended(run: Run<'_>, placement: Placement<'_>, ending: Ending, container_id: Option<&str>, log_tail: Option<String>, now: Timestamp) -> Outcome {
+fn ended(
+    run: Run<'_>,
+    placement: Placement<'_>,
+    ending: Ending,
+    container_id: Option<&str>,
+    log_tail: Option<String>,
+    now: Timestamp,
+) -> Outcome {
     Outcome {
-        status: Some(status::ended(run.status, placement, &ending, container_id, log_tail, now)),
+        status: Some(status::ended(
+            run.status,
+            placement,
+            &ending,
+            container_id,
+            log_tail,
+            now,
+        )),
         transition: Some(Transition::Ended(ending)),
         recheck_at: None,
         recheck_now: true,

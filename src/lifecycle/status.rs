@@ -59,8 +59,13 @@ pub fn ended(
         exit_code: ending.exit_code,
         node_name: Some(placement.node.to_string()),
         container_name: Some(placement.container_name.to_string()),
-        container_id: container_id.map(str::to_string).or_else(|| previous.container_id.clone()),
-        start_time: ending.started_at.map(Time).or_else(|| previous.start_time.clone()),
+        container_id: container_id
+            .map(str::to_string)
+            .or_else(|| previous.container_id.clone()),
+        start_time: ending
+            .started_at
+            .map(Time)
+            .or_else(|| previous.start_time.clone()),
         completion_time: Some(Time(ending.finished_at)),
         observed_generation: placement.generation,
         log_tail: log_tail.filter(|t| !t.is_empty()),
@@ -102,7 +107,11 @@ fn first_bytes(text: &str, max: usize) -> String {
 
 /// Sets `Succeeded` and `Done` from the phase, keeping each condition's transition time
 /// when its status did not change.
-fn with_conditions(previous: &TaskRunStatus, mut status: TaskRunStatus, now: Timestamp) -> TaskRunStatus {
+fn with_conditions(
+    previous: &TaskRunStatus,
+    mut status: TaskRunStatus,
+    now: Timestamp,
+) -> TaskRunStatus {
     let phase = status.phase();
     let reason = status.reason.map_or("Pending", Reason::as_str).to_string();
     let message = status.message.clone().unwrap_or_default();
@@ -111,24 +120,31 @@ fn with_conditions(previous: &TaskRunStatus, mut status: TaskRunStatus, now: Tim
         Phase::Failed | Phase::Cancelled => ConditionStatus::False,
         Phase::Pending | Phase::Running => ConditionStatus::Unknown,
     };
-    let done = if phase.is_final() { ConditionStatus::True } else { ConditionStatus::False };
-    status.conditions = [(ConditionType::Succeeded, succeeded), (ConditionType::Done, done)]
-        .into_iter()
-        .map(|(type_, state)| {
-            let last_transition_time = previous
-                .condition(type_)
-                .filter(|c| c.status == state.as_str())
-                .map_or(Time(now), |c| c.last_transition_time.clone());
-            Condition {
-                type_: type_.as_str().to_string(),
-                status: state.as_str().to_string(),
-                reason: reason.clone(),
-                message: message.clone(),
-                observed_generation: status.observed_generation,
-                last_transition_time,
-            }
-        })
-        .collect();
+    let done = if phase.is_final() {
+        ConditionStatus::True
+    } else {
+        ConditionStatus::False
+    };
+    status.conditions = [
+        (ConditionType::Succeeded, succeeded),
+        (ConditionType::Done, done),
+    ]
+    .into_iter()
+    .map(|(type_, state)| {
+        let last_transition_time = previous
+            .condition(type_)
+            .filter(|c| c.status == state.as_str())
+            .map_or(Time(now), |c| c.last_transition_time.clone());
+        Condition {
+            type_: type_.as_str().to_string(),
+            status: state.as_str().to_string(),
+            reason: reason.clone(),
+            message: message.clone(),
+            observed_generation: status.observed_generation,
+            last_transition_time,
+        }
+    })
+    .collect();
     status
 }
 
@@ -136,7 +152,11 @@ fn with_conditions(previous: &TaskRunStatus, mut status: TaskRunStatus, now: Tim
 mod tests {
     use super::*;
 
-    const PLACEMENT: Placement<'static> = Placement { node: "node-a", container_name: "taskrun-u1", generation: Some(1) };
+    const PLACEMENT: Placement<'static> = Placement {
+        node: "node-a",
+        container_name: "taskrun-u1",
+        generation: Some(1),
+    };
 
     fn at(seconds: i64) -> Timestamp {
         Timestamp::from_second(seconds).unwrap()
@@ -151,9 +171,15 @@ mod tests {
         let status = running(&TaskRunStatus::default(), PLACEMENT, "c1", at(100), at(101));
         assert_eq!(status.phase, Some(Phase::Running));
         assert_eq!(status.start_time, Some(Time(at(100))));
-        assert_eq!(condition(&status, ConditionType::Succeeded).status, "Unknown");
+        assert_eq!(
+            condition(&status, ConditionType::Succeeded).status,
+            "Unknown"
+        );
         assert_eq!(condition(&status, ConditionType::Done).status, "False");
-        assert_eq!(condition(&status, ConditionType::Done).last_transition_time, Time(at(101)));
+        assert_eq!(
+            condition(&status, ConditionType::Done).last_transition_time,
+            Time(at(101))
+        );
     }
 
     #[test]
@@ -167,29 +193,60 @@ mod tests {
             started_at: Some(at(100)),
             finished_at: at(105),
         };
-        let status = ended(&before, PLACEMENT, &ending, Some("c1"), Some("boom\n".into()), at(106));
+        let status = ended(
+            &before,
+            PLACEMENT,
+            &ending,
+            Some("c1"),
+            Some("boom\n".into()),
+            at(106),
+        );
         assert_eq!(status.exit_code, Some(3));
         assert_eq!(status.log_tail.as_deref(), Some("boom\n"));
         assert_eq!(status.completion_time, Some(Time(at(105))));
         let succeeded = condition(&status, ConditionType::Succeeded);
-        assert_eq!((succeeded.status.as_str(), succeeded.reason.as_str()), ("False", "Error"));
+        assert_eq!(
+            (succeeded.status.as_str(), succeeded.reason.as_str()),
+            ("False", "Error")
+        );
         let done = condition(&status, ConditionType::Done);
-        assert_eq!((done.status.as_str(), done.last_transition_time.clone()), ("True", Time(at(106))));
+        assert_eq!(
+            (done.status.as_str(), done.last_transition_time.clone()),
+            ("True", Time(at(106)))
+        );
     }
 
     #[test]
     fn unchanged_conditions_keep_their_transition_time() {
         let first = running(&TaskRunStatus::default(), PLACEMENT, "c1", at(100), at(101));
-        let held = held_up(&first, Reason::DaemonUnavailable, "connection refused", Some(1), at(200));
+        let held = held_up(
+            &first,
+            Reason::DaemonUnavailable,
+            "connection refused",
+            Some(1),
+            at(200),
+        );
         assert_eq!(held.phase, Some(Phase::Running));
         assert_eq!(held.reason, Some(Reason::DaemonUnavailable));
-        assert_eq!(condition(&held, ConditionType::Succeeded).last_transition_time, Time(at(101)));
-        assert_eq!(condition(&held, ConditionType::Succeeded).reason, "DaemonUnavailable");
+        assert_eq!(
+            condition(&held, ConditionType::Succeeded).last_transition_time,
+            Time(at(101))
+        );
+        assert_eq!(
+            condition(&held, ConditionType::Succeeded).reason,
+            "DaemonUnavailable"
+        );
     }
 
     #[test]
     fn long_messages_are_cut_to_a_bound() {
-        let held = held_up(&TaskRunStatus::default(), Reason::DaemonUnavailable, &"é".repeat(2000), None, at(1));
+        let held = held_up(
+            &TaskRunStatus::default(),
+            Reason::DaemonUnavailable,
+            &"é".repeat(2000),
+            None,
+            at(1),
+        );
         let message = held.message.unwrap();
         assert!(message.len() <= MESSAGE_BYTES && message.chars().all(|c| c == 'é'));
     }

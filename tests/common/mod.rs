@@ -24,14 +24,19 @@ pub fn repo_root() -> PathBuf {
 
 /// The kubeconfig the tests use: `KUBECONFIG`, or the local control plane's.
 pub fn kubeconfig() -> PathBuf {
-    std::env::var_os("KUBECONFIG").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".cluster/kubeconfig"))
+    std::env::var_os("KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".cluster/kubeconfig"))
 }
 
 /// A client for the test cluster.
 pub async fn client() -> Client {
     let options = kube::config::KubeConfigOptions::default();
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig()).expect("read the test kubeconfig; run `make cluster-up`");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.expect("load the test kubeconfig");
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig())
+        .expect("read the test kubeconfig; run `make cluster-up`");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .expect("load the test kubeconfig");
     Client::try_from(config).expect("build a client")
 }
 
@@ -56,13 +61,20 @@ pub async fn ensure_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = TaskRun::crd();
     let name = crd.metadata.name.clone().unwrap();
-    crds.patch(&name, &PatchParams::apply("taskrun-tests").force(), &Patch::Apply(&crd))
-        .await
-        .expect("apply the TaskRun CRD");
-    tokio::time::timeout(TIMEOUT, await_condition(crds, &name, conditions::is_crd_established()))
-        .await
-        .expect("CRD established in time")
-        .expect("watch the CRD");
+    crds.patch(
+        &name,
+        &PatchParams::apply("taskrun-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply the TaskRun CRD");
+    tokio::time::timeout(
+        TIMEOUT,
+        await_condition(crds, &name, conditions::is_crd_established()),
+    )
+    .await
+    .expect("CRD established in time")
+    .expect("watch the CRD");
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -78,13 +90,23 @@ impl TestNamespace {
     pub async fn new(prefix: &str) -> Self {
         let client = client().await;
         ensure_crd(&client).await;
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let name = format!("{prefix}-{}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed), nanos % 0xfffff);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "{prefix}-{}-{:x}",
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            nanos % 0xfffff
+        );
         let namespace: Namespace = serde_json::from_value(serde_json::json!({
             "metadata": { "name": name, "labels": { "taskrun.dev/test": "true" } }
         }))
         .unwrap();
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.expect("create test namespace");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .expect("create test namespace");
         Self { client, name }
     }
 
@@ -106,36 +128,63 @@ impl TestNamespace {
     /// Creates a TaskRun from YAML (the namespace is filled in).
     pub async fn create(&self, yaml: &str) -> TaskRun {
         let taskrun: TaskRun = serde_yaml::from_str(yaml).expect("test TaskRun parses");
-        self.taskruns().create(&PostParams::default(), &taskrun).await.expect("create TaskRun")
+        self.taskruns()
+            .create(&PostParams::default(), &taskrun)
+            .await
+            .expect("create TaskRun")
     }
 
     /// Waits until the TaskRun's `Done` condition is True and returns it.
     pub async fn wait_done(&self, name: &str) -> TaskRun {
         self.wait_for(name, "Done", |tr| {
-            tr.status.as_ref().and_then(|s| s.condition(taskrun_operator::api::ConditionType::Done)).is_some_and(|c| c.status == "True")
+            tr.status
+                .as_ref()
+                .and_then(|s| s.condition(taskrun_operator::api::ConditionType::Done))
+                .is_some_and(|c| c.status == "True")
         })
         .await
     }
 
     /// Waits until `check` holds for the TaskRun, watching it rather than polling.
-    pub async fn wait_for(&self, name: &str, what: &str, check: impl Fn(&TaskRun) -> bool) -> TaskRun {
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&TaskRun) -> bool,
+    ) -> TaskRun {
         let condition = move |object: Option<&TaskRun>| object.is_some_and(&check);
-        match tokio::time::timeout(TIMEOUT, await_condition(self.taskruns(), name, condition)).await {
+        match tokio::time::timeout(TIMEOUT, await_condition(self.taskruns(), name, condition)).await
+        {
             Ok(Ok(Some(taskrun))) => taskrun,
             Ok(Ok(None)) => panic!("TaskRun {name} disappeared while waiting for {what}"),
             Ok(Err(e)) => panic!("watching TaskRun {name}: {e}"),
             Err(_) => {
                 let current = self.taskruns().get_opt(name).await.ok().flatten();
-                panic!("TaskRun {name} did not reach {what} within {TIMEOUT:?}; it is now {:#?}", current.map(|t| t.status))
+                panic!(
+                    "TaskRun {name} did not reach {what} within {TIMEOUT:?}; it is now {:#?}",
+                    current.map(|t| t.status)
+                )
             }
         }
     }
 
     /// Containers on the test Docker daemon created for this namespace's TaskRuns.
-    pub async fn containers(&self, docker: &bollard::Docker) -> Vec<bollard::models::ContainerSummary> {
-        let filters = std::collections::HashMap::from([("label", vec![format!("taskrun.dev/namespace={}", self.name)])]);
-        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        docker.list_containers(Some(options)).await.expect("list containers")
+    pub async fn containers(
+        &self,
+        docker: &bollard::Docker,
+    ) -> Vec<bollard::models::ContainerSummary> {
+        let filters = std::collections::HashMap::from([(
+            "label",
+            vec![format!("taskrun.dev/namespace={}", self.name)],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        docker
+            .list_containers(Some(options))
+            .await
+            .expect("list containers")
     }
 }
 
@@ -143,7 +192,13 @@ impl Drop for TestNamespace {
     fn drop(&mut self) {
         remove_containers_labelled(&format!("taskrun.dev/namespace={}", self.name));
         let _ = kubectl()
-            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -152,12 +207,23 @@ impl Drop for TestNamespace {
 
 /// Removes every container with this label, whatever state it is in.
 pub fn remove_containers_labelled(label: &str) {
-    let Ok(output) = Command::new("docker").args(["ps", "-aq", "--filter", &format!("label={label}")]).output() else {
+    let Ok(output) = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={label}")])
+        .output()
+    else {
         return;
     };
-    let ids: Vec<String> = String::from_utf8_lossy(&output.stdout).split_whitespace().map(str::to_string).collect();
+    let ids: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
     if !ids.is_empty() {
-        let _ = Command::new("docker").arg("rm").arg("-f").args(&ids).stdout(Stdio::null()).status();
+        let _ = Command::new("docker")
+            .arg("rm")
+            .arg("-f")
+            .args(&ids)
+            .stdout(Stdio::null())
+            .status();
     }
 }
 
@@ -176,13 +242,25 @@ impl ControllerProcess {
         let log_dir = repo_root().join("target/test-logs");
         std::fs::create_dir_all(&log_dir).unwrap();
         let log = log_dir.join(format!("{node}.log"));
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_taskrun"));
         if let Some(host) = docker_host {
             command.env("DOCKER_HOST", host);
         }
         let child = command
-            .args(["controller", "--namespace", namespace, "--node-name", node, "--sweep-interval-seconds", "2"])
+            .args([
+                "controller",
+                "--namespace",
+                namespace,
+                "--node-name",
+                node,
+                "--sweep-interval-seconds",
+                "2",
+            ])
             .env("KUBECONFIG", kubeconfig())
             .env("RUST_LOG", "info,taskrun_operator=debug")
             .stdout(log_file.try_clone().unwrap())
@@ -205,7 +283,9 @@ impl ControllerProcess {
 
     /// Asks the controller to stop with SIGTERM and waits for it to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         self.child.wait().expect("wait for controller")
     }
 }
@@ -221,7 +301,11 @@ impl Drop for ControllerProcess {
 impl ControllerProcess {
     /// Starts the controller with its Docker daemon reached through `socket`.
     pub fn start_with_docker(namespace: &str, node: &str, socket: &std::path::Path) -> Self {
-        Self::start_inner(namespace, node, Some(format!("unix://{}", socket.display())))
+        Self::start_inner(
+            namespace,
+            node,
+            Some(format!("unix://{}", socket.display())),
+        )
     }
 }
 
@@ -239,7 +323,11 @@ impl DockerProxy {
             .ok()
             .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
-        let proxy = Self { socket: socket.to_path_buf(), upstream, tasks: Default::default() };
+        let proxy = Self {
+            socket: socket.to_path_buf(),
+            upstream,
+            tasks: Default::default(),
+        };
         proxy.resume();
         proxy
     }
@@ -249,7 +337,9 @@ impl DockerProxy {
         let _ = std::fs::remove_file(&self.socket);
         let listener = tokio::net::UnixListener::bind(&self.socket).expect("bind proxy socket");
         let upstream = self.upstream.clone();
-        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::<tokio::task::JoinHandle<()>>::new()));
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::<
+            tokio::task::JoinHandle<()>,
+        >::new()));
         let owned = connections.clone();
         let accept = tokio::spawn(async move {
             let _guard = AbortOnDrop(owned);
