@@ -5,6 +5,9 @@ use jiff::{SignedDuration, Timestamp};
 use crate::api::{CleanupPolicy, Phase, Reason, TaskRunSpec, TaskRunStatus};
 use crate::docker::{ContainerState, ObservedContainer};
 
+/// How long after a SIGKILL exit the daemon may still report that it was an OOM kill.
+const OOM_REPORT_DELAY: SignedDuration = SignedDuration::from_secs(2);
+
 /// Everything [`decide`] looks at: the TaskRun, its container as Docker reports it, and the
 /// time. Nothing else goes into a decision.
 #[derive(Clone, Copy, Debug)]
@@ -178,6 +181,17 @@ pub fn decide(observed: Observed<'_>) -> Action {
             error,
         } => {
             let finished_at = finished_at.unwrap_or(now);
+            // The daemon may report an OOM kill a moment after the exit itself: a SIGKILL under
+            // a memory limit is recorded once that moment has passed.
+            let oom_settled = finished_at
+                .checked_add(OOM_REPORT_DELAY)
+                .unwrap_or(finished_at);
+            let memory_limited = spec.limits().is_some_and(|l| l.memory.is_some());
+            if *exit_code == 137 && !oom_killed && memory_limited && now < oom_settled {
+                return Action::Wait {
+                    until: Some(oom_settled),
+                };
+            }
             let ending = |phase, reason, message: String| Ending {
                 phase,
                 reason,

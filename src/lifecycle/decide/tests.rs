@@ -359,3 +359,22 @@ fn a_run_held_up_by_the_daemon_records_running_again_once_it_answers() {
         }
     );
 }
+
+#[test]
+fn a_sigkill_under_a_memory_limit_waits_for_the_oom_report_before_recording() {
+    let s = spec("image: busybox\nresources: {limits: {memory: 32Mi}}");
+    let c = container(exited(137, 100, 110));
+    assert_eq!(
+        decide_at(&s, &status(RUNNING), Some(&c), 111),
+        Action::Wait {
+            until: Some(at(112))
+        }
+    );
+    let Action::RecordExit(ending) = decide_at(&s, &status(RUNNING), Some(&c), 112) else {
+        panic!()
+    };
+    assert_eq!(
+        (ending.reason, ending.exit_code),
+        (Reason::Error, Some(137))
+    );
+}
