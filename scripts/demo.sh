@@ -33,7 +33,7 @@ if [[ -z "${KUBECONFIG:-}" ]]; then
 fi
 log "building taskrun"
 cargo build --quiet --bins
-kubectl apply --server-side -f crds/taskrun.yaml >/dev/null
+kubectl apply --server-side --force-conflicts -f crds/taskrun.yaml >/dev/null
 kubectl wait --for condition=established crd/taskruns.taskrun.dev --timeout=60s >/dev/null
 
 mkdir -p "$state"

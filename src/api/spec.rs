@@ -33,8 +33,7 @@ pub const DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS: i64 = 10;
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = validation::spec_rules)]
 pub struct TaskRunSpec {
-    /// Container image to run, as Docker names it (`busybox`, `busybox:1.36`,
-    /// `registry.example:5000/team/tool@sha256:...`).
+    /// Container image to run, as Docker names it (`busybox`, `busybox:1.36`, `registry.example:5000/team/tool@sha256:...`).
     #[schemars(
         length(min = 1, max = 512),
         regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._:/@-]*$")
@@ -59,37 +58,30 @@ pub struct TaskRunSpec {
     )]
     pub env: Vec<EnvVar>,
 
-    /// Absolute path of the working directory inside the container. The image's is used when
-    /// unset.
+    /// Absolute path of the working directory inside the container. The image's is used when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/"))]
     pub working_dir: Option<String>,
 
-    /// When the image is pulled: `Always` before every run, `IfNotPresent` only when the node
-    /// lacks it, `Never` (the run fails with `ImageNotPresent` when the node lacks it).
+    /// When the image is pulled: `Always` before every run, `IfNotPresent` only when the node lacks it, `Never` (the run fails with `ImageNotPresent` when the node lacks it).
     #[serde(default)]
     pub image_pull_policy: ImagePullPolicy,
 
-    /// When the finished container is removed from the node: `Always`, `OnSuccess` (failed
-    /// containers stay for inspection) or `Never`. The TaskRun object itself always stays;
-    /// the last lines of output are kept in `status.logTail` either way.
+    /// When the finished container is removed from the node: `Always`, `OnSuccess` (failed containers stay for inspection) or `Never`. The TaskRun object itself always stays; the last lines of output are kept in `status.logTail` either way.
     #[serde(default)]
     pub cleanup: CleanupPolicy,
 
-    /// Deadline for the run, counted from the container's start. When it passes the container
-    /// is stopped and the run fails with `DeadlineExceeded`. No deadline when unset.
+    /// Deadline for the run, counted from the container's start. When it passes the container is stopped and the run fails with `DeadlineExceeded`. No deadline when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 604800))]
     pub timeout_seconds: Option<i64>,
 
-    /// Removes a container that `cleanup` kept, this many seconds after the run finished.
-    /// Only the container is removed, never the TaskRun.
+    /// Removes a container that `cleanup` kept, this many seconds after the run finished. Only the container is removed, never the TaskRun.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 2592000))]
     pub ttl_seconds_after_finished: Option<i64>,
 
-    /// Seconds between SIGTERM and SIGKILL when the container is stopped by a deadline, a
-    /// cancel or a deletion. Defaults to 10.
+    /// Seconds between SIGTERM and SIGKILL when the container is stopped by a deadline, a cancel or a deletion. Defaults to 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 3600))]
     pub termination_grace_period_seconds: Option<i64>,
@@ -98,8 +90,7 @@ pub struct TaskRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
-    /// Set to true to stop the run: the container gets SIGTERM, then SIGKILL after the grace
-    /// period, and the run ends `Cancelled`. Cannot be set back to false.
+    /// Set to true to stop the run: the container gets SIGTERM, then SIGKILL after the grace period, and the run ends `Cancelled`. Cannot be set back to false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel: bool,
 }
@@ -139,8 +130,7 @@ pub struct ResourceLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<Quantity>,
 
-    /// Memory limit in Kubernetes quantity syntax (`64Mi`, `1Gi`), at least `6Mi`. A container
-    /// that exceeds it is killed and the run fails with `OOMKilled`.
+    /// Memory limit in Kubernetes quantity syntax (`64Mi`, `1Gi`), at least `6Mi`. A container that exceeds it is killed and the run fails with `OOMKilled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Quantity>,
 }

@@ -6,13 +6,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskRunStatus {
-    /// Where the run is in its life: `Pending`, `Running`, then one of `Succeeded`, `Failed`
-    /// or `Cancelled`, which are final.
+    /// Where the run is in its life: `Pending`, `Running`, then one of `Succeeded`, `Failed` or `Cancelled`, which are final.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
 
-    /// Why the run is in its phase, one CamelCase word such as `Completed`, `Error`,
-    /// `OOMKilled`, `DeadlineExceeded` or `DaemonUnavailable`.
+    /// Why the run is in its phase, one CamelCase word such as `Completed`, `Error`, `OOMKilled`, `DeadlineExceeded` or `DaemonUnavailable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,
 
@@ -52,14 +50,12 @@ pub struct TaskRunStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// The last lines of the container's output (stdout and stderr, at most 4 KiB), saved before
-    /// the container may be removed.
+    /// The last lines of the container's output (stdout and stderr, at most 4 KiB), saved before the container may be removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 8192))]
     pub log_tail: Option<String>,
 
-    /// `Succeeded` (True, False, or Unknown while undecided) and `Done` (True once the run
-    /// ended in any way), so `kubectl wait --for=condition=Done` covers every outcome.
+    /// `Succeeded` (True, False, or Unknown while undecided) and `Done` (True once the run ended in any way), so `kubectl wait --for=condition=Done` covers every outcome.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 8),
