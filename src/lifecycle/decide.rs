@@ -108,6 +108,16 @@ pub fn decide(observed: Observed<'_>) -> Action {
         };
     }
 
+    let cancelled_before_start = || {
+        let message = "cancelled before it started";
+        Action::RecordEnd(ended_without_exit(
+            spec,
+            status,
+            Reason::Cancelled,
+            message,
+            now,
+        ))
+    };
     let Some(container) = container else {
         return if status.container_id.is_some() {
             Action::RecordEnd(ended_without_exit(
@@ -118,13 +128,7 @@ pub fn decide(observed: Observed<'_>) -> Action {
                 now,
             ))
         } else if spec.cancel {
-            Action::RecordEnd(ended_without_exit(
-                spec,
-                status,
-                Reason::Cancelled,
-                "cancelled before it started",
-                now,
-            ))
+            cancelled_before_start()
         } else {
             Action::Launch
         };
@@ -139,15 +143,7 @@ pub fn decide(observed: Observed<'_>) -> Action {
             started_at: None,
             finished_at: now,
         }),
-        ContainerState::Created { error: None } if spec.cancel => {
-            Action::RecordEnd(ended_without_exit(
-                spec,
-                status,
-                Reason::Cancelled,
-                "cancelled before it started",
-                now,
-            ))
-        }
+        ContainerState::Created { error: None } if spec.cancel => cancelled_before_start(),
         ContainerState::Created { error: None } => Action::Start,
         ContainerState::Running { started_at } => {
             let deadline = deadline(spec, *started_at);
