@@ -28,6 +28,9 @@ enum Command {
         /// Seconds between looks for containers whose TaskRun is gone.
         #[arg(long, default_value_t = 60)]
         sweep_interval_seconds: u64,
+        /// Address of the /healthz, /readyz and /metrics endpoints.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        health_addr: std::net::SocketAddr,
         /// Watch only this namespace instead of every namespace.
         #[arg(long, env = "WATCH_NAMESPACE")]
         namespace: Option<String>,
@@ -56,6 +59,7 @@ async fn main() -> ExitCode {
             node_name,
             pull_timeout_seconds,
             sweep_interval_seconds,
+            health_addr,
             namespace,
             log_format,
         } => {
@@ -65,6 +69,7 @@ async fn main() -> ExitCode {
                 pull_timeout: Duration::from_secs(pull_timeout_seconds),
                 sweep_interval: Duration::from_secs(sweep_interval_seconds.max(1)),
                 namespace: namespace.filter(|n| !n.is_empty()),
+                health_address: health_addr,
             };
             match controller::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,

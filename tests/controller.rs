@@ -596,3 +596,85 @@ async fn a_daemon_outage_is_shown_and_retried_not_failed() {
             .any(|f| f == taskrun_operator::api::FINALIZER)
     );
 }
+
+async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_are_served() {
+    let ns = TestNamespace::new("endpoints").await;
+    let address = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let _controller = common::ControllerProcess::start_serving(&ns.name, &ns.node(), &address);
+    let mut ready = None;
+    for _ in 0..100 {
+        ready = http_get(&address, "/readyz").await;
+        if ready.as_ref().is_some_and(|(code, _)| *code == 200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        ready.map(|(code, _)| code),
+        Some(200),
+        "ready once the watch synced and Docker answers"
+    );
+    assert_eq!(
+        http_get(&address, "/healthz").await.map(|(code, _)| code),
+        Some(200)
+    );
+    assert_eq!(
+        http_get(&address, "/nope").await.map(|(code, _)| code),
+        Some(404)
+    );
+
+    ns.create(&run("measured", "image: busybox\ncommand: ['true']"))
+        .await;
+    ns.wait_done("measured").await;
+    let (code, metrics) = http_get(&address, "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    let value = |line_start: &str| -> Option<f64> {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    assert!(
+        value("taskrun_reconciles_total ").is_some_and(|v| v >= 2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("taskrun_status_writes_total "),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("taskrun_containers_started_total "),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("taskrun_run_duration_seconds_count "),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("taskrun_taskruns{phase=\"Succeeded\"}"),
+        "{metrics}"
+    );
+}

@@ -27,12 +27,31 @@ pub struct Metrics {
     pub status_writes: AtomicU64,
     pub containers_started: AtomicU64,
     pub containers_removed: AtomicU64,
+    /// Runs that ended, per bucket of [`DURATION_BUCKETS`] (not cumulative).
+    pub run_duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
+    pub run_duration_count: AtomicU64,
+    pub run_duration_millis: AtomicU64,
 }
+
+/// Upper bounds, in seconds, of the run duration histogram.
+pub const DURATION_BUCKETS: [f64; 10] = [0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
 
 impl Metrics {
     /// Adds one to a counter.
     pub fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how long a run took from container start to its end.
+    pub fn observe_run(&self, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        if let Some(bucket) = DURATION_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.run_duration_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+        self.run_duration_count.fetch_add(1, Ordering::Relaxed);
+        let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        self.run_duration_millis
+            .fetch_add(millis, Ordering::Relaxed);
     }
 }
 

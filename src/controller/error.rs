@@ -13,6 +13,8 @@ pub enum Error {
     },
     #[error("TaskRun {0} has no {1}")]
     MissingMetadata(String, &'static str),
+    #[error("failed to serve the health and metrics endpoints: {0}")]
+    Serve(#[source] std::io::Error),
     #[error("Docker: {0}")]
     Docker(#[source] DockerError),
     #[error("finalizer: {0}")]

@@ -3,6 +3,7 @@
 
 mod context;
 mod error;
+mod http;
 mod reconcile;
 mod sweep;
 mod triggers;
@@ -41,6 +42,8 @@ pub struct ControllerConfig {
     pub sweep_interval: Duration,
     /// Watch only this namespace; every namespace when unset.
     pub namespace: Option<String>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub health_address: std::net::SocketAddr,
 }
 
 /// Connects to the node's Docker daemon, waiting for it as long as it takes: an agent whose
@@ -98,6 +101,10 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         .reconcile_on(ReceiverStream::new(stopped_rx))
         .reconcile_all_on(ReceiverStream::new(resync_rx))
         .shutdown_on_signal();
+    let listener = http::bind(config.health_address)
+        .await
+        .map_err(Error::Serve)?;
+    let endpoints = tokio::spawn(http::serve(listener, context.clone(), controller.store()));
     let sweeper = tokio::spawn(sweep::sweep_orphans(
         context.clone(),
         controller.store(),
@@ -115,6 +122,7 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         .await;
     triggers.abort();
     sweeper.abort();
+    endpoints.abort();
     info!("controller stopped; running containers are left for the next controller to adopt");
     Ok(())
 }

@@ -16,7 +16,7 @@ use super::FIELD_MANAGER;
 use super::context::{Context, Metrics};
 use super::error::{Error, Result};
 use crate::api::{FINALIZER, Reason, TaskRun, TaskRunStatus};
-use crate::lifecycle::{self, Observed, Outcome, Run, StopCause, Transition, decide};
+use crate::lifecycle::{self, Ending, Observed, Outcome, Run, StopCause, Transition, decide};
 
 /// How long a run that waits on nothing but Docker events goes before it is looked at again.
 const RESYNC: Duration = Duration::from_secs(600);
@@ -209,6 +209,16 @@ fn announce(taskrun: &TaskRun, transition: &Transition, context: &Context) {
     }
     if let Transition::Removed { .. } = transition {
         Metrics::count(&context.metrics.containers_removed);
+    }
+    if let Transition::Ended(Ending {
+        started_at: Some(started),
+        finished_at,
+        ..
+    }) = transition
+    {
+        context
+            .metrics
+            .observe_run(finished_at.duration_since(*started).unsigned_abs());
     }
     let node = context.executor.node();
     let (type_, reason, note) = match transition {

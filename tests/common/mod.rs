@@ -238,7 +238,16 @@ impl ControllerProcess {
         Self::start_inner(namespace, node, None)
     }
 
+    /// Starts the controller with its health and metrics endpoints on `health_addr`.
+    pub fn start_serving(namespace: &str, node: &str, health_addr: &str) -> Self {
+        Self::spawn(namespace, node, None, health_addr)
+    }
+
     fn start_inner(namespace: &str, node: &str, docker_host: Option<String>) -> Self {
+        Self::spawn(namespace, node, docker_host, "127.0.0.1:0")
+    }
+
+    fn spawn(namespace: &str, node: &str, docker_host: Option<String>, health_addr: &str) -> Self {
         let log_dir = repo_root().join("target/test-logs");
         std::fs::create_dir_all(&log_dir).unwrap();
         let log = log_dir.join(format!("{node}.log"));
@@ -254,6 +263,8 @@ impl ControllerProcess {
         let child = command
             .args([
                 "controller",
+                "--health-addr",
+                health_addr,
                 "--namespace",
                 namespace,
                 "--node-name",
