@@ -30,6 +30,18 @@ cluster-down: ## Stop the local control plane and remove .cluster/
 build: ## Build the taskrun binary
 	cargo build --bins
 
+.PHONY: image
+image: docker-up ## Build the operator image taskrun-operator:dev (static binary, FROM scratch, non-root)
+	@scripts/image.sh
+
+.PHONY: kind-up
+kind-up: ## With kind installed: a kind cluster running the operator image and the hello example
+	@scripts/kind.sh up
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster
+	@scripts/kind.sh down
+
 .PHONY: crds
 crds: ## Regenerate crds/taskrun.yaml from the Rust types
 	cargo run --quiet -- crd > crds/taskrun.yaml

@@ -28,4 +28,5 @@ else
   log "using the cluster of KUBECONFIG=$KUBECONFIG"
 fi
 phase build bash -c 'cargo build --all-targets --quiet && cargo fmt --check && cargo clippy --all-targets --quiet -- -D warnings'
+phase image scripts/image.sh
 phase tests cargo test --all-targets --no-fail-fast

@@ -43,3 +43,211 @@ async fn deploy_manifests_are_accepted_by_the_api_server() {
     assert_eq!(can_i("list", "pods"), "no");
     assert_eq!(can_i("update", "taskruns.taskrun.dev"), "no");
 }
+
+fn yaml_file(path: &str) -> serde_yaml::Value {
+    let text = std::fs::read_to_string(common::repo_root().join(path)).unwrap();
+    serde_yaml::from_str(&text).unwrap()
+}
+
+#[test]
+fn kind_config_mounts_the_socket_the_daemonset_uses() {
+    let daemonset = yaml_file("deploy/daemonset.yaml");
+    let socket = daemonset["spec"]["template"]["spec"]["volumes"][0]["hostPath"]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(socket, "/var/run/docker.sock");
+    let cluster = yaml_file("deploy/kind/cluster.yaml");
+    assert_eq!(cluster["kind"].as_str(), Some("Cluster"));
+    assert_eq!(
+        cluster["apiVersion"].as_str(),
+        Some("kind.x-k8s.io/v1alpha4")
+    );
+    let nodes = cluster["nodes"].as_sequence().expect("nodes listed");
+    assert!(!nodes.is_empty());
+    for node in nodes {
+        let mounts = node["extraMounts"]
+            .as_sequence()
+            .expect("every node mounts the socket");
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m["hostPath"].as_str() == Some(socket.as_str())
+                    && m["containerPath"].as_str() == Some(socket.as_str())),
+            "node {:?} does not mount {socket}",
+            node["role"]
+        );
+    }
+}
+
+/// The API server address and CA certificate (PEM) of the test kubeconfig.
+fn cluster_endpoint() -> (String, String, Vec<u8>) {
+    let kubeconfig = kube::config::Kubeconfig::read_from(common::kubeconfig()).unwrap();
+    let cluster = kubeconfig.clusters[0].cluster.clone().unwrap();
+    let server: url_parts::Server = cluster.server.as_deref().unwrap().parse().unwrap();
+    let ca = match (
+        &cluster.certificate_authority_data,
+        &cluster.certificate_authority,
+    ) {
+        (Some(data), _) => base64_decode(data),
+        (None, Some(path)) => std::fs::read(path).unwrap(),
+        _ => panic!("the test kubeconfig has no CA"),
+    };
+    (server.host, server.port, ca)
+}
+
+mod url_parts {
+    /// `https://host:port` split into its parts.
+    pub struct Server {
+        pub host: String,
+        pub port: String,
+    }
+
+    impl std::str::FromStr for Server {
+        type Err = String;
+        fn from_str(url: &str) -> Result<Self, String> {
+            let rest = url.strip_prefix("https://").ok_or("not https")?;
+            let (host, port) = rest
+                .trim_end_matches('/')
+                .rsplit_once(':')
+                .unwrap_or((rest, "443"));
+            Ok(Self {
+                host: host.to_string(),
+                port: port.to_string(),
+            })
+        }
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let output = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(text.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    output.stdout
+}
+
+#[tokio::test]
+async fn the_operator_image_runs_with_only_what_a_pod_has() {
+    let ns = common::TestNamespace::new("incluster").await;
+    let applied = common::kubectl()
+        .args(["apply", "--server-side", "--force-conflicts", "-k"])
+        .arg(common::repo_root().join("deploy"))
+        .output()
+        .unwrap();
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+
+    let token = common::kubectl()
+        .args([
+            "create",
+            "token",
+            "taskrun-operator",
+            "-n",
+            "taskrun-system",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        token.status.success(),
+        "TokenRequest: {}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let (host, port, ca) = cluster_endpoint();
+    let secrets = common::repo_root().join(format!("target/test-logs/{}-serviceaccount", ns.name));
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("token"), &token.stdout).unwrap();
+    std::fs::write(secrets.join("ca.crt"), ca).unwrap();
+    std::fs::write(secrets.join("namespace"), "taskrun-system").unwrap();
+
+    let socket_group = std::process::Command::new("stat")
+        .args(["-c", "%g", "/var/run/docker.sock"])
+        .output()
+        .unwrap();
+    let socket_group = String::from_utf8_lossy(&socket_group.stdout)
+        .trim()
+        .to_string();
+    let name = format!("taskrun-operator-{}", ns.name);
+    let run = std::process::Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "host",
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+        ])
+        .args([
+            "--security-opt",
+            "no-new-privileges",
+            "--group-add",
+            &socket_group,
+        ])
+        .args(["--label", &format!("taskrun.dev/namespace={}", ns.name)])
+        .args(["-v", "/var/run/docker.sock:/var/run/docker.sock"])
+        .arg("-v")
+        .arg(format!(
+            "{}:/var/run/secrets/kubernetes.io/serviceaccount:ro",
+            secrets.display()
+        ))
+        .args([
+            "-e",
+            &format!("KUBERNETES_SERVICE_HOST={host}"),
+            "-e",
+            &format!("KUBERNETES_SERVICE_PORT={port}"),
+        ])
+        .args(["-e", &format!("NODE_NAME={}", ns.node())])
+        .args([
+            "taskrun-operator:dev",
+            "controller",
+            "--namespace",
+            &ns.name,
+            "--health-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "docker run: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    ns.create("apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: in-cluster\nspec:\n  image: busybox\n  command: [echo, hello from the image]\n").await;
+    let done = tokio::time::timeout(common::TIMEOUT, ns.wait_done("in-cluster")).await;
+    let logs = std::process::Command::new("docker")
+        .args(["logs", &name])
+        .output()
+        .unwrap();
+    let logs = String::from_utf8_lossy(&logs.stderr).to_string();
+    let done = done.unwrap_or_else(|_| panic!("no outcome; operator log:\n{logs}"));
+    let status = done.status.unwrap();
+    assert_eq!(
+        status.phase,
+        Some(taskrun_operator::api::Phase::Succeeded),
+        "operator log:\n{logs}"
+    );
+    assert_eq!(status.log_tail.as_deref(), Some("hello from the image\n"));
+    let user = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{.Config.User}}", &name])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&user.stdout).trim(),
+        "65532:65532",
+        "the image runs as a non-root user"
+    );
+}
