@@ -28,6 +28,15 @@ enum Command {
         /// Seconds between looks for containers whose TaskRun is gone.
         #[arg(long, default_value_t = 60)]
         sweep_interval_seconds: u64,
+        /// Most runs this node takes at once (default: 8 per CPU).
+        #[arg(long)]
+        max_running: Option<usize>,
+        /// Namespace of the agents' Leases (default: the watched namespace, else `default`).
+        #[arg(long, env = "POD_NAMESPACE")]
+        lease_namespace: Option<String>,
+        /// Seconds an agent that stopped renewing its Lease still counts as alive.
+        #[arg(long, default_value_t = 15)]
+        lease_duration_seconds: u64,
         /// Address of the /healthz, /readyz and /metrics endpoints.
         #[arg(long, default_value = "0.0.0.0:8080")]
         health_addr: std::net::SocketAddr,
@@ -59,6 +68,9 @@ async fn main() -> ExitCode {
             node_name,
             pull_timeout_seconds,
             sweep_interval_seconds,
+            max_running,
+            lease_namespace,
+            lease_duration_seconds,
             health_addr,
             namespace,
             log_format,
@@ -68,8 +80,14 @@ async fn main() -> ExitCode {
                 node_name: node_name.unwrap_or_else(default_node_name),
                 pull_timeout: Duration::from_secs(pull_timeout_seconds),
                 sweep_interval: Duration::from_secs(sweep_interval_seconds.max(1)),
+                lease_namespace: lease_namespace
+                    .or_else(|| namespace.clone())
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| "default".into()),
                 namespace: namespace.filter(|n| !n.is_empty()),
                 health_address: health_addr,
+                max_running: max_running.unwrap_or_else(default_max_running).max(1),
+                lease_duration: Duration::from_secs(lease_duration_seconds.max(1)),
             };
             match controller::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -80,6 +98,10 @@ async fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn default_max_running() -> usize {
+    std::thread::available_parallelism().map_or(1, |cpus| cpus.get()) * 8
 }
 
 fn default_node_name() -> String {

@@ -645,7 +645,17 @@ async fn health_readiness_and_metrics_are_served() {
     ns.create(&run("measured", "image: busybox\ncommand: ['true']"))
         .await;
     ns.wait_done("measured").await;
-    let (code, metrics) = http_get(&address, "/metrics").await.unwrap();
+    // The controller counts a write once the API server answers it, which may be just after
+    // the watch shows it.
+    let mut scraped = http_get(&address, "/metrics").await.unwrap();
+    for _ in 0..20 {
+        if scraped.1.contains("taskrun_status_writes_total 2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        scraped = http_get(&address, "/metrics").await.unwrap();
+    }
+    let (code, metrics) = scraped;
     assert_eq!(code, 200);
     let value = |line_start: &str| -> Option<f64> {
         metrics

@@ -90,6 +90,14 @@ pub struct TaskRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
+    /// Runs the task on this node only. When unset, any node's agent with room claims it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub node_name: Option<String>,
+
     /// Set to true to stop the run: the container gets SIGTERM, then SIGKILL after the grace period, and the run ends `Cancelled`. Cannot be set back to false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel: bool,
@@ -181,6 +189,7 @@ impl TaskRunSpec {
             ttl_seconds_after_finished: None,
             termination_grace_period_seconds: None,
             resources: None,
+            node_name: None,
             cancel: false,
         }
     }

@@ -114,6 +114,10 @@ pub enum Reason {
     ContainerLost,
     /// The node's Docker daemon does not answer; the run is retried, not failed.
     DaemonUnavailable,
+    /// The agent of the node running the container stopped renewing its Lease.
+    NodeLost,
+    /// `spec.nodeName` names a node that has no live agent; the run waits for one.
+    NodeUnavailable,
 }
 
 /// The condition types a TaskRun reports.
@@ -170,6 +174,8 @@ impl Reason {
             Self::Cancelled => "Cancelled",
             Self::ContainerLost => "ContainerLost",
             Self::DaemonUnavailable => "DaemonUnavailable",
+            Self::NodeLost => "NodeLost",
+            Self::NodeUnavailable => "NodeUnavailable",
         }
     }
 }

@@ -1,10 +1,11 @@
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::ObjectRef;
+use tokio::sync::Notify;
 
 use crate::api::TaskRun;
 use crate::lifecycle::Executor;
@@ -17,6 +18,85 @@ pub struct Context {
     pub metrics: Metrics,
     /// Consecutive failures per TaskRun, for backoff.
     failures: Mutex<HashMap<ObjectRef<TaskRun>, u32>>,
+    /// Which nodes have live agents, and which runs this one holds.
+    pub nodes: Nodes,
+}
+
+/// This agent's view of the nodes: its own capacity and the other agents' liveness.
+#[derive(Debug)]
+pub struct Nodes {
+    /// Runs this node holds: claimed and not yet ended.
+    held: Mutex<HashSet<String>>,
+    max_running: usize,
+    /// Nodes whose agents hold a current Lease; `None` until the first look.
+    live: RwLock<Option<HashSet<String>>>,
+    /// Woken when this node has room for another run.
+    pub room: Notify,
+}
+
+impl Nodes {
+    pub fn new(max_running: usize) -> Self {
+        Self {
+            held: Mutex::default(),
+            max_running,
+            live: RwLock::new(None),
+            room: Notify::new(),
+        }
+    }
+
+    /// Whether this node may take another run.
+    pub fn has_room(&self) -> bool {
+        self.held.lock().is_ok_and(|held| held.len() < self.max_running)
+    }
+
+    /// Takes a place for the run, if there is room or it already has one.
+    pub fn reserve(&self, uid: &str) -> bool {
+        let Ok(mut held) = self.held.lock() else {
+            return false;
+        };
+        if held.contains(uid) {
+            return true;
+        }
+        held.len() < self.max_running && held.insert(uid.to_string())
+    }
+
+    /// Marks the run as held by this node (it was claimed here, perhaps before a restart).
+    pub fn hold(&self, uid: &str) {
+        if let Ok(mut held) = self.held.lock() {
+            held.insert(uid.to_string());
+        }
+    }
+
+    /// Gives up the run's place, waking whoever waits for room.
+    pub fn release(&self, uid: &str) {
+        let released = self.held.lock().is_ok_and(|mut held| held.remove(uid));
+        if released {
+            self.room.notify_one();
+        }
+    }
+
+    /// How many runs this node holds.
+    pub fn held(&self) -> usize {
+        self.held.lock().map_or(0, |held| held.len())
+    }
+
+    /// Whether the agent of `node` is alive. Before the first look at the Leases every node
+    /// counts as alive, so nothing is taken from a node on a guess.
+    pub fn is_alive(&self, node: &str) -> bool {
+        self.live.read().map_or(true, |live| {
+            live.as_ref().is_none_or(|live| live.contains(node))
+        })
+    }
+
+    /// Records the live nodes; true when that changed the set.
+    pub fn set_live(&self, nodes: HashSet<String>) -> bool {
+        let Ok(mut live) = self.live.write() else {
+            return false;
+        };
+        let changed = live.as_ref() != Some(&nodes);
+        *live = Some(nodes);
+        changed
+    }
 }
 
 /// Counters the operator keeps about its own work.
@@ -56,8 +136,14 @@ impl Metrics {
 }
 
 impl Context {
-    pub fn new(client: kube::Client, executor: Executor, recorder: Recorder) -> Self {
+    pub fn new(
+        client: kube::Client,
+        executor: Executor,
+        recorder: Recorder,
+        max_running: usize,
+    ) -> Self {
         Self {
+            nodes: Nodes::new(max_running),
             client,
             executor,
             recorder,

@@ -15,10 +15,12 @@ pub enum Error {
     MissingMetadata(String, &'static str),
     #[error("failed to serve the health and metrics endpoints: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("failed to claim TaskRun {name}: {source}")]
+    Claim { name: String, source: kube::Error },
+    #[error("failed to release the finalizer of TaskRun {name}: {source}")]
+    ReleaseFinalizer { name: String, source: kube::Error },
     #[error("Docker: {0}")]
     Docker(#[source] DockerError),
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 /// The controller's result type.

@@ -4,6 +4,7 @@
 mod context;
 mod error;
 mod http;
+mod leases;
 mod reconcile;
 mod sweep;
 mod triggers;
@@ -44,6 +45,12 @@ pub struct ControllerConfig {
     pub namespace: Option<String>,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub health_address: std::net::SocketAddr,
+    /// Most runs this node takes at once.
+    pub max_running: usize,
+    /// Namespace of the agents' Leases.
+    pub lease_namespace: String,
+    /// How long an agent that stopped renewing its Lease still counts as alive.
+    pub lease_duration: Duration,
 }
 
 /// Connects to the node's Docker daemon, waiting for it as long as it takes: an agent whose
@@ -82,6 +89,7 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         client.clone(),
         executor,
         Recorder::new(client.clone(), reporter),
+        config.max_running,
     ));
 
     let (stopped_tx, stopped_rx) = mpsc::channel(1024);
@@ -89,7 +97,13 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
     let triggers = tokio::spawn(triggers::follow_container_stops(
         docker.clone(),
         config.node_name.clone(),
-        stopped_tx,
+        stopped_tx.clone(),
+        resync_tx.clone(),
+    ));
+    let lease = tokio::spawn(leases::keep_lease(
+        context.clone(),
+        config.lease_namespace.clone(),
+        config.lease_duration,
         resync_tx,
     ));
 
@@ -105,6 +119,11 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         .await
         .map_err(Error::Serve)?;
     let endpoints = tokio::spawn(http::serve(listener, context.clone(), controller.store()));
+    let waiting = tokio::spawn(triggers::wake_waiting_runs(
+        context.clone(),
+        controller.store(),
+        stopped_tx,
+    ));
     let sweeper = tokio::spawn(sweep::sweep_orphans(
         context.clone(),
         controller.store(),
@@ -120,8 +139,9 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
             }
         })
         .await;
-    triggers.abort();
-    sweeper.abort();
+    for task in [triggers, lease, waiting, sweeper] {
+        task.abort();
+    }
     endpoints.abort();
     info!("controller stopped; running containers are left for the next controller to adopt");
     Ok(())

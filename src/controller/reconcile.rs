@@ -6,7 +6,6 @@ use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -15,11 +14,18 @@ use tracing::{Span, field, info, instrument, warn};
 use super::FIELD_MANAGER;
 use super::context::{Context, Metrics};
 use super::error::{Error, Result};
-use crate::api::{FINALIZER, Reason, TaskRun, TaskRunStatus};
-use crate::lifecycle::{self, Ending, Observed, Outcome, Run, StopCause, Transition, decide};
+use crate::api::{FINALIZER, Phase, Reason, TaskRun, TaskRunStatus};
+use crate::lifecycle::{
+    self, CLAIM_ANNOTATION, Claim, Ending, Observed, Outcome, Placement, Run, StopCause,
+    Transition, decide, place,
+};
 
 /// How long a run that waits on nothing but Docker events goes before it is looked at again.
 const RESYNC: Duration = Duration::from_secs(600);
+
+/// How long an unclaimed run waits for room before it is looked at again, should no run on
+/// this node end sooner.
+const WAIT_FOR_ROOM: Duration = Duration::from_secs(5);
 
 /// One pass over a TaskRun: observe, decide, act, record.
 #[instrument(skip(guard, context), fields(namespace = field::Empty, name = field::Empty))]
@@ -41,18 +47,221 @@ pub async fn reconcile(
         .record("name", taskrun.name_any().as_str());
     let api: Api<TaskRun> = Api::namespaced(context.client.clone(), &namespace);
     let object = ObjectRef::from_obj(&*taskrun);
-    let result = finalizer(&api, FINALIZER, taskrun, |event| async {
-        match event {
-            Finalized::Apply(taskrun) => apply(&taskrun, &api, &context).await,
-            Finalized::Cleanup(taskrun) => cleanup(&taskrun, &context).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let result = if taskrun.meta().deletion_timestamp.is_some() {
+        delete(&taskrun, &api, &context).await
+    } else {
+        place_and_act(&taskrun, &api, &context).await
+    };
     if result.is_ok() {
         context.clear_failures(&object);
     }
     result
+}
+
+/// Decides whose run this is, then acts as this node's agent.
+async fn place_and_act(
+    taskrun: &TaskRun,
+    api: &Api<TaskRun>,
+    context: &Context,
+) -> Result<Requeue> {
+    let uid = taskrun
+        .uid()
+        .ok_or_else(|| Error::MissingMetadata(taskrun.name_any(), "uid"))?;
+    let status = taskrun.status.clone().unwrap_or_default();
+    let node = context.executor.node();
+    let claim = Claim {
+        spec: &taskrun.spec,
+        status: &status,
+        claimed_by: claimed_by(taskrun),
+        node,
+        has_capacity: context.nodes.has_room(),
+    };
+    match place(claim, |other| {
+        other == node || context.nodes.is_alive(other)
+    }) {
+        Placement::Mine if status.phase().is_final() => {
+            context.nodes.release(&uid);
+            apply(taskrun, api, context).await
+        }
+        Placement::Mine => {
+            context.nodes.hold(&uid);
+            apply(taskrun, api, context).await
+        }
+        Placement::Claim => claim_run(taskrun, &uid, api, context).await,
+        Placement::Full => Ok(Requeue::requeue(WAIT_FOR_ROOM)),
+        Placement::Elsewhere => Ok(Requeue::requeue(RESYNC)),
+        Placement::Release { node: lost } => {
+            let mut annotations = serde_json::Map::new();
+            annotations.insert(CLAIM_ANNOTATION.into(), serde_json::Value::Null);
+            let patch = json!({ "metadata": { "resourceVersion": taskrun.resource_version(), "annotations": annotations } });
+            match api
+                .patch(
+                    &taskrun.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => info!(node = %lost, "released a run its lost node never started"),
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(source) => {
+                    return Err(Error::Claim {
+                        name: taskrun.name_any(),
+                        source,
+                    });
+                }
+            }
+            Ok(Requeue::await_change())
+        }
+        Placement::Lost { node: lost } => {
+            let ending = Ending {
+                phase: Phase::Failed,
+                reason: Reason::NodeLost,
+                message: format!(
+                    "the agent of node {lost} stopped renewing its Lease while the run was on it"
+                ),
+                exit_code: None,
+                started_at: status.start_time.as_ref().map(|t| t.0),
+                finished_at: Timestamp::now(),
+            };
+            let container = status.container_name.clone().unwrap_or_default();
+            let placement = lifecycle::status::Placement {
+                node: &lost,
+                container_name: &container,
+                generation: taskrun.meta().generation,
+            };
+            let ended = lifecycle::status::ended(
+                &status,
+                placement,
+                &ending,
+                None,
+                status.log_tail.clone(),
+                Timestamp::now(),
+            );
+            write_status_if_unchanged_since(api, taskrun, &ended, context).await?;
+            announce(taskrun, &Transition::Ended(ending), context);
+            Ok(Requeue::await_change())
+        }
+        Placement::Unavailable { node: pinned } => {
+            let message = format!(
+                "spec.nodeName names node {pinned}, which has no live agent; waiting for one"
+            );
+            let waiting = lifecycle::status::held_up(
+                &status,
+                Reason::NodeUnavailable,
+                &message,
+                taskrun.meta().generation,
+                Timestamp::now(),
+            );
+            write_status_if_unchanged_since(api, taskrun, &waiting, context).await?;
+            Ok(Requeue::requeue(RESYNC))
+        }
+    }
+}
+
+/// Claims the run for this node: one write adds the finalizer and the claim annotation, and
+/// carries the resourceVersion this agent saw, so of several agents exactly one succeeds.
+async fn claim_run(
+    taskrun: &TaskRun,
+    uid: &str,
+    api: &Api<TaskRun>,
+    context: &Context,
+) -> Result<Requeue> {
+    if !context.nodes.reserve(uid) {
+        return Ok(Requeue::requeue(WAIT_FOR_ROOM));
+    }
+    let mut finalizers = taskrun.finalizers().to_vec();
+    if !finalizers.iter().any(|f| f == FINALIZER) {
+        finalizers.push(FINALIZER.to_string());
+    }
+    let node = context.executor.node();
+    let patch = json!({
+        "metadata": {
+            "resourceVersion": taskrun.resource_version(),
+            "finalizers": finalizers,
+            "annotations": { CLAIM_ANNOTATION: node },
+        }
+    });
+    match api
+        .patch(
+            &taskrun.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => {
+            publish(
+                taskrun,
+                EventType::Normal,
+                "Claimed",
+                format!("claimed by node {node}"),
+                context,
+            );
+            Ok(Requeue::await_change())
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            context.nodes.release(uid);
+            Ok(Requeue::await_change())
+        }
+        Err(source) => {
+            context.nodes.release(uid);
+            Err(Error::Claim {
+                name: taskrun.name_any(),
+                source,
+            })
+        }
+    }
+}
+
+/// A TaskRun being deleted: the agent holding it stops and removes its container, then lets
+/// the object go. A run nobody holds, or whose node is lost, is let go by any agent.
+async fn delete(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Result<Requeue> {
+    if !taskrun.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Requeue::await_change());
+    }
+    let node = context.executor.node();
+    match claimed_by(taskrun) {
+        Some(owner) if owner == node => cleanup(taskrun, context).await?,
+        Some(owner) if context.nodes.is_alive(owner) => return Ok(Requeue::await_change()),
+        _ => {}
+    }
+    let remaining: Vec<&String> = taskrun
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .collect();
+    let patch = json!({ "metadata": { "resourceVersion": taskrun.resource_version(), "finalizers": remaining } });
+    match api
+        .patch(
+            &taskrun.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+        Err(source) => {
+            return Err(Error::ReleaseFinalizer {
+                name: taskrun.name_any(),
+                source,
+            });
+        }
+    }
+    if let Some(uid) = taskrun.uid() {
+        context.nodes.release(&uid);
+    }
+    Ok(Requeue::await_change())
+}
+
+fn claimed_by(taskrun: &TaskRun) -> Option<&str> {
+    taskrun
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(CLAIM_ANNOTATION)
+        .map(String::as_str)
 }
 
 /// Logs and counts the failure, then retries the TaskRun with a growing delay.
@@ -128,9 +337,9 @@ async fn apply(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Resu
 
 /// Stops and removes the container of a TaskRun being deleted. A container already gone, or
 /// one that is not ours, leaves nothing to do.
-async fn cleanup(taskrun: &TaskRun, context: &Context) -> Result<Requeue> {
+async fn cleanup(taskrun: &TaskRun, context: &Context) -> Result<()> {
     let Some(uid) = taskrun.uid() else {
-        return Ok(Requeue::await_change());
+        return Ok(());
     };
     let container = context
         .executor
@@ -157,7 +366,7 @@ async fn cleanup(taskrun: &TaskRun, context: &Context) -> Result<Requeue> {
         Metrics::count(&context.metrics.containers_removed);
         info!(container = %container.name, "removed the container of a deleted TaskRun");
     }
-    Ok(Requeue::await_change())
+    Ok(())
 }
 
 /// Writes the whole status with server-side apply, as the one owner of every status field.
@@ -188,6 +397,45 @@ async fn write_status(
     Ok(())
 }
 
+/// Writes the status only if the TaskRun is still at the resourceVersion this agent saw: for
+/// writes several agents may race to make, where the loser has nothing left to do.
+async fn write_status_if_unchanged_since(
+    api: &Api<TaskRun>,
+    taskrun: &TaskRun,
+    status: &TaskRunStatus,
+    context: &Context,
+) -> Result<()> {
+    if taskrun.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let patch = json!({
+        "apiVersion": TaskRun::api_version(&()),
+        "kind": TaskRun::kind(&()),
+        "metadata": { "resourceVersion": taskrun.resource_version() },
+        "status": status,
+    });
+    let name = taskrun.name_any();
+    match api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(_) => {
+            Metrics::count(&context.metrics.status_writes);
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(source) => Err(Error::WriteStatus {
+            namespace: taskrun.namespace().unwrap_or_default(),
+            name,
+            source,
+        }),
+    }
+}
+
 /// When to look at the run again.
 fn requeue_after(outcome: &Outcome, now: Timestamp) -> Requeue {
     if outcome.recheck_now {
@@ -202,7 +450,7 @@ fn requeue_after(outcome: &Outcome, now: Timestamp) -> Requeue {
     }
 }
 
-/// Publishes a Kubernetes Event for a step of the run, without holding up the reconcile.
+/// Counts a step of the run and tells about it in an Event.
 fn announce(taskrun: &TaskRun, transition: &Transition, context: &Context) {
     if let Transition::Started { .. } = transition {
         Metrics::count(&context.metrics.containers_started);
@@ -270,6 +518,11 @@ fn announce(taskrun: &TaskRun, transition: &Transition, context: &Context) {
             format!("removed container {container_name}"),
         ),
     };
+    publish(taskrun, type_, reason, note, context);
+}
+
+/// Publishes a Kubernetes Event about the TaskRun, without holding up the reconcile.
+fn publish(taskrun: &TaskRun, type_: EventType, reason: &str, note: String, context: &Context) {
     let event = Event {
         type_,
         reason: reason.to_string(),

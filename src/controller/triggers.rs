@@ -6,8 +6,15 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use std::sync::Arc;
+
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+
+use super::context::Context;
 use crate::api::TaskRun;
 use crate::docker::DockerClient;
+use crate::lifecycle::CLAIM_ANNOTATION;
 
 /// Turns the daemon's container events into reconciles of the owning TaskRuns, so an exit is
 /// seen when it happens. When the event stream breaks (daemon restart), it reconnects and asks
@@ -44,3 +51,41 @@ pub async fn follow_container_stops(
         }
     }
 }
+
+/// When this node has room again, looks at the runs waiting for a node first, instead of
+/// leaving them to their periodic retry.
+pub async fn wake_waiting_runs(
+    context: Arc<Context>,
+    store: Store<DeserializeGuard<TaskRun>>,
+    wake: mpsc::Sender<ObjectRef<DeserializeGuard<TaskRun>>>,
+) {
+    let node = context.executor.node().to_string();
+    loop {
+        context.nodes.room.notified().await;
+        let waiting = store.state().into_iter().filter(|guard| match &guard.0 {
+            Ok(taskrun) => {
+                let unclaimed = taskrun.annotations().get(CLAIM_ANNOTATION).is_none();
+                let eligible = taskrun
+                    .spec
+                    .node_name
+                    .as_deref()
+                    .is_none_or(|pinned| pinned == node);
+                let ended = taskrun
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.phase().is_final());
+                unclaimed && eligible && !ended && taskrun.meta().deletion_timestamp.is_none()
+            }
+            Err(_) => false,
+        });
+        for guard in waiting.take(WAKE_AT_ONCE) {
+            if wake.send(ObjectRef::from_obj(&*guard)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// How many waiting runs one freed place wakes: more than one, since some of them will be
+/// claimed by other nodes first.
+const WAKE_AT_ONCE: usize = 4;

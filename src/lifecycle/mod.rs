@@ -4,7 +4,9 @@
 
 mod decide;
 mod executor;
+mod placement;
 pub mod status;
 
 pub use decide::{Action, Ending, Observed, StopCause, decide};
 pub use executor::{Executor, Outcome, Run, Transition, container_template};
+pub use placement::{CLAIM_ANNOTATION, Claim, Placement, place};
