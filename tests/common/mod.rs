@@ -207,7 +207,20 @@ impl Drop for TestNamespace {
 
 /// Removes every container with this label, whatever state it is in.
 pub fn remove_containers_labelled(label: &str) {
-    let Ok(output) = Command::new("docker")
+    remove_containers_labelled_on(None, label);
+}
+
+/// Removes every container with this label on the daemon at `docker_host` (the default one
+/// when `None`).
+pub fn remove_containers_labelled_on(docker_host: Option<&str>, label: &str) {
+    let docker = || {
+        let mut command = Command::new("docker");
+        if let Some(host) = docker_host {
+            command.env("DOCKER_HOST", host);
+        }
+        command
+    };
+    let Ok(output) = docker()
         .args(["ps", "-aq", "--filter", &format!("label={label}")])
         .output()
     else {
@@ -218,7 +231,7 @@ pub fn remove_containers_labelled(label: &str) {
         .map(str::to_string)
         .collect();
     if !ids.is_empty() {
-        let _ = Command::new("docker")
+        let _ = docker()
             .arg("rm")
             .arg("-f")
             .args(&ids)
@@ -240,14 +253,31 @@ impl ControllerProcess {
 
     /// Starts the controller with its health and metrics endpoints on `health_addr`.
     pub fn start_serving(namespace: &str, node: &str, health_addr: &str) -> Self {
-        Self::spawn(namespace, node, None, health_addr)
+        Self::spawn(namespace, node, None, health_addr, &[])
     }
 
     fn start_inner(namespace: &str, node: &str, docker_host: Option<String>) -> Self {
-        Self::spawn(namespace, node, docker_host, "127.0.0.1:0")
+        Self::spawn(namespace, node, docker_host, "127.0.0.1:0", &[])
     }
 
-    fn spawn(namespace: &str, node: &str, docker_host: Option<String>, health_addr: &str) -> Self {
+    /// Starts an agent for `node` on the daemon at `docker_host`, with extra flags.
+    pub fn start_node(namespace: &str, node: &str, docker_host: &str, extra: &[&str]) -> Self {
+        Self::spawn(
+            namespace,
+            node,
+            Some(docker_host.to_string()),
+            "127.0.0.1:0",
+            extra,
+        )
+    }
+
+    fn spawn(
+        namespace: &str,
+        node: &str,
+        docker_host: Option<String>,
+        health_addr: &str,
+        extra: &[&str],
+    ) -> Self {
         let log_dir = repo_root().join("target/test-logs");
         std::fs::create_dir_all(&log_dir).unwrap();
         let log = log_dir.join(format!("{node}.log"));
@@ -272,6 +302,7 @@ impl ControllerProcess {
                 "--sweep-interval-seconds",
                 "2",
             ])
+            .args(extra)
             .env("KUBECONFIG", kubeconfig())
             .env("RUST_LOG", "info,taskrun_operator=debug")
             .stdout(log_file.try_clone().unwrap())

@@ -1,0 +1,312 @@
+//! Many nodes: two Docker daemons on this machine (the second in a network namespace of its
+//! own, as a second node), one agent each, sharing TaskRuns through claims and Leases.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::{InspectContainerOptions, ListContainersOptionsBuilder};
+use kube::ResourceExt;
+use taskrun_operator::api::{Phase, Reason, TaskRun};
+
+use common::{ControllerProcess, TestNamespace};
+
+const MAIN_DOCKER: &str = "unix:///var/run/docker.sock";
+const LEASE: [&str; 2] = ["--lease-duration-seconds", "3"];
+
+/// The second node's daemon, started once per test binary.
+fn node_b_docker() -> String {
+    static HOST: Mutex<Option<String>> = Mutex::new(None);
+    let mut host = HOST.lock().unwrap();
+    if let Some(host) = host.as_ref() {
+        return host.clone();
+    }
+    let output = std::process::Command::new(common::repo_root().join("scripts/docker-node.sh"))
+        .args(["up", "node-b"])
+        .output()
+        .expect("run scripts/docker-node.sh");
+    assert!(
+        output.status.success(),
+        "second daemon: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let started = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    *host = Some(started.clone());
+    started
+}
+
+async fn docker_at(host: &str) -> bollard::Docker {
+    bollard::Docker::connect_with_host(host)
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap()
+}
+
+/// Removes the test's containers from the second daemon when the test ends, however it ends.
+struct NodeBCleanup(String, String);
+
+impl Drop for NodeBCleanup {
+    fn drop(&mut self) {
+        common::remove_containers_labelled_on(
+            Some(&self.0),
+            &format!("taskrun.dev/namespace={}", self.1),
+        );
+    }
+}
+
+/// The test's containers on one daemon: TaskRun name -> (started, finished) times.
+async fn runs_on(host: &str, namespace: &str) -> HashMap<String, (String, String)> {
+    let docker = docker_at(host).await;
+    let filters = HashMap::from([("label", vec![format!("taskrun.dev/namespace={namespace}")])]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let mut runs = HashMap::new();
+    for summary in docker.list_containers(Some(options)).await.unwrap() {
+        let name = summary
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("taskrun.dev/name"))
+            .cloned()
+            .unwrap_or_default();
+        let inspect = docker
+            .inspect_container(
+                summary.id.as_deref().unwrap(),
+                None::<InspectContainerOptions>,
+            )
+            .await
+            .unwrap();
+        let state = inspect.state.unwrap();
+        let previous = runs.insert(
+            name.clone(),
+            (
+                state.started_at.unwrap_or_default(),
+                state.finished_at.unwrap_or_default(),
+            ),
+        );
+        assert!(previous.is_none(), "{name} has two containers on {host}");
+    }
+    runs
+}
+
+/// Most containers that ran at the same time, from their start and finish times.
+fn peak_concurrency(runs: &HashMap<String, (String, String)>) -> usize {
+    let mut edges: Vec<(jiff::Timestamp, i32)> = Vec::new();
+    for (started, finished) in runs.values() {
+        edges.push((started.parse().unwrap(), 1));
+        edges.push((finished.parse().unwrap(), -1));
+    }
+    edges.sort_by_key(|(at, delta)| (*at, *delta));
+    let (mut running, mut peak) = (0i32, 0i32);
+    for (_, delta) in edges {
+        running += delta;
+        peak = peak.max(running);
+    }
+    usize::try_from(peak).unwrap_or(0)
+}
+
+fn run(name: &str, spec: &str) -> String {
+    let spec = spec
+        .lines()
+        .map(|line| format!("  {line}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!(
+        "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: {name}\nspec:\n{spec}\n"
+    )
+}
+
+fn node_of(taskrun: &TaskRun) -> Option<String> {
+    taskrun.status.as_ref().and_then(|s| s.node_name.clone())
+}
+
+#[tokio::test]
+async fn forty_runs_spread_over_two_nodes_each_run_once_within_capacity() {
+    let node_b = node_b_docker();
+    let ns = TestNamespace::new("spread").await;
+    let _cleanup = NodeBCleanup(node_b.clone(), ns.name.clone());
+    let (a, b) = (format!("{}-a", ns.name), format!("{}-b", ns.name));
+    let capacity = ["--max-running", "4"];
+    let _agent_a = ControllerProcess::start_node(
+        &ns.name,
+        &a,
+        MAIN_DOCKER,
+        &[&capacity[..], &LEASE[..]].concat(),
+    );
+    let _agent_b =
+        ControllerProcess::start_node(&ns.name, &b, &node_b, &[&capacity[..], &LEASE[..]].concat());
+
+    let started = Instant::now();
+    let names: Vec<String> = (0..40).map(|i| format!("run-{i}")).collect();
+    for name in &names {
+        ns.create(&run(
+            name,
+            "image: busybox\ncommand: [sleep, '0.3']\ncleanup: Never",
+        ))
+        .await;
+    }
+    let mut placed = HashMap::new();
+    for name in &names {
+        let done = ns.wait_done(name).await;
+        assert_eq!(
+            done.status.as_ref().and_then(|s| s.phase),
+            Some(Phase::Succeeded),
+            "{name}"
+        );
+        placed.insert(name.clone(), node_of(&done).expect("node recorded"));
+    }
+    println!(
+        "40 TaskRuns on two agents: {:.1} per second",
+        40.0 / started.elapsed().as_secs_f64()
+    );
+
+    let on_a = runs_on(MAIN_DOCKER, &ns.name).await;
+    let on_b = runs_on(&node_b, &ns.name).await;
+    assert_eq!(on_a.len() + on_b.len(), 40, "one container per run in all");
+    for name in &names {
+        let (in_a, in_b) = (on_a.contains_key(name), on_b.contains_key(name));
+        assert!(
+            in_a != in_b,
+            "{name} ran on exactly one daemon (a: {in_a}, b: {in_b})"
+        );
+        let expected = if in_a { &a } else { &b };
+        assert_eq!(
+            &placed[name], expected,
+            "{name}'s status names the node that ran it"
+        );
+    }
+    assert!(
+        !on_a.is_empty() && !on_b.is_empty(),
+        "both nodes took a share: a {}, b {}",
+        on_a.len(),
+        on_b.len()
+    );
+    assert!(
+        peak_concurrency(&on_a) <= 4,
+        "node a ran {} at once",
+        peak_concurrency(&on_a)
+    );
+    assert!(
+        peak_concurrency(&on_b) <= 4,
+        "node b ran {} at once",
+        peak_concurrency(&on_b)
+    );
+}
+
+#[tokio::test]
+async fn a_lost_node_gives_up_its_queued_runs_and_fails_its_started_ones() {
+    let node_b = node_b_docker();
+    let ns = TestNamespace::new("lost").await;
+    let _cleanup = NodeBCleanup(node_b.clone(), ns.name.clone());
+    let (a, b) = (format!("{}-a", ns.name), format!("{}-b", ns.name));
+    let mut agent_a = ControllerProcess::start_node(
+        &ns.name,
+        &a,
+        MAIN_DOCKER,
+        &[&["--max-running", "2"][..], &LEASE[..]].concat(),
+    );
+
+    let running = |tr: &TaskRun| {
+        tr.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(Phase::Running))
+    };
+    for name in ["long-1", "long-2"] {
+        ns.create(&run(name, "image: busybox\ncommand: [sleep, '60']\nterminationGracePeriodSeconds: 1\ncleanup: Never")).await;
+        ns.wait_for(name, "Running", running).await;
+    }
+    for name in ["queued-1", "queued-2"] {
+        ns.create(&run(
+            name,
+            "image: busybox\ncommand: ['true']\ncleanup: Never",
+        ))
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for name in ["queued-1", "queued-2"] {
+        let waiting = ns.taskruns().get(name).await.unwrap();
+        assert!(
+            waiting.annotations().get("taskrun.dev/node").is_none(),
+            "{name} waits unclaimed while node a is full"
+        );
+    }
+
+    agent_a.kill();
+    let _agent_b = ControllerProcess::start_node(
+        &ns.name,
+        &b,
+        &node_b,
+        &[&["--max-running", "4"][..], &LEASE[..]].concat(),
+    );
+    for name in ["queued-1", "queued-2"] {
+        let done = ns.wait_done(name).await;
+        assert_eq!(
+            done.status.as_ref().and_then(|s| s.phase),
+            Some(Phase::Succeeded),
+            "{name}"
+        );
+        assert_eq!(
+            node_of(&done).as_deref(),
+            Some(b.as_str()),
+            "{name} ran on the surviving node"
+        );
+    }
+    for name in ["long-1", "long-2"] {
+        let done = ns.wait_done(name).await;
+        let status = done.status.unwrap();
+        assert_eq!(
+            (status.phase, status.reason),
+            (Some(Phase::Failed), Some(Reason::NodeLost)),
+            "{name}"
+        );
+        assert_eq!(status.node_name.as_deref(), Some(a.as_str()));
+    }
+    let on_a = runs_on(MAIN_DOCKER, &ns.name).await;
+    let on_b = runs_on(&node_b, &ns.name).await;
+    let mut on_a_names: Vec<_> = on_a.keys().cloned().collect();
+    let mut on_b_names: Vec<_> = on_b.keys().cloned().collect();
+    on_a_names.sort();
+    on_b_names.sort();
+    assert_eq!(on_a_names, ["long-1", "long-2"], "nothing ran twice");
+    assert_eq!(on_b_names, ["queued-1", "queued-2"], "nothing ran twice");
+}
+
+#[tokio::test]
+async fn node_name_pins_a_run_and_an_unknown_node_leaves_it_pending() {
+    let node_b = node_b_docker();
+    let ns = TestNamespace::new("pinned").await;
+    let _cleanup = NodeBCleanup(node_b.clone(), ns.name.clone());
+    let (a, b) = (format!("{}-a", ns.name), format!("{}-b", ns.name));
+    let _agent_a = ControllerProcess::start_node(&ns.name, &a, MAIN_DOCKER, &LEASE);
+    let _agent_b = ControllerProcess::start_node(&ns.name, &b, &node_b, &LEASE);
+
+    ns.create(&run(
+        "pinned",
+        &format!("image: busybox\ncommand: ['true']\ncleanup: Never\nnodeName: {b}"),
+    ))
+    .await;
+    ns.create(&run(
+        "nowhere",
+        "image: busybox\ncommand: ['true']\nnodeName: ghost",
+    ))
+    .await;
+    let pinned = ns.wait_done("pinned").await;
+    assert_eq!(node_of(&pinned).as_deref(), Some(b.as_str()));
+    assert!(runs_on(&node_b, &ns.name).await.contains_key("pinned"));
+    assert!(!runs_on(MAIN_DOCKER, &ns.name).await.contains_key("pinned"));
+
+    let waiting = ns
+        .wait_for("nowhere", "NodeUnavailable", |tr| {
+            tr.status
+                .as_ref()
+                .is_some_and(|s| s.reason == Some(Reason::NodeUnavailable))
+        })
+        .await;
+    let status = waiting.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Pending));
+    assert!(status.message.unwrap_or_default().contains("ghost"));
+}
