@@ -5,4 +5,5 @@ pub mod api;
 pub mod controller;
 pub mod docker;
 pub mod lifecycle;
+pub mod standalone;
 pub mod telemetry;

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
 use taskrun_operator::api::TaskRun;
 use taskrun_operator::controller::{self, ControllerConfig};
+use taskrun_operator::standalone::{self, OutputFormat, RunOptions};
 use taskrun_operator::telemetry::{self, LogFormat};
 
 /// Runs TaskRun custom resources as Docker containers, in a cluster or locally.
@@ -49,11 +50,42 @@ enum Command {
     },
     /// Print the TaskRun CustomResourceDefinition as YAML.
     Crd,
+    /// Run task.yaml files or TaskRun manifests on the local Docker daemon, without a cluster.
+    ///
+    /// Exits 0 when every task succeeded, 1 when any failed, 2 when the input cannot run.
+    Run {
+        /// task.yaml files (version v0.0.1) or TaskRun manifests; `-` reads standard input.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<String>,
+        /// How many tasks run at once.
+        #[arg(short, long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+        parallel: u16,
+        /// How to report on the tasks.
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+        /// Node name recorded in the containers' `taskrun.dev/node` label.
+        #[arg(long, default_value = "local", hide = true)]
+        node_name: String,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Run {
+            files,
+            parallel,
+            output,
+            node_name,
+        } => {
+            standalone::run(RunOptions {
+                files,
+                parallel: usize::from(parallel),
+                output,
+                node_name,
+            })
+            .await
+        }
         Command::Crd => match serde_yaml::to_string(&TaskRun::crd()) {
             Ok(yaml) => {
                 print!("{yaml}");

@@ -443,7 +443,7 @@ fn requeue_after(outcome: &Outcome, now: Timestamp) -> Requeue {
     }
     match outcome.recheck_at {
         Some(at) => {
-            let wait = at.duration_since(now).unsigned_abs();
+            let wait = if at > now { at.duration_since(now).unsigned_abs() } else { Duration::ZERO };
             Requeue::requeue(wait.min(RESYNC) + Duration::from_millis(10))
         }
         None => Requeue::requeue(RESYNC),
@@ -470,11 +470,6 @@ fn announce(taskrun: &TaskRun, transition: &Transition, context: &Context) {
     }
     let node = context.executor.node();
     let (type_, reason, note) = match transition {
-        Transition::Pulling => (
-            EventType::Normal,
-            "Pulling",
-            format!("pulling image {}", taskrun.spec.image),
-        ),
         Transition::Started { container_name } => (
             EventType::Normal,
             "Started",

@@ -46,8 +46,6 @@ pub struct Outcome {
 /// A step in a run's life worth telling people about.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Transition {
-    /// The image is being pulled.
-    Pulling,
     /// The container was started.
     Started { container_name: String },
     /// A running container was found and adopted.

@@ -1,0 +1,297 @@
+//! `taskrun run`: runs task.yaml files and TaskRun manifests on the local Docker daemon, with
+//! no cluster, through the same lifecycle the controller uses.
+//!
+//! Each task is a loop of observe -> decide -> perform -> record against an in-memory status,
+//! waiting between steps on the container itself (or its deadline), never on a timer.
+
+mod input;
+mod report;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+pub use report::OutputFormat;
+
+use crate::api::{Phase, Reason, TaskRunSpec, TaskRunStatus};
+use crate::docker::{DockerClient, DockerError, container_name};
+use crate::lifecycle::{self, Action, Executor, Observed, Run, decide};
+use input::{Task, load};
+use report::Reporter;
+
+/// Longest an image pull may take before the task fails with `ImagePullFailed`.
+const PULL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How many times in a row the Docker daemon may fail to answer before a task is given up.
+const ATTEMPTS: u32 = 5;
+
+/// Exit status when every task succeeded.
+const EXIT_SUCCEEDED: u8 = 0;
+/// Exit status when a task failed or could not be seen through.
+const EXIT_FAILED: u8 = 1;
+/// Exit status for input that cannot run; nothing was started.
+const EXIT_BAD_INPUT: u8 = 2;
+/// Exit status after SIGINT or SIGTERM, as shells report a process ended by SIGINT.
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// What `taskrun run` was asked to do.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// task.yaml files or TaskRun manifests; `-` is standard input.
+    pub files: Vec<String>,
+    /// How many tasks run at once.
+    pub parallel: usize,
+    /// How the tasks are reported.
+    pub output: OutputFormat,
+    /// Node name recorded in the containers' labels.
+    pub node_name: String,
+}
+
+/// Runs every task of every file and reports on each. Exits 0 when all succeeded, 1 when
+/// any did not, 2 when the input cannot run (then nothing runs), 130 when interrupted.
+pub async fn run(options: RunOptions) -> ExitCode {
+    let tasks = match load(&options.files) {
+        Ok(tasks) => tasks,
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("taskrun: {error}");
+            }
+            eprintln!("taskrun: nothing was run");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let interrupt = Interrupt::default();
+    let signals = match watch_signals(interrupt.clone()) {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("taskrun: cannot handle SIGINT and SIGTERM: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let docker = match DockerClient::connect().await {
+        Ok(docker) => docker,
+        Err(e) => {
+            eprintln!("taskrun: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let executor = Executor::new(docker, options.node_name, PULL_TIMEOUT);
+    let reporter = Reporter::new(options.output);
+
+    let statuses: Vec<TaskRunStatus> = futures::stream::iter(&tasks)
+        .map(|task| run_task(&executor, task, reporter, &interrupt))
+        .buffer_unordered(options.parallel.max(1))
+        .collect()
+        .await;
+    signals.abort();
+
+    if interrupt.stop.is_cancelled() {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if statuses.iter().all(|s| s.phase() == Phase::Succeeded) {
+        ExitCode::from(EXIT_SUCCEEDED)
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
+}
+
+/// The first SIGINT or SIGTERM cancels every task (containers get their grace period); the
+/// second kills what still runs.
+#[derive(Clone, Default)]
+struct Interrupt {
+    stop: CancellationToken,
+    kill: CancellationToken,
+}
+
+/// Takes over SIGINT and SIGTERM now, before any container exists, so that neither can end
+/// the process with containers left running.
+fn watch_signals(interrupt: Interrupt) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    Ok(tokio::spawn(async move {
+        let steps = [
+            (
+                interrupt.stop,
+                "interrupted: stopping the tasks and removing their containers; interrupt again to kill them",
+            ),
+            (
+                interrupt.kill,
+                "interrupted again: killing the containers still running",
+            ),
+        ];
+        for (token, note) in steps {
+            tokio::select! {
+                _ = sigint.recv() => {}
+                _ = sigterm.recv() => {}
+            }
+            eprintln!("taskrun: {note}");
+            token.cancel();
+        }
+    }))
+}
+
+/// Sees one task through from launch to its final phase, and returns its last status.
+async fn run_task(
+    executor: &Executor,
+    task: &Task,
+    reporter: Reporter,
+    interrupt: &Interrupt,
+) -> TaskRunStatus {
+    let mut run = LocalRun::new(task);
+    let mut failures = 0;
+    while failures < ATTEMPTS {
+        match run.step(executor, reporter, interrupt).await {
+            Ok(Step::Continue) => failures = 0,
+            Ok(Step::Done) => break,
+            Err(error) => {
+                failures += 1;
+                if failures == ATTEMPTS {
+                    run.give_up(&error, reporter);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(250) * 2u32.pow(failures)).await;
+                }
+            }
+        }
+    }
+    reporter.finished(&task.name, &run.status);
+    run.status
+}
+
+/// A task's run as this process knows it: the TaskRun it would be, and its status so far.
+struct LocalRun<'a> {
+    task: &'a Task,
+    uid: String,
+    spec: TaskRunSpec,
+    status: TaskRunStatus,
+}
+
+/// Whether a task needs another step.
+enum Step {
+    Continue,
+    Done,
+}
+
+impl<'a> LocalRun<'a> {
+    /// A run of `task` under a fresh UID, so its container cannot be mistaken for another's.
+    fn new(task: &'a Task) -> Self {
+        Self {
+            task,
+            uid: uuid::Uuid::new_v4().to_string(),
+            spec: task.spec.clone(),
+            status: TaskRunStatus::default(),
+        }
+    }
+
+    fn as_run(&self) -> Run<'_> {
+        Run {
+            namespace: &self.task.namespace,
+            name: &self.task.name,
+            uid: &self.uid,
+            generation: None,
+            spec: &self.spec,
+            status: &self.status,
+        }
+    }
+
+    /// One pass of observe -> decide -> perform -> record, or a wait for the container.
+    async fn step(
+        &mut self,
+        executor: &Executor,
+        reporter: Reporter,
+        interrupt: &Interrupt,
+    ) -> Result<Step, DockerError> {
+        // An interrupt is a cancel, which the lifecycle already knows how to carry out.
+        self.spec.cancel |= interrupt.stop.is_cancelled();
+        let container = executor.observe(&self.uid).await?;
+        let now = Timestamp::now();
+        let observed = Observed {
+            uid: &self.uid,
+            spec: &self.spec,
+            status: &self.status,
+            container: container.as_ref(),
+            now,
+        };
+        let action = match decide(observed) {
+            Action::Wait { .. } if self.status.phase().is_final() => {
+                // A container kept by its cleanup policy is still removed after an interrupt:
+                // this process started it and will not be around to look after it.
+                if self.spec.cancel && container.is_some() {
+                    self.perform(executor, Action::Remove, now, reporter)
+                        .await?;
+                }
+                return Ok(Step::Done);
+            }
+            Action::Wait { until } => {
+                let name = container_name(&self.uid);
+                tokio::select! {
+                    stopped = executor.docker().wait_until_stopped(&name) => stopped?,
+                    () = sleep_until(until) => {}
+                    () = interrupt.stop.cancelled(), if !self.spec.cancel => {}
+                }
+                return Ok(Step::Continue);
+            }
+            Action::Stop { cause, .. } if interrupt.kill.is_cancelled() => Action::Stop {
+                cause,
+                grace: Duration::ZERO,
+            },
+            action => action,
+        };
+        if action == Action::Launch {
+            reporter.preparing(&self.task.name);
+        }
+        let stopping = matches!(action, Action::Stop { .. });
+        let cancelling = self.spec.cancel;
+        tokio::select! {
+            performed = self.perform(executor, action, now, reporter) => performed?,
+            // A launch may take as long as a pull; the next pass sees what it left behind.
+            () = interrupt.stop.cancelled(), if !cancelling => {}
+            // The grace period is cut short; the next pass stops with none.
+            () = interrupt.kill.cancelled(), if stopping && !interrupt.kill.is_cancelled() => {}
+        }
+        Ok(Step::Continue)
+    }
+
+    async fn perform(
+        &mut self,
+        executor: &Executor,
+        action: Action,
+        now: Timestamp,
+        reporter: Reporter,
+    ) -> Result<(), DockerError> {
+        let outcome = executor.perform(self.as_run(), action, now).await?;
+        if let Some(status) = outcome.status {
+            self.status = status;
+        }
+        if let Some(transition) = &outcome.transition {
+            reporter.transition(&self.task.name, transition);
+        }
+        Ok(())
+    }
+
+    /// Records that the Docker daemon stopped answering; the task counts as failed.
+    fn give_up(&mut self, error: &DockerError, reporter: Reporter) {
+        let message = error.to_string();
+        self.status = lifecycle::status::held_up(
+            &self.status,
+            Reason::DaemonUnavailable,
+            &message,
+            None,
+            Timestamp::now(),
+        );
+        reporter.gave_up(&self.task.name, error);
+    }
+}
+
+/// Returns at `until`; never when there is none.
+async fn sleep_until(until: Option<Timestamp>) {
+    match until {
+        Some(until) => {
+            let wait = until.duration_since(Timestamp::now());
+            tokio::time::sleep(Duration::try_from(wait).unwrap_or(Duration::ZERO)).await;
+        }
+        None => std::future::pending().await,
+    }
+}

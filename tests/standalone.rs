@@ -1,0 +1,552 @@
+//! `taskrun run` as a user runs it: the built binary against the real Docker daemon, with no
+//! cluster. Each test labels its containers with a node name of its own and removes them
+//! when it ends, passing or not.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::ChildStdout;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A node name of the test's own; dropping it removes every container labelled with it.
+struct Node {
+    name: String,
+}
+
+impl Node {
+    fn new(test: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        Self {
+            name: format!("standalone-{test}-{}-{nanos}-{n}", std::process::id()),
+        }
+    }
+
+    /// `taskrun run` with this node's name and `args`.
+    fn run(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_taskrun"));
+        command
+            .current_dir(repo_root())
+            .args(["run", "--node-name", &self.name])
+            .args(args);
+        command
+    }
+
+    /// The same, for tests that talk to the process while it runs.
+    fn spawn(&self, args: &[&str]) -> tokio::process::Child {
+        let mut command = tokio::process::Command::from(self.run(args));
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command.spawn().expect("start taskrun")
+    }
+
+    /// The containers labelled with this node, by the task name in their labels.
+    fn containers(&self) -> HashMap<String, HashMap<String, String>> {
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=taskrun.dev/node={}", self.name),
+        ]);
+        ids.lines()
+            .map(|id| {
+                let labels = docker(&["inspect", "--format", "{{json .Config.Labels}}", id]);
+                let labels: HashMap<String, String> =
+                    serde_json::from_str(&labels).expect("labels as JSON");
+                (labels["taskrun.dev/name"].clone(), labels)
+            })
+            .collect()
+    }
+
+    fn container_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.containers().into_keys().collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=taskrun.dev/node={}", self.name),
+        ]);
+        let ids: Vec<&str> = ids.lines().collect();
+        if !ids.is_empty() {
+            docker(&[&["rm", "-f"], ids.as_slice()].concat());
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn docker(args: &[&str]) -> String {
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        output.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts that `lines` appear in `output` in this order, each as a whole line.
+fn assert_lines_in_order(output: &str, lines: &[&str]) {
+    let all: Vec<&str> = output.lines().collect();
+    let mut from = 0;
+    for line in lines {
+        match all[from..].iter().position(|l| l == line) {
+            Some(at) => from += at + 1,
+            None => panic!("expected {line:?} after line {from} in:\n{output}"),
+        }
+    }
+}
+
+/// A YAML file that is removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(node: &Node, name: &str, text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("{}-{name}.yaml", node.name));
+        std::fs::write(&path, text).expect("write a temp file");
+        Self(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Reads lines from the child's stdout until one equals `wanted`, failing after [`TIMEOUT`].
+async fn wait_for_line(
+    lines: &mut Lines<BufReader<ChildStdout>>,
+    wanted: &str,
+    seen: &mut Vec<String>,
+) {
+    let found = tokio::time::timeout(TIMEOUT, async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            seen.push(line.clone());
+            if line == wanted {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        found,
+        Ok(true),
+        "no line {wanted:?} in:\n{}",
+        seen.join("\n")
+    );
+}
+
+fn interrupt(child: &tokio::process::Child) {
+    let pid = child.id().expect("taskrun still runs").to_string();
+    let status = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+#[test]
+fn task_yaml_runs_every_task_and_removes_only_the_containers_it_should() {
+    let node = Node::new("task-yaml");
+    let output = node.run(&["examples/task.yaml"]).output().unwrap();
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}{}", stderr(&output));
+    assert_lines_in_order(
+        &out,
+        &[
+            "preparing task – hello-gopher",
+            "starting task – hello-gopher",
+            "completed task – hello-gopher",
+        ],
+    );
+    assert_lines_in_order(
+        &out,
+        &[
+            "preparing task – gopher-loops",
+            "starting task – gopher-loops",
+            "completed task – gopher-loops",
+            "cleanup task – gopher-loops",
+        ],
+    );
+    assert!(!out.contains("cleanup task – hello-gopher"), "{out}");
+    assert_eq!(out.lines().count(), 7, "{out}");
+
+    let containers = node.containers();
+    assert_eq!(
+        containers.keys().collect::<Vec<_>>(),
+        ["hello-gopher"],
+        "cleanup: false keeps the container"
+    );
+    let labels = &containers["hello-gopher"];
+    assert_eq!(labels["taskrun.dev/managed-by"], "taskrun-operator");
+    assert_eq!(labels["taskrun.dev/namespace"], "default");
+    assert_eq!(labels["taskrun.dev/node"], node.name);
+}
+
+#[test]
+fn a_failing_task_exits_1_and_shows_its_exit_code() {
+    let node = Node::new("failing");
+    let output = node
+        .run(&["examples/failing.yaml", "examples/hello-gopher.yaml"])
+        .output()
+        .unwrap();
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}{}", stderr(&output));
+    assert_lines_in_order(
+        &out,
+        &[
+            "preparing task – failing",
+            "starting task – failing",
+            "failed task – failing (exit 3: Error)",
+        ],
+    );
+    assert_lines_in_order(&out, &["completed task – hello-gopher"]);
+    // cleanup: OnSuccess keeps a failed container for inspection.
+    assert_eq!(node.container_names(), ["failing", "hello-gopher"]);
+}
+
+#[test]
+fn parallel_1_runs_one_task_at_a_time_in_file_order() {
+    let node = Node::new("parallel");
+    let output = node
+        .run(&[
+            "--parallel",
+            "1",
+            "examples/hello-gopher.yaml",
+            "examples/limited.yaml",
+        ])
+        .output()
+        .unwrap();
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}{}", stderr(&output));
+    assert_lines_in_order(
+        &out,
+        &[
+            "preparing task – hello-gopher",
+            "completed task – hello-gopher",
+            "preparing task – limited",
+            "completed task – limited",
+        ],
+    );
+}
+
+#[test]
+fn taskrun_manifests_run_as_their_cleanup_policy_says() {
+    let node = Node::new("manifests");
+    let output = node
+        .run(&["examples/hello-gopher.yaml", "examples/gopher-loops.yaml"])
+        .output()
+        .unwrap();
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}{}", stderr(&output));
+    assert_lines_in_order(
+        &out,
+        &[
+            "preparing task – hello-gopher",
+            "starting task – hello-gopher",
+            "completed task – hello-gopher",
+        ],
+    );
+    assert_lines_in_order(
+        &out,
+        &[
+            "completed task – gopher-loops",
+            "cleanup task – gopher-loops",
+        ],
+    );
+    assert!(!out.contains("cleanup task – hello-gopher"), "{out}");
+    assert_eq!(
+        node.container_names(),
+        ["hello-gopher"],
+        "cleanup: Never keeps it, Always removes it"
+    );
+}
+
+#[test]
+fn json_output_is_one_status_object_per_task() {
+    let node = Node::new("json");
+    let output = node
+        .run(&[
+            "--output",
+            "json",
+            "examples/task.yaml",
+            "examples/failing.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let results: HashMap<String, serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            (value["name"].as_str().expect("a name").to_string(), value)
+        })
+        .collect();
+    assert_eq!(results.len(), 3, "{results:#?}");
+    let hello = &results["hello-gopher"];
+    assert_eq!(
+        (hello["phase"].as_str(), hello["exitCode"].as_i64()),
+        (Some("Succeeded"), Some(0))
+    );
+    assert_eq!(hello["logTail"], "Hello, Gopher!\n");
+    assert_eq!(hello["nodeName"], node.name.as_str());
+    assert_eq!(results["gopher-loops"]["phase"], "Succeeded");
+    let failing = &results["failing"];
+    assert_eq!(
+        (failing["phase"].as_str(), failing["exitCode"].as_i64()),
+        (Some("Failed"), Some(3))
+    );
+    assert_eq!(failing["reason"], "Error");
+    assert_eq!(failing["logTail"], "something went wrong\n");
+    let done = failing["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Done"));
+    assert_eq!(done.map(|c| &c["status"]), Some(&serde_json::json!("True")));
+}
+
+#[test]
+fn standard_input_is_read_for_a_dash() {
+    let node = Node::new("stdin");
+    let mut child = node
+        .run(&["-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let task_yaml = std::fs::read(repo_root().join("examples/task.yaml")).unwrap();
+    child.stdin.take().unwrap().write_all(&task_yaml).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}{}", stderr(&output));
+    assert_lines_in_order(
+        &out,
+        &[
+            "completed task – gopher-loops",
+            "cleanup task – gopher-loops",
+        ],
+    );
+    assert_lines_in_order(&out, &["completed task – hello-gopher"]);
+}
+
+#[test]
+fn bad_input_is_refused_with_exit_2_and_nothing_runs() {
+    let task = |fields: &str| {
+        format!(
+            "version: v0.0.1\ntasks:\n  - name: ok\n    runner: busybox\n    command: [\"true\"]\n  - name: bad\n{fields}"
+        )
+    };
+    let cases = [
+        ("missing-runner", task("    command: [echo]\n"), "task bad: runner: missing"),
+        ("empty-command", task("    runner: busybox\n    command: []\n"), "task bad: command: empty"),
+        ("unknown-key", task("    image: busybox\n    command: [echo]\n"), "task bad: tasks[1]: unknown field `image`"),
+        ("version", "version: v2\ntasks: []\n".to_string(), "version: v2 is not supported"),
+        (
+            "image-whitespace",
+            "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: spaced\nspec:\n  image: busy box\n".to_string(),
+            "task spaced: spec.image: contains whitespace",
+        ),
+        (
+            "env-name",
+            "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: envy\nspec:\n  image: busybox\n  env:\n    - name: NO-DASHES\n".to_string(),
+            "task envy: spec.env[0].name: must be letters, digits and underscores",
+        ),
+        (
+            "timeout",
+            "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: hasty\nspec:\n  image: busybox\n  timeoutSeconds: 0\n".to_string(),
+            "task hasty: spec.timeoutSeconds: must be between 1 and 604800",
+        ),
+        (
+            "kind",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n".to_string(),
+            "document 1: apiVersion \"v1\", kind \"Pod\" is not a TaskRun",
+        ),
+    ];
+    for (case, text, expected) in cases {
+        let node = Node::new(case);
+        let file = TempFile::new(&node, case, &text);
+        let path = file.path();
+        // A good file next to the bad one must not run either.
+        let output = node
+            .run(&["examples/hello-gopher.yaml", path])
+            .output()
+            .unwrap();
+        let err = stderr(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{case}: {}{err}",
+            stdout(&output)
+        );
+        assert!(
+            err.contains(&format!("{path}: {expected}")),
+            "{case}: expected {expected:?} in:\n{err}"
+        );
+        assert_eq!(stdout(&output), "", "{case}");
+        assert!(
+            node.containers().is_empty(),
+            "{case}: a container was created"
+        );
+    }
+}
+
+#[test]
+fn duplicate_task_names_across_files_are_refused() {
+    let node = Node::new("duplicates");
+    let output = node
+        .run(&["examples/task.yaml", "examples/hello-gopher.yaml"])
+        .output()
+        .unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("examples/hello-gopher.yaml: task hello-gopher: the name is already used by a task in examples/task.yaml"),
+        "{err}"
+    );
+    assert!(node.containers().is_empty());
+}
+
+#[test]
+fn a_task_past_its_timeout_is_stopped_and_fails() {
+    let node = Node::new("timeout");
+    let manifest = "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: slow\nspec:\n  image: busybox\n  command: [sleep, \"30\"]\n  cleanup: Always\n  timeoutSeconds: 1\n  terminationGracePeriodSeconds: 0\n";
+    let file = TempFile::new(&node, "slow", manifest);
+    let started = Instant::now();
+    let output = node.run(&[file.path()]).output().unwrap();
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}{}", stderr(&output));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_lines_in_order(
+        &out,
+        &[
+            "starting task – slow",
+            "failed task – slow (exit 137: DeadlineExceeded)",
+            "cleanup task – slow",
+        ],
+    );
+    assert!(node.containers().is_empty());
+}
+
+#[tokio::test]
+async fn an_interrupt_stops_and_removes_the_containers_it_started() {
+    let node = Node::new("sigint");
+    let manifest = "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: sleeper\nspec:\n  image: busybox\n  command: [sleep, \"30\"]\n  cleanup: Never\n  terminationGracePeriodSeconds: 1\n";
+    let file = TempFile::new(&node, "sleeper", manifest);
+    let mut child = node.spawn(&[file.path()]);
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    wait_for_line(&mut lines, "starting task – sleeper", &mut seen).await;
+    assert_eq!(node.container_names(), ["sleeper"]);
+
+    let interrupted = Instant::now();
+    interrupt(&child);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exited in time")
+        .unwrap();
+    let took = interrupted.elapsed();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        seen.push(line);
+    }
+    let out = seen.join("\n");
+    assert_eq!(status.code(), Some(130), "{out}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_lines_in_order(
+        &out,
+        &[
+            "starting task – sleeper",
+            "stopped task – sleeper",
+            "cleanup task – sleeper",
+        ],
+    );
+    assert!(
+        node.containers().is_empty(),
+        "the container is removed even though cleanup is Never"
+    );
+}
+
+#[tokio::test]
+async fn a_second_interrupt_kills_without_waiting_out_the_grace_period() {
+    let node = Node::new("sigint-twice");
+    // `sleep` as PID 1 ignores SIGTERM, so only SIGKILL, after the default 10 s, would stop it.
+    let task_yaml = "version: v0.0.1\ntasks:\n  - name: stubborn\n    runner: busybox\n    command: [sleep, \"30\"]\n";
+    let file = TempFile::new(&node, "stubborn", task_yaml);
+    let mut child = node.spawn(&[file.path()]);
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut errors = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut seen = Vec::new();
+    wait_for_line(&mut lines, "starting task – stubborn", &mut seen).await;
+
+    let interrupted = Instant::now();
+    interrupt(&child);
+    let note = tokio::time::timeout(TIMEOUT, errors.next_line())
+        .await
+        .expect("a note in time")
+        .unwrap();
+    assert!(note.is_some_and(|n| n.contains("interrupt again to kill")));
+    interrupt(&child);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exited in time")
+        .unwrap();
+    let took = interrupted.elapsed();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        seen.push(line);
+    }
+    let out = seen.join("\n");
+    assert_eq!(status.code(), Some(130), "{out}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_lines_in_order(
+        &out,
+        &["stopped task – stubborn", "cleanup task – stubborn"],
+    );
+    assert!(node.containers().is_empty());
+}
