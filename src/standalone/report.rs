@@ -89,7 +89,7 @@ fn transition_line(name: &str, transition: &Transition) -> Option<String> {
         Transition::Started { .. } => Some(format!("starting task – {name}")),
         Transition::Ended(ending) => Some(ended_line(name, ending)),
         Transition::Removed { .. } => Some(format!("cleanup task – {name}")),
-        Transition::Pulling | Transition::Adopted { .. } | Transition::Stopping(_) => None,
+        Transition::Adopted { .. } | Transition::Stopping(_) => None,
     }
 }
 
