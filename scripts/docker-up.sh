@@ -29,6 +29,13 @@ if ! docker_answers; then
 fi
 
 
+# The second test node's daemon lives in a network namespace: that takes iproute2.
+if ! command -v ip >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
+  log "installing Debian's iproute2"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+fi
+
 if ! docker image inspect busybox:latest >/dev/null 2>&1; then
   if ! dpkg -s busybox-static >/dev/null 2>&1; then
     log "installing Debian's busybox-static"
