@@ -91,25 +91,15 @@ async fn place_and_act(
         Placement::Full => Ok(Requeue::requeue(WAIT_FOR_ROOM)),
         Placement::Elsewhere => Ok(Requeue::requeue(RESYNC)),
         Placement::Release { node: lost } => {
-            let mut annotations = serde_json::Map::new();
-            annotations.insert(CLAIM_ANNOTATION.into(), serde_json::Value::Null);
-            let patch = json!({ "metadata": { "resourceVersion": taskrun.resource_version(), "annotations": annotations } });
-            match api
-                .patch(
-                    &taskrun.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
+            let metadata = json!({ "annotations": { CLAIM_ANNOTATION: null } });
+            if patch_metadata_guarded(api, taskrun, metadata)
                 .await
+                .map_err(|source| Error::Claim {
+                    name: taskrun.name_any(),
+                    source,
+                })?
             {
-                Ok(_) => info!(node = %lost, "released a run its lost node never started"),
-                Err(kube::Error::Api(e)) if e.code == 409 => {}
-                Err(source) => {
-                    return Err(Error::Claim {
-                        name: taskrun.name_any(),
-                        source,
-                    });
-                }
+                info!(node = %lost, "released a run its lost node never started");
             }
             Ok(Requeue::await_change())
         }
@@ -175,22 +165,9 @@ async fn claim_run(
         finalizers.push(FINALIZER.to_string());
     }
     let node = context.executor.node();
-    let patch = json!({
-        "metadata": {
-            "resourceVersion": taskrun.resource_version(),
-            "finalizers": finalizers,
-            "annotations": { CLAIM_ANNOTATION: node },
-        }
-    });
-    match api
-        .patch(
-            &taskrun.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => {
+    let metadata = json!({ "finalizers": finalizers, "annotations": { CLAIM_ANNOTATION: node } });
+    match patch_metadata_guarded(api, taskrun, metadata).await {
+        Ok(true) => {
             publish(
                 taskrun,
                 EventType::Normal,
@@ -200,7 +177,7 @@ async fn claim_run(
             );
             Ok(Requeue::await_change())
         }
-        Err(kube::Error::Api(e)) if e.code == 409 => {
+        Ok(false) => {
             context.nodes.release(uid);
             Ok(Requeue::await_change())
         }
@@ -211,6 +188,29 @@ async fn claim_run(
                 source,
             })
         }
+    }
+}
+
+/// Merges `metadata` into the TaskRun if it is still at the resourceVersion this agent saw.
+/// False when another writer came first (or the object is gone): there is nothing left to do.
+async fn patch_metadata_guarded(
+    api: &Api<TaskRun>,
+    taskrun: &TaskRun,
+    mut metadata: serde_json::Value,
+) -> Result<bool, kube::Error> {
+    metadata["resourceVersion"] = json!(taskrun.resource_version());
+    let patch = json!({ "metadata": metadata });
+    match api
+        .patch(
+            &taskrun.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -231,24 +231,12 @@ async fn delete(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Res
         .iter()
         .filter(|f| *f != FINALIZER)
         .collect();
-    let patch = json!({ "metadata": { "resourceVersion": taskrun.resource_version(), "finalizers": remaining } });
-    match api
-        .patch(
-            &taskrun.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
+    patch_metadata_guarded(api, taskrun, json!({ "finalizers": remaining }))
         .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-        Err(source) => {
-            return Err(Error::ReleaseFinalizer {
-                name: taskrun.name_any(),
-                source,
-            });
-        }
-    }
+        .map_err(|source| Error::ReleaseFinalizer {
+            name: taskrun.name_any(),
+            source,
+        })?;
     if let Some(uid) = taskrun.uid() {
         context.nodes.release(&uid);
     }
@@ -443,7 +431,11 @@ fn requeue_after(outcome: &Outcome, now: Timestamp) -> Requeue {
     }
     match outcome.recheck_at {
         Some(at) => {
-            let wait = if at > now { at.duration_since(now).unsigned_abs() } else { Duration::ZERO };
+            let wait = if at > now {
+                at.duration_since(now).unsigned_abs()
+            } else {
+                Duration::ZERO
+            };
             Requeue::requeue(wait.min(RESYNC) + Duration::from_millis(10))
         }
         None => Requeue::requeue(RESYNC),
