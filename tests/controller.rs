@@ -202,7 +202,9 @@ async fn image_and_start_failures_end_failed_with_the_reason() {
     let oom = ns.wait_done("oom").await;
     assert_eq!(
         outcome(&oom),
-        (Some(Phase::Failed), Some(Reason::OomKilled), Some(137))
+        (Some(Phase::Failed), Some(Reason::OomKilled), Some(137)),
+        "{:#?}",
+        oom.status
     );
     assert_eq!(
         container_count(&ns, "not-present").await + container_count(&ns, "pull-fails").await,

@@ -6,7 +6,7 @@ use crate::api::{CleanupPolicy, Phase, Reason, TaskRunSpec, TaskRunStatus};
 use crate::docker::{ContainerState, ObservedContainer};
 
 /// How long after a SIGKILL exit the daemon may still report that it was an OOM kill.
-const OOM_REPORT_DELAY: SignedDuration = SignedDuration::from_secs(2);
+const OOM_REPORT_DELAY: SignedDuration = SignedDuration::from_secs(5);
 
 /// Everything [`decide`] looks at: the TaskRun, its container as Docker reports it, and the
 /// time. Nothing else goes into a decision.
