@@ -367,10 +367,10 @@ fn a_sigkill_under_a_memory_limit_waits_for_the_oom_report_before_recording() {
     assert_eq!(
         decide_at(&s, &status(RUNNING), Some(&c), 111),
         Action::Wait {
-            until: Some(at(112))
+            until: Some(at(115))
         }
     );
-    let Action::RecordExit(ending) = decide_at(&s, &status(RUNNING), Some(&c), 112) else {
+    let Action::RecordExit(ending) = decide_at(&s, &status(RUNNING), Some(&c), 115) else {
         panic!()
     };
     assert_eq!(
