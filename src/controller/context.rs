@@ -46,7 +46,9 @@ impl Nodes {
 
     /// Whether this node may take another run.
     pub fn has_room(&self) -> bool {
-        self.held.lock().is_ok_and(|held| held.len() < self.max_running)
+        self.held
+            .lock()
+            .is_ok_and(|held| held.len() < self.max_running)
     }
 
     /// Takes a place for the run, if there is room or it already has one.
