@@ -8,7 +8,7 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Notify;
 
 use crate::api::TaskRun;
-use crate::lifecycle::Executor;
+use crate::lifecycle::{Executor, NodeState};
 
 /// What every reconcile shares.
 pub struct Context {
@@ -28,8 +28,8 @@ pub struct Nodes {
     /// Runs this node holds: claimed and not yet ended.
     held: Mutex<HashSet<String>>,
     max_running: usize,
-    /// Nodes whose agents hold a current Lease; `None` until the first look.
-    live: RwLock<Option<HashSet<String>>>,
+    /// Nodes by the state of their agents' Leases; empty until the first look.
+    leases: RwLock<HashMap<String, NodeState>>,
     /// Woken when this node has room for another run.
     pub room: Notify,
 }
@@ -39,7 +39,7 @@ impl Nodes {
         Self {
             held: Mutex::default(),
             max_running,
-            live: RwLock::new(None),
+            leases: RwLock::default(),
             room: Notify::new(),
         }
     }
@@ -82,21 +82,22 @@ impl Nodes {
         self.held.lock().map_or(0, |held| held.len())
     }
 
-    /// Whether the agent of `node` is alive. Before the first look at the Leases every node
-    /// counts as alive, so nothing is taken from a node on a guess.
-    pub fn is_alive(&self, node: &str) -> bool {
-        self.live.read().map_or(true, |live| {
-            live.as_ref().is_none_or(|live| live.contains(node))
-        })
+    /// What is known of the agent of `node`.
+    pub fn state(&self, node: &str) -> NodeState {
+        self.leases
+            .read()
+            .ok()
+            .and_then(|leases| leases.get(node).copied())
+            .unwrap_or(NodeState::Unknown)
     }
 
-    /// Records the live nodes; true when that changed the set.
-    pub fn set_live(&self, nodes: HashSet<String>) -> bool {
-        let Ok(mut live) = self.live.write() else {
+    /// Records the nodes' Lease states; true when that changed them.
+    pub fn set_states(&self, states: HashMap<String, NodeState>) -> bool {
+        let Ok(mut leases) = self.leases.write() else {
             return false;
         };
-        let changed = live.as_ref() != Some(&nodes);
-        *live = Some(nodes);
+        let changed = *leases != states;
+        *leases = states;
         changed
     }
 }

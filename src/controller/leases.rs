@@ -1,4 +1,4 @@
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::FIELD_MANAGER;
 use super::context::Context;
+use crate::lifecycle::NodeState;
 
 /// Label on every agent Lease, so agents find each other's.
 const LEASE_LABEL: &str = "taskrun.dev/node-lease";
@@ -64,14 +65,23 @@ pub async fn keep_lease(
             }
         };
         let now = Timestamp::now();
-        let live: HashSet<String> = listed
+        let states: HashMap<String, NodeState> = listed
             .items
             .iter()
-            .filter(|lease| is_current(lease, now))
-            .filter_map(|lease| lease.spec.as_ref()?.holder_identity.clone())
+            .filter_map(|lease| {
+                let holder = lease.spec.as_ref()?.holder_identity.clone()?;
+                Some((
+                    holder,
+                    if is_current(lease, now) {
+                        NodeState::Live
+                    } else {
+                        NodeState::Lost
+                    },
+                ))
+            })
             .collect();
-        if context.nodes.set_live(live.clone()) {
-            info!(nodes = ?live, "live nodes changed");
+        if context.nodes.set_states(states.clone()) {
+            info!(nodes = ?states, "node Leases changed");
             let _ = resync.try_send(());
         }
     }

@@ -16,7 +16,7 @@ use super::context::{Context, Metrics};
 use super::error::{Error, Result};
 use crate::api::{FINALIZER, Phase, Reason, TaskRun, TaskRunStatus};
 use crate::lifecycle::{
-    self, CLAIM_ANNOTATION, Claim, Ending, Observed, Outcome, Placement, Run, StopCause,
+    self, CLAIM_ANNOTATION, Claim, Ending, NodeState, Observed, Outcome, Placement, Run, StopCause,
     Transition, decide, place,
 };
 
@@ -76,9 +76,14 @@ async fn place_and_act(
         node,
         has_capacity: context.nodes.has_room(),
     };
-    match place(claim, |other| {
-        other == node || context.nodes.is_alive(other)
-    }) {
+    let node_state = |other: &str| {
+        if other == node {
+            NodeState::Live
+        } else {
+            context.nodes.state(other)
+        }
+    };
+    match place(claim, node_state) {
         Placement::Mine if status.phase().is_final() => {
             context.nodes.release(&uid);
             apply(taskrun, api, context).await
@@ -223,7 +228,9 @@ async fn delete(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Res
     let node = context.executor.node();
     match claimed_by(taskrun) {
         Some(owner) if owner == node => cleanup(taskrun, context).await?,
-        Some(owner) if context.nodes.is_alive(owner) => return Ok(Requeue::await_change()),
+        Some(owner) if context.nodes.state(owner) != NodeState::Lost => {
+            return Ok(Requeue::await_change());
+        }
         _ => {}
     }
     let remaining: Vec<&String> = taskrun

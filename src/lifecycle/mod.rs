@@ -9,4 +9,4 @@ pub mod status;
 
 pub use decide::{Action, Ending, Observed, StopCause, decide};
 pub use executor::{Executor, Outcome, Run, Transition, container_template};
-pub use placement::{CLAIM_ANNOTATION, Claim, Placement, place};
+pub use placement::{CLAIM_ANNOTATION, Claim, NodeState, Placement, place};

@@ -39,8 +39,22 @@ pub enum Placement {
     Unavailable { node: String },
 }
 
-/// Places a run for this agent. `alive` tells whether a node's agent holds a current Lease.
-pub fn place(claim: Claim<'_>, alive: impl Fn(&str) -> bool) -> Placement {
+/// What is known of another node's agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    /// Its Lease is current.
+    Live,
+    /// Its Lease has run out.
+    Lost,
+    /// No Lease seen (yet): an agent that just started, or a node that never had one.
+    Unknown,
+}
+
+/// Places a run for this agent, given what is known of each node's agent.
+///
+/// Only a Lease that ran out makes a node lost: an agent whose Lease this one has not seen
+/// yet may have just started and claimed runs.
+pub fn place(claim: Claim<'_>, node_state: impl Fn(&str) -> NodeState) -> Placement {
     let Claim {
         spec,
         status,
@@ -51,7 +65,7 @@ pub fn place(claim: Claim<'_>, alive: impl Fn(&str) -> bool) -> Placement {
     if let Some(owner) = claimed_by {
         return if owner == node {
             Placement::Mine
-        } else if alive(owner) || status.phase().is_final() {
+        } else if node_state(owner) != NodeState::Lost || status.phase().is_final() {
             Placement::Elsewhere
         } else if status.phase() == Phase::Pending && status.container_id.is_none() {
             Placement::Release {
@@ -65,7 +79,9 @@ pub fn place(claim: Claim<'_>, alive: impl Fn(&str) -> bool) -> Placement {
     }
     match spec.node_name.as_deref() {
         Some(pinned) if pinned != node => {
-            if alive(pinned) || status.reason == Some(Reason::NodeUnavailable) {
+            if node_state(pinned) == NodeState::Live
+                || status.reason == Some(Reason::NodeUnavailable)
+            {
                 Placement::Elsewhere
             } else {
                 Placement::Unavailable {
@@ -103,7 +119,11 @@ mod tests {
             node: "a",
             has_capacity,
         };
-        place(claim, |node| node == "a" || node == "b")
+        place(claim, |node| match node {
+            "a" | "b" => NodeState::Live,
+            "gone" => NodeState::Lost,
+            _ => NodeState::Unknown,
+        })
     }
 
     #[test]
@@ -166,6 +186,11 @@ mod tests {
             Placement::Release {
                 node: "gone".into()
             }
+        );
+        assert_eq!(
+            placed(&s, &status("{}"), Some("new"), true),
+            Placement::Elsewhere,
+            "not yet seen is not lost"
         );
         let started = status("phase: Running\ncontainerId: c1");
         assert_eq!(
