@@ -685,6 +685,7 @@ async fn health_readiness_and_metrics_are_served() {
         Some(1.0),
         "{metrics}"
     );
+    assert_eq!(value("taskrun_runs_held "), Some(0.0), "{metrics}");
     assert!(
         metrics.contains("taskrun_taskruns{phase=\"Succeeded\"}"),
         "{metrics}"

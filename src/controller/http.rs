@@ -145,6 +145,11 @@ fn metrics_text(context: &Context, store: &Store<DeserializeGuard<TaskRun>>) -> 
     }
     let _ = writeln!(
         text,
+        "# HELP taskrun_runs_held Runs this node has claimed and not finished.\n# TYPE taskrun_runs_held gauge\ntaskrun_runs_held {}",
+        context.nodes.held()
+    );
+    let _ = writeln!(
+        text,
         "# HELP taskrun_taskruns TaskRuns watched, by phase.\n# TYPE taskrun_taskruns gauge"
     );
     for (phase, count) in phases {
