@@ -647,11 +647,13 @@ async fn health_readiness_and_metrics_are_served() {
     ns.create(&run("measured", "image: busybox\ncommand: ['true']"))
         .await;
     ns.wait_done("measured").await;
-    // The controller counts a write once the API server answers it, which may be just after
-    // the watch shows it.
+    // The controller counts a write once the API server answers it, and lets go of a run once
+    // it sees the final status: both may be just after the watch shows it.
     let mut scraped = http_get(&address, "/metrics").await.unwrap();
     for _ in 0..20 {
-        if scraped.1.contains("taskrun_status_writes_total 2") {
+        if scraped.1.contains("taskrun_status_writes_total 2")
+            && scraped.1.contains("taskrun_runs_held 0")
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
