@@ -59,6 +59,18 @@ lint: ## Check formatting and clippy warnings
 test: ## Bring up Docker and the control plane, lint, and run every test
 	@scripts/test.sh
 
+.PHONY: bench
+bench: tools ## Measure the operator against raw Docker (release build): table, ratios, target/bench/results.json
+	@scripts/docker-up.sh
+	@if [[ -z "$${KUBECONFIG:-}" ]]; then scripts/cluster-up.sh; fi
+	cargo bench --bench operator -- $(BENCH_ARGS)
+
+.PHONY: bench-quick
+bench-quick: tools ## Smoke-run the bench in seconds (dev build, tiny sizes) to prove the harness works
+	@scripts/docker-up.sh
+	@if [[ -z "$${KUBECONFIG:-}" ]]; then scripts/cluster-up.sh; fi
+	cargo bench --profile dev --bench operator -- --quick $(BENCH_ARGS)
+
 .PHONY: demo
 demo: ## The main job: run the example TaskRuns through the operator and show the outcome
 	@scripts/demo.sh

@@ -29,4 +29,5 @@ else
 fi
 phase build bash -c 'cargo build --all-targets --quiet && cargo fmt --check && cargo clippy --all-targets --quiet -- -D warnings'
 phase image scripts/image.sh
+phase bench cargo bench --profile dev --bench operator -- --quick
 phase tests cargo test --all-targets --no-fail-fast
