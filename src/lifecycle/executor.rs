@@ -134,7 +134,11 @@ impl Executor {
             }
             Action::RecordExit(ending) => {
                 let log_tail = self.docker.log_tail(&name).await?;
-                let id = run.status.container_id.clone();
+                // The recorded status may lag behind the container; the daemon knows its ID.
+                let id = match run.status.container_id.clone() {
+                    Some(id) => Some(id),
+                    None => self.observe(run.uid).await?.map(|c| c.id),
+                };
                 Ok(ended(
                     run,
                     placement,
