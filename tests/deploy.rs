@@ -251,3 +251,68 @@ async fn the_operator_image_runs_with_only_what_a_pod_has() {
         "the image runs as a non-root user"
     );
 }
+
+#[tokio::test]
+async fn the_operator_account_cannot_change_a_spec_but_can_claim() {
+    let ns = common::TestNamespace::new("spec-guard").await;
+    let applied = common::kubectl()
+        .args(["apply", "--server-side", "--force-conflicts", "-k"])
+        .arg(common::repo_root().join("deploy"))
+        .output()
+        .unwrap();
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    ns.create("apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: guarded\nspec:\n  image: busybox\n")
+        .await;
+    let patch_as_operator = |patch: &str| {
+        common::kubectl()
+            .args([
+                "patch", "taskrun", "guarded", "-n", &ns.name, "--type", "merge", "-p", patch,
+            ])
+            .arg("--as=system:serviceaccount:taskrun-system:taskrun-operator")
+            .output()
+            .unwrap()
+    };
+    // A new policy reaches the API server's admission chain within moments, not at once.
+    let mut refused = patch_as_operator(r#"{"spec":{"cancel":true}}"#);
+    for _ in 0..50 {
+        if !refused.status.success() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        refused = patch_as_operator(r#"{"spec":{"cancel":true}}"#);
+    }
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("never the spec"),
+        "spec write as the operator: {stderr}"
+    );
+    let claimed = patch_as_operator(r#"{"metadata":{"annotations":{"taskrun.dev/node":"n1"}}}"#);
+    assert!(
+        claimed.status.success(),
+        "claim as the operator: {}",
+        String::from_utf8_lossy(&claimed.stderr)
+    );
+    let as_admin = common::kubectl()
+        .args([
+            "patch",
+            "taskrun",
+            "guarded",
+            "-n",
+            &ns.name,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"cancel":true}}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        as_admin.status.success(),
+        "a user may still cancel: {}",
+        String::from_utf8_lossy(&as_admin.stderr)
+    );
+}
