@@ -26,16 +26,20 @@ pub enum Action {
     /// Pull the image as the pull policy says, then create and start the container.
     Launch,
     /// Start the container an earlier attempt created but did not get to start.
-    Start,
+    Start { container_id: String },
     /// Record that the container runs; look again at `deadline`, if any.
     RecordRunning {
+        container_id: String,
         started_at: Timestamp,
         deadline: Option<Timestamp>,
     },
     /// Stop the running container: SIGTERM, then SIGKILL after `grace`.
     Stop { cause: StopCause, grace: Duration },
     /// Save the container's log tail and record how the run ended.
-    RecordExit(Ending),
+    RecordExit {
+        ending: Ending,
+        container_id: String,
+    },
     /// Record an end that no container exit tells (cancelled before start, container lost).
     RecordEnd(Ending),
     /// Remove the finished container.
@@ -144,7 +148,9 @@ pub fn decide(observed: Observed<'_>) -> Action {
             finished_at: now,
         }),
         ContainerState::Created { error: None } if spec.cancel => cancelled_before_start(),
-        ContainerState::Created { error: None } => Action::Start,
+        ContainerState::Created { error: None } => Action::Start {
+            container_id: container.id.clone(),
+        },
         ContainerState::Running { started_at } => {
             let deadline = deadline(spec, *started_at);
             if spec.cancel {
@@ -162,6 +168,7 @@ pub fn decide(observed: Observed<'_>) -> Action {
                 || status.container_id.as_deref() != Some(&container.id)
             {
                 Action::RecordRunning {
+                    container_id: container.id.clone(),
                     started_at: *started_at,
                     deadline,
                 }
@@ -196,7 +203,7 @@ pub fn decide(observed: Observed<'_>) -> Action {
                 started_at: *started_at,
                 finished_at,
             };
-            Action::RecordExit(match (started_at, error) {
+            let ending = match (started_at, error) {
                 (None, Some(error)) => Ending {
                     exit_code: None,
                     ..ending(Phase::Failed, Reason::StartFailed, error.clone())
@@ -233,7 +240,11 @@ pub fn decide(observed: Observed<'_>) -> Action {
                     Reason::Error,
                     format!("exited with code {exit_code}"),
                 ),
-            })
+            };
+            Action::RecordExit {
+                ending,
+                container_id: container.id.clone(),
+            }
         }
     }
 }

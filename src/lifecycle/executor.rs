@@ -102,28 +102,28 @@ impl Executor {
         };
         match action {
             Action::Launch => self.launch(run, owner, placement).await,
-            Action::Start => match self.docker.start_container(&name).await {
-                Ok(()) => Ok(self.started(run, placement, Timestamp::now()).await),
+            Action::Start { container_id } => match self.docker.start_container(&name).await {
+                Ok(()) => Ok(started(run, placement, &container_id, Timestamp::now())),
                 Err(e) => fail_or_retry(e, Reason::StartFailed, run, placement),
             },
             Action::RecordRunning {
+                container_id,
                 started_at,
                 deadline,
-            } => {
-                let id = self
-                    .observe(run.uid)
-                    .await?
-                    .map(|c| c.id)
-                    .unwrap_or_default();
-                Ok(Outcome {
-                    status: Some(status::running(run.status, placement, &id, started_at, now)),
-                    transition: Some(Transition::Adopted {
-                        container_name: name,
-                    }),
-                    recheck_at: deadline,
-                    recheck_now: false,
-                })
-            }
+            } => Ok(Outcome {
+                status: Some(status::running(
+                    run.status,
+                    placement,
+                    &container_id,
+                    started_at,
+                    now,
+                )),
+                transition: Some(Transition::Adopted {
+                    container_name: name,
+                }),
+                recheck_at: deadline,
+                recheck_now: false,
+            }),
             Action::Stop { cause, grace } => {
                 self.docker.stop_container(&name, grace).await?;
                 Ok(Outcome {
@@ -132,18 +132,16 @@ impl Executor {
                     ..Outcome::default()
                 })
             }
-            Action::RecordExit(ending) => {
+            Action::RecordExit {
+                ending,
+                container_id,
+            } => {
                 let log_tail = self.docker.log_tail(&name).await?;
-                // The recorded status may lag behind the container; the daemon knows its ID.
-                let id = match run.status.container_id.clone() {
-                    Some(id) => Some(id),
-                    None => self.observe(run.uid).await?.map(|c| c.id),
-                };
                 Ok(ended(
                     run,
                     placement,
                     ending,
-                    id.as_deref(),
+                    Some(&container_id),
                     Some(log_tail),
                     now,
                 ))
@@ -198,8 +196,8 @@ impl Executor {
             }
         }
         let template = container_template(run.spec, owner);
-        match self.docker.create_container(&template).await {
-            Ok(_) => {}
+        let container_id = match self.docker.create_container(&template).await {
+            Ok(id) => id,
             // An earlier attempt created it; the next look decides what it needs.
             Err(e) if e.has_status(409) => {
                 return Ok(Outcome {
@@ -211,35 +209,10 @@ impl Executor {
                 return fail_or_retry(e, Reason::ImageNotPresent, run, placement);
             }
             Err(e) => return fail_or_retry(e, Reason::StartFailed, run, placement),
-        }
-        match self.docker.start_container(placement.container_name).await {
-            Ok(()) => Ok(self.started(run, placement, Timestamp::now()).await),
-            Err(e) => fail_or_retry(e, Reason::StartFailed, run, placement),
-        }
-    }
-
-    async fn started(&self, run: Run<'_>, placement: Placement<'_>, now: Timestamp) -> Outcome {
-        let (id, started_at) = match self.observe(run.uid).await {
-            Ok(Some(ObservedContainer {
-                id,
-                state: crate::docker::ContainerState::Running { started_at },
-                ..
-            })) => (id, started_at),
-            Ok(Some(container)) => (container.id, now),
-            _ => (String::new(), now),
         };
-        let deadline = run.spec.timeout_seconds.and_then(|s| {
-            started_at
-                .checked_add(jiff::SignedDuration::from_secs(s))
-                .ok()
-        });
-        Outcome {
-            status: Some(status::running(run.status, placement, &id, started_at, now)),
-            transition: Some(Transition::Started {
-                container_name: placement.container_name.to_string(),
-            }),
-            recheck_at: deadline,
-            recheck_now: false,
+        match self.docker.start_container(placement.container_name).await {
+            Ok(()) => Ok(started(run, placement, &container_id, Timestamp::now())),
+            Err(e) => fail_or_retry(e, Reason::StartFailed, run, placement),
         }
     }
 
@@ -250,6 +223,28 @@ impl Executor {
             uid: run.uid.to_string(),
             node: self.node.clone(),
         }
+    }
+}
+
+/// The outcome of starting the container: the run is Running from now, until its deadline.
+fn started(run: Run<'_>, placement: Placement<'_>, container_id: &str, now: Timestamp) -> Outcome {
+    let deadline = run
+        .spec
+        .timeout_seconds
+        .and_then(|s| now.checked_add(jiff::SignedDuration::from_secs(s)).ok());
+    Outcome {
+        status: Some(status::running(
+            run.status,
+            placement,
+            container_id,
+            now,
+            now,
+        )),
+        transition: Some(Transition::Started {
+            container_name: placement.container_name.to_string(),
+        }),
+        recheck_at: deadline,
+        recheck_now: false,
     }
 }
 

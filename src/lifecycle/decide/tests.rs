@@ -70,7 +70,9 @@ fn a_created_but_unstarted_container_is_started_not_recreated() {
     let c = container(ContainerState::Created { error: None });
     assert_eq!(
         decide_at(&spec("image: busybox"), &status("{}"), Some(&c), 100),
-        Action::Start
+        Action::Start {
+            container_id: "c1".into()
+        }
     );
 }
 
@@ -104,6 +106,7 @@ fn a_running_container_not_yet_recorded_is_recorded_with_its_deadline() {
             105
         ),
         Action::RecordRunning {
+            container_id: "c1".into(),
             started_at: at(100),
             deadline: Some(at(130))
         }
@@ -183,7 +186,7 @@ fn cancel_before_start_ends_cancelled_without_a_container() {
 fn exit_codes_decide_success_or_error() {
     let s = spec("image: busybox");
     let ok = container(exited(0, 100, 101));
-    let Action::RecordExit(ending) = decide_at(&s, &status(RUNNING), Some(&ok), 102) else {
+    let Action::RecordExit { ending, .. } = decide_at(&s, &status(RUNNING), Some(&ok), 102) else {
         panic!()
     };
     assert_eq!(
@@ -196,7 +199,8 @@ fn exit_codes_decide_success_or_error() {
     );
 
     let failed = container(exited(3, 100, 101));
-    let Action::RecordExit(ending) = decide_at(&s, &status(RUNNING), Some(&failed), 102) else {
+    let Action::RecordExit { ending, .. } = decide_at(&s, &status(RUNNING), Some(&failed), 102)
+    else {
         panic!()
     };
     assert_eq!(
@@ -208,7 +212,7 @@ fn exit_codes_decide_success_or_error() {
 #[test]
 fn an_exit_seen_only_after_a_restart_is_still_recorded() {
     let c = container(exited(7, 100, 101));
-    let Action::RecordExit(ending) =
+    let Action::RecordExit { ending, .. } =
         decide_at(&spec("image: busybox"), &status("{}"), Some(&c), 500)
     else {
         panic!()
@@ -225,7 +229,7 @@ fn oom_kill_is_its_own_reason() {
         finished_at: Some(at(101)),
         error: None,
     });
-    let Action::RecordExit(ending) =
+    let Action::RecordExit { ending, .. } =
         decide_at(&spec("image: busybox"), &status(RUNNING), Some(&c), 102)
     else {
         panic!()
@@ -240,7 +244,7 @@ fn oom_kill_is_its_own_reason() {
 fn an_exit_after_the_deadline_is_deadline_exceeded() {
     let c = container(exited(137, 100, 131));
     let s = spec("image: busybox\ntimeoutSeconds: 30");
-    let Action::RecordExit(ending) = decide_at(&s, &status(RUNNING), Some(&c), 132) else {
+    let Action::RecordExit { ending, .. } = decide_at(&s, &status(RUNNING), Some(&c), 132) else {
         panic!()
     };
     assert_eq!(
@@ -252,7 +256,7 @@ fn an_exit_after_the_deadline_is_deadline_exceeded() {
 #[test]
 fn an_exit_after_cancel_is_cancelled() {
     let c = container(exited(143, 100, 101));
-    let Action::RecordExit(ending) = decide_at(
+    let Action::RecordExit { ending, .. } = decide_at(
         &spec("image: busybox\ncancel: true"),
         &status(RUNNING),
         Some(&c),
@@ -354,6 +358,7 @@ fn a_run_held_up_by_the_daemon_records_running_again_once_it_answers() {
     assert_eq!(
         decide_at(&spec("image: busybox"), &held, Some(&c), 150),
         Action::RecordRunning {
+            container_id: "c1".into(),
             started_at: at(100),
             deadline: None
         }
@@ -370,7 +375,7 @@ fn a_sigkill_under_a_memory_limit_waits_for_the_oom_report_before_recording() {
             until: Some(at(115))
         }
     );
-    let Action::RecordExit(ending) = decide_at(&s, &status(RUNNING), Some(&c), 115) else {
+    let Action::RecordExit { ending, .. } = decide_at(&s, &status(RUNNING), Some(&c), 115) else {
         panic!()
     };
     assert_eq!(
