@@ -133,7 +133,7 @@ async fn place_and_act(
                 status.log_tail.clone(),
                 Timestamp::now(),
             );
-            write_status_if_unchanged_since(api, taskrun, &ended, context).await?;
+            write_status(api, taskrun, &ended, true, context).await?;
             announce(taskrun, &Transition::Ended(ending), context);
             Ok(Requeue::await_change())
         }
@@ -148,7 +148,7 @@ async fn place_and_act(
                 taskrun.meta().generation,
                 Timestamp::now(),
             );
-            write_status_if_unchanged_since(api, taskrun, &waiting, context).await?;
+            write_status(api, taskrun, &waiting, true, context).await?;
             Ok(Requeue::requeue(RESYNC))
         }
     }
@@ -315,14 +315,14 @@ async fn apply(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Resu
                     run.generation,
                     Timestamp::now(),
                 );
-                write_status(api, &name, &namespace, &held, context).await?;
+                write_status(api, taskrun, &held, false, context).await?;
             }
             return Err(Error::Docker(e));
         }
     };
 
-    if let Some(next) = outcome.status.as_ref().filter(|next| **next != status) {
-        write_status(api, &name, &namespace, next, context).await?;
+    if let Some(next) = &outcome.status {
+        write_status(api, taskrun, next, false, context).await?;
     }
     if let Some(transition) = &outcome.transition {
         announce(taskrun, transition, context);
@@ -364,65 +364,39 @@ async fn cleanup(taskrun: &TaskRun, context: &Context) -> Result<()> {
     Ok(())
 }
 
-/// Writes the whole status with server-side apply, as the one owner of every status field.
+/// Writes the whole status with server-side apply, as the one owner of every status field,
+/// unless the TaskRun already shows it. A `guarded` write happens only if the TaskRun is still
+/// at the resourceVersion this agent saw: for writes several agents may race to make, where
+/// the loser has nothing left to do.
 async fn write_status(
-    api: &Api<TaskRun>,
-    name: &str,
-    namespace: &str,
-    status: &TaskRunStatus,
-    context: &Context,
-) -> Result<()> {
-    let patch = json!({
-        "apiVersion": TaskRun::api_version(&()),
-        "kind": TaskRun::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::WriteStatus {
-        namespace: namespace.into(),
-        name: name.into(),
-        source,
-    })?;
-    Metrics::count(&context.metrics.status_writes);
-    Ok(())
-}
-
-/// Writes the status only if the TaskRun is still at the resourceVersion this agent saw: for
-/// writes several agents may race to make, where the loser has nothing left to do.
-async fn write_status_if_unchanged_since(
     api: &Api<TaskRun>,
     taskrun: &TaskRun,
     status: &TaskRunStatus,
+    guarded: bool,
     context: &Context,
 ) -> Result<()> {
     if taskrun.status.as_ref() == Some(status) {
         return Ok(());
     }
-    let patch = json!({
+    let mut patch = json!({
         "apiVersion": TaskRun::api_version(&()),
         "kind": TaskRun::kind(&()),
-        "metadata": { "resourceVersion": taskrun.resource_version() },
         "status": status,
     });
+    if guarded {
+        patch["metadata"] = json!({ "resourceVersion": taskrun.resource_version() });
+    }
     let name = taskrun.name_any();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
     match api
-        .patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
+        .patch_status(&name, &params, &Patch::Apply(&patch))
         .await
     {
         Ok(_) => {
             Metrics::count(&context.metrics.status_writes);
             Ok(())
         }
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(kube::Error::Api(e)) if guarded && e.code == 409 => Ok(()),
         Err(source) => Err(Error::WriteStatus {
             namespace: taskrun.namespace().unwrap_or_default(),
             name,
