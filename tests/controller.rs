@@ -21,17 +21,6 @@ fn outcome(taskrun: &TaskRun) -> (Option<Phase>, Option<Reason>, Option<i64>) {
     (s.phase, s.reason, s.exit_code)
 }
 
-fn run(name: &str, spec: &str) -> String {
-    let spec = spec
-        .lines()
-        .map(|line| format!("  {line}"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    format!(
-        "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: {name}\nspec:\n{spec}\n"
-    )
-}
-
 async fn container_count(ns: &TestNamespace, name: &str) -> usize {
     let docker = common::docker().await;
     ns.containers(&docker)
@@ -51,17 +40,17 @@ async fn container_count(ns: &TestNamespace, name: &str) -> usize {
 async fn runs_succeed_fail_and_keep_their_output() {
     let ns = TestNamespace::new("lifecycle").await;
     let _controller = ns.start_controller();
-    ns.create(&run(
+    ns.create(&common::taskrun_yaml(
         "ok",
         "image: busybox\ncommand: [sh, -c, 'echo first; echo second']\ncleanup: Never",
     ))
     .await;
-    ns.create(&run(
+    ns.create(&common::taskrun_yaml(
         "exit3",
         "image: busybox\ncommand: [sh, -c, 'echo bad >&2; exit 3']\ncleanup: Never",
     ))
     .await;
-    ns.create(&run(
+    ns.create(&common::taskrun_yaml(
         "chatty",
         "image: busybox\ncommand: [sh, -c, 'seq 1 5000']\ncleanup: Always",
     ))
@@ -146,22 +135,22 @@ async fn runs_succeed_fail_and_keep_their_output() {
 async fn image_and_start_failures_end_failed_with_the_reason() {
     let ns = TestNamespace::new("failures").await;
     let _controller = ns.start_controller();
-    ns.create(&run(
+    ns.create(&common::taskrun_yaml(
         "not-present",
         "image: not-here:latest\nimagePullPolicy: Never",
     ))
     .await;
-    ns.create(&run(
+    ns.create(&common::taskrun_yaml(
         "pull-fails",
         "image: registry.invalid/nothing:1\nimagePullPolicy: Always",
     ))
     .await;
-    ns.create(&run(
+    ns.create(&common::taskrun_yaml(
         "no-binary",
         "image: busybox\ncommand: [/no/such/binary]",
     ))
     .await;
-    ns.create(&run("oom", "image: busybox\ncommand: [dd, if=/dev/zero, of=/dev/null, bs=256M, count=4]\nresources: {limits: {memory: 32Mi}}")).await;
+    ns.create(&common::taskrun_yaml("oom", "image: busybox\ncommand: [dd, if=/dev/zero, of=/dev/null, bs=256M, count=4]\nresources: {limits: {memory: 32Mi}}")).await;
 
     let not_present = ns.wait_done("not-present").await;
     assert_eq!(
@@ -216,8 +205,8 @@ async fn image_and_start_failures_end_failed_with_the_reason() {
 async fn timeout_and_cancel_stop_the_container() {
     let ns = TestNamespace::new("stops").await;
     let _controller = ns.start_controller();
-    ns.create(&run("slow", "image: busybox\ncommand: [sh, -c, 'echo started; sleep 30']\ntimeoutSeconds: 1\nterminationGracePeriodSeconds: 1\ncleanup: Always")).await;
-    ns.create(&run(
+    ns.create(&common::taskrun_yaml("slow", "image: busybox\ncommand: [sh, -c, 'echo started; sleep 30']\ntimeoutSeconds: 1\nterminationGracePeriodSeconds: 1\ncleanup: Always")).await;
+    ns.create(&common::taskrun_yaml(
         "cancel-me",
         "image: busybox\ncommand: [sleep, '30']\nterminationGracePeriodSeconds: 1\ncleanup: Never",
     ))
@@ -277,13 +266,13 @@ async fn cleanup_policies_and_ttl_decide_which_containers_remain() {
         ("never-ok", "true", "Never", 1),
     ];
     for (name, command, cleanup, _) in cases {
-        ns.create(&run(
+        ns.create(&common::taskrun_yaml(
             name,
             &format!("image: busybox\ncommand: [{command}]\ncleanup: {cleanup}"),
         ))
         .await;
     }
-    ns.create(&run(
+    ns.create(&common::taskrun_yaml(
         "ttl",
         "image: busybox\ncommand: ['true']\ncleanup: Never\nttlSecondsAfterFinished: 4",
     ))
@@ -323,7 +312,7 @@ async fn deleting_a_running_taskrun_removes_its_container_first() {
     let ns = TestNamespace::new("delete").await;
     let _controller = ns.start_controller();
     let created = ns
-        .create(&run(
+        .create(&common::taskrun_yaml(
             "doomed",
             "image: busybox\ncommand: [sleep, '30']\nterminationGracePeriodSeconds: 1",
         ))
@@ -363,7 +352,7 @@ async fn a_taskrun_costs_at_most_four_writes_and_none_when_nothing_changes() {
         .await
         .unwrap()
         .boxed();
-    ns.create(&run(
+    ns.create(&common::taskrun_yaml(
         "counted",
         "image: busybox\ncommand: ['true']\ncleanup: Always",
     ))
@@ -402,7 +391,7 @@ async fn kill_9_while_starting_and_running_still_gives_one_container_and_the_rig
     let mut controller = ns.start_controller();
     let runs: Vec<(String, i64)> = (0..6).map(|i| (format!("run-{i}"), i % 3)).collect();
     for (name, code) in &runs {
-        ns.create(&run(
+        ns.create(&common::taskrun_yaml(
             name,
             &format!("image: busybox\ncommand: [sh, -c, 'sleep 2; exit {code}']\ncleanup: Never"),
         ))
@@ -442,7 +431,7 @@ async fn kill_9_while_starting_and_running_still_gives_one_container_and_the_rig
 async fn sigterm_leaves_running_containers_for_the_next_controller() {
     let ns = TestNamespace::new("adopt").await;
     let mut controller = ns.start_controller();
-    ns.create(&run(
+    ns.create(&common::taskrun_yaml(
         "long",
         "image: busybox\ncommand: [sh, -c, 'sleep 3; echo done']\ncleanup: Never",
     ))
@@ -520,7 +509,7 @@ async fn foreign_containers_are_untouched_and_orphans_are_swept() {
         "true",
     ]);
     let _controller = ns.start_controller();
-    ns.create(&run(
+    ns.create(&common::taskrun_yaml(
         "live",
         "image: busybox\ncommand: ['true']\ncleanup: Never",
     ))
@@ -559,13 +548,19 @@ async fn a_daemon_outage_is_shown_and_retried_not_failed() {
     let socket = std::env::temp_dir().join(format!("taskrun-{}.sock", ns.name));
     let proxy = common::DockerProxy::start(&socket).await;
     let _controller = common::ControllerProcess::start_with_docker(&ns.name, &ns.node(), &socket);
-    ns.create(&run("before", "image: busybox\ncommand: ['true']"))
-        .await;
+    ns.create(&common::taskrun_yaml(
+        "before",
+        "image: busybox\ncommand: ['true']",
+    ))
+    .await;
     ns.wait_done("before").await;
 
     proxy.pause();
-    ns.create(&run("during", "image: busybox\ncommand: ['true']"))
-        .await;
+    ns.create(&common::taskrun_yaml(
+        "during",
+        "image: busybox\ncommand: ['true']",
+    ))
+    .await;
     let held = ns
         .wait_for("during", "DaemonUnavailable", |tr| {
             tr.status
@@ -644,8 +639,11 @@ async fn health_readiness_and_metrics_are_served() {
         Some(404)
     );
 
-    ns.create(&run("measured", "image: busybox\ncommand: ['true']"))
-        .await;
+    ns.create(&common::taskrun_yaml(
+        "measured",
+        "image: busybox\ncommand: ['true']",
+    ))
+    .await;
     ns.wait_done("measured").await;
     // The controller counts a write once the API server answers it, and lets go of a run once
     // it sees the final status: both may be just after the watch shows it.
@@ -692,4 +690,31 @@ async fn health_readiness_and_metrics_are_served() {
         metrics.contains("taskrun_taskruns{phase=\"Succeeded\"}"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn env_working_dir_args_and_limits_reach_the_container() {
+    let ns = TestNamespace::new("shaped").await;
+    let _controller = ns.start_controller();
+    ns.create(&common::taskrun_yaml(
+        "shaped",
+        "image: busybox\ncommand: [sh, -c]\nargs: ['echo \"$GREETING from $(pwd)\"']\nenv: [{name: GREETING, value: hello}]\nworkingDir: /tmp\nresources: {limits: {cpu: 500m, memory: 64Mi}}\ncleanup: Never",
+    ))
+    .await;
+    let done = ns.wait_done("shaped").await;
+    assert_eq!(status(&done).log_tail.as_deref(), Some("hello from /tmp\n"));
+
+    let docker = common::docker().await;
+    let id = status(&done)
+        .container_id
+        .clone()
+        .expect("container ID recorded");
+    let host = docker
+        .inspect_container(&id, None)
+        .await
+        .unwrap()
+        .host_config
+        .unwrap();
+    assert_eq!(host.nano_cpus, Some(500_000_000));
+    assert_eq!(host.memory, Some(64 * 1024 * 1024));
 }

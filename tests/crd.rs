@@ -28,17 +28,6 @@ fn apply(namespace: &str, yaml: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn taskrun(name: &str, spec: &str) -> String {
-    let spec = spec
-        .lines()
-        .map(|line| format!("  {line}"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    format!(
-        "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: {name}\nspec:\n{spec}\n"
-    )
-}
-
 #[test]
 fn checked_in_crd_matches_the_rust_types() {
     let generated = serde_yaml::to_string(&TaskRun::crd()).unwrap();
@@ -244,7 +233,7 @@ async fn malformed_taskruns_are_rejected_with_the_field_named() {
     ];
     let mut failures = Vec::new();
     for (i, (what, spec, field)) in cases.iter().enumerate() {
-        let output = apply(&ns.name, &taskrun(&format!("bad-{i}"), spec));
+        let output = apply(&ns.name, &common::taskrun_yaml(&format!("bad-{i}"), spec));
         let stderr = String::from_utf8_lossy(&output.stderr);
         if output.status.success() || !stderr.contains(field) {
             failures.push(format!(
@@ -276,7 +265,7 @@ async fn the_spec_is_immutable_except_cancel_going_true() {
     let ns = TestNamespace::new("crd-immutable").await;
     let created = apply(
         &ns.name,
-        &taskrun("fixed", "image: busybox\ncommand: [\"true\"]"),
+        &common::taskrun_yaml("fixed", "image: busybox\ncommand: [\"true\"]"),
     );
     assert!(
         created.status.success(),
@@ -307,7 +296,7 @@ async fn the_spec_is_immutable_except_cancel_going_true() {
         ),
     ];
     for (what, spec, field) in changes {
-        let output = apply(&ns.name, &taskrun("fixed", spec));
+        let output = apply(&ns.name, &common::taskrun_yaml("fixed", spec));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             !output.status.success() && stderr.contains(field),
@@ -318,7 +307,7 @@ async fn the_spec_is_immutable_except_cancel_going_true() {
 
     let cancelled = apply(
         &ns.name,
-        &taskrun("fixed", "image: busybox\ncommand: [\"true\"]\ncancel: true"),
+        &common::taskrun_yaml("fixed", "image: busybox\ncommand: [\"true\"]\ncancel: true"),
     );
     assert!(
         cancelled.status.success(),
@@ -327,7 +316,7 @@ async fn the_spec_is_immutable_except_cancel_going_true() {
     );
     let uncancelled = apply(
         &ns.name,
-        &taskrun(
+        &common::taskrun_yaml(
             "fixed",
             "image: busybox\ncommand: [\"true\"]\ncancel: false",
         ),

@@ -137,16 +137,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
 #[tokio::test]
 async fn the_operator_image_runs_with_only_what_a_pod_has() {
     let ns = common::TestNamespace::new("incluster").await;
-    let applied = common::kubectl()
-        .args(["apply", "--server-side", "--force-conflicts", "-k"])
-        .arg(common::repo_root().join("deploy"))
-        .output()
-        .unwrap();
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
+    common::apply_deploy();
 
     let token = common::kubectl()
         .args([
@@ -255,16 +246,7 @@ async fn the_operator_image_runs_with_only_what_a_pod_has() {
 #[tokio::test]
 async fn the_operator_account_cannot_change_a_spec_but_can_claim() {
     let ns = common::TestNamespace::new("spec-guard").await;
-    let applied = common::kubectl()
-        .args(["apply", "--server-side", "--force-conflicts", "-k"])
-        .arg(common::repo_root().join("deploy"))
-        .output()
-        .unwrap();
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
+    common::apply_deploy();
     ns.create("apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: guarded\nspec:\n  image: busybox\n")
         .await;
     let patch_as_operator = |patch: &str| {

@@ -109,17 +109,6 @@ fn peak_concurrency(runs: &HashMap<String, (String, String)>) -> usize {
     usize::try_from(peak).unwrap_or(0)
 }
 
-fn run(name: &str, spec: &str) -> String {
-    let spec = spec
-        .lines()
-        .map(|line| format!("  {line}"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    format!(
-        "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: {name}\nspec:\n{spec}\n"
-    )
-}
-
 fn node_of(taskrun: &TaskRun) -> Option<String> {
     taskrun.status.as_ref().and_then(|s| s.node_name.clone())
 }
@@ -143,7 +132,7 @@ async fn forty_runs_spread_over_two_nodes_each_run_once_within_capacity() {
     let started = Instant::now();
     let names: Vec<String> = (0..40).map(|i| format!("run-{i}")).collect();
     for name in &names {
-        ns.create(&run(
+        ns.create(&common::taskrun_yaml(
             name,
             "image: busybox\ncommand: [sleep, '0.3']\ncleanup: Never",
         ))
@@ -216,11 +205,11 @@ async fn a_lost_node_gives_up_its_queued_runs_and_fails_its_started_ones() {
             .is_some_and(|s| s.phase == Some(Phase::Running))
     };
     for name in ["long-1", "long-2"] {
-        ns.create(&run(name, "image: busybox\ncommand: [sleep, '60']\nterminationGracePeriodSeconds: 1\ncleanup: Never")).await;
+        ns.create(&common::taskrun_yaml(name, "image: busybox\ncommand: [sleep, '60']\nterminationGracePeriodSeconds: 1\ncleanup: Never")).await;
         ns.wait_for(name, "Running", running).await;
     }
     for name in ["queued-1", "queued-2"] {
-        ns.create(&run(
+        ns.create(&common::taskrun_yaml(
             name,
             "image: busybox\ncommand: ['true']\ncleanup: Never",
         ))
@@ -284,12 +273,12 @@ async fn node_name_pins_a_run_and_an_unknown_node_leaves_it_pending() {
     let _agent_a = ControllerProcess::start_node(&ns.name, &a, MAIN_DOCKER, &LEASE);
     let _agent_b = ControllerProcess::start_node(&ns.name, &b, &node_b, &LEASE);
 
-    ns.create(&run(
+    ns.create(&common::taskrun_yaml(
         "pinned",
         &format!("image: busybox\ncommand: ['true']\ncleanup: Never\nnodeName: {b}"),
     ))
     .await;
-    ns.create(&run(
+    ns.create(&common::taskrun_yaml(
         "nowhere",
         "image: busybox\ncommand: ['true']\nnodeName: ghost",
     ))

@@ -46,6 +46,8 @@ pub async fn follow_container_stops(
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));
+        // Exits while the stream was broken were missed: once the daemon answers again, every
+        // TaskRun is looked at (a resync already queued is enough).
         if docker.ping().await.is_ok() && resync.try_send(()).is_err() && resync.is_closed() {
             return;
         }

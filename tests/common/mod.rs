@@ -424,3 +424,29 @@ impl Drop for AbortOnDrop {
         }
     }
 }
+
+/// A TaskRun manifest named `name` with `spec` (YAML lines) as its spec.
+pub fn taskrun_yaml(name: &str, spec: &str) -> String {
+    let spec = spec
+        .lines()
+        .map(|line| format!("  {line}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!(
+        "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: {name}\nspec:\n{spec}\n"
+    )
+}
+
+/// `kubectl apply --server-side -k deploy/`, as a user installs the operator.
+pub fn apply_deploy() {
+    let applied = kubectl()
+        .args(["apply", "--server-side", "--force-conflicts", "-k"])
+        .arg(repo_root().join("deploy"))
+        .output()
+        .unwrap();
+    assert!(
+        applied.status.success(),
+        "kubectl apply -k deploy/: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+}
