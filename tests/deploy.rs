@@ -249,30 +249,37 @@ async fn the_operator_account_cannot_change_a_spec_but_can_claim() {
     common::apply_deploy();
     ns.create("apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: guarded\nspec:\n  image: busybox\n")
         .await;
-    let patch_as_operator = |patch: &str| {
-        common::kubectl()
+    let patch_as_operator = |patch: &str, dry_run: bool| {
+        let mut command = common::kubectl();
+        command
             .args([
                 "patch", "taskrun", "guarded", "-n", &ns.name, "--type", "merge", "-p", patch,
             ])
-            .arg("--as=system:serviceaccount:taskrun-system:taskrun-operator")
-            .output()
-            .unwrap()
+            .arg("--as=system:serviceaccount:taskrun-system:taskrun-operator");
+        if dry_run {
+            command.arg("--dry-run=server");
+        }
+        command.output().unwrap()
     };
-    // A new policy reaches the API server's admission chain within moments, not at once.
-    let mut refused = patch_as_operator(r#"{"spec":{"cancel":true}}"#);
-    for _ in 0..50 {
-        if !refused.status.success() {
+    // A new policy reaches the API server's admission chain within moments, not at once; a
+    // server-side dry run goes through admission without changing the TaskRun.
+    let cancel = r#"{"spec":{"cancel":true}}"#;
+    for _ in 0..100 {
+        if !patch_as_operator(cancel, true).status.success() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        refused = patch_as_operator(r#"{"spec":{"cancel":true}}"#);
     }
+    let refused = patch_as_operator(cancel, false);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
         !refused.status.success() && stderr.contains("never the spec"),
         "spec write as the operator: {stderr}"
     );
-    let claimed = patch_as_operator(r#"{"metadata":{"annotations":{"taskrun.dev/node":"n1"}}}"#);
+    let claimed = patch_as_operator(
+        r#"{"metadata":{"annotations":{"taskrun.dev/node":"n1"}}}"#,
+        false,
+    );
     assert!(
         claimed.status.success(),
         "claim as the operator: {}",
