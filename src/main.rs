@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
 use taskrun_operator::api::TaskRun;
 use taskrun_operator::controller::{self, ControllerConfig};
+use taskrun_operator::docker::DEFAULT_CONTAINER_LOG_BYTES;
 use taskrun_operator::standalone::{self, OutputFormat, RunOptions};
 use taskrun_operator::telemetry::{self, LogFormat};
 
@@ -38,8 +39,13 @@ enum Command {
         /// Seconds an agent that stopped renewing its Lease still counts as alive.
         #[arg(long, default_value_t = 15)]
         lease_duration_seconds: u64,
-        /// Address of the /healthz, /readyz and /metrics endpoints.
-        #[arg(long, default_value = "0.0.0.0:8080")]
+        /// Most bytes of output the Docker daemon keeps per container (two rotated files);
+        /// `status.logTail` is read from the newest.
+        #[arg(long, default_value_t = DEFAULT_CONTAINER_LOG_BYTES, value_parser = clap::value_parser!(u64).range(8192..))]
+        container_log_max_bytes: u64,
+        /// Address of the /healthz, /readyz and /metrics endpoints. Loopback by default, out of
+        /// reach of the task containers; the DaemonSet serves on the pod's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
         health_addr: std::net::SocketAddr,
         /// Watch only this namespace instead of every namespace.
         #[arg(long, env = "WATCH_NAMESPACE")]
@@ -103,6 +109,7 @@ async fn main() -> ExitCode {
             max_running,
             lease_namespace,
             lease_duration_seconds,
+            container_log_max_bytes,
             health_addr,
             namespace,
             log_format,
@@ -120,6 +127,7 @@ async fn main() -> ExitCode {
                 health_address: health_addr,
                 max_running: max_running.unwrap_or_else(default_max_running).max(1),
                 lease_duration: Duration::from_secs(lease_duration_seconds.max(1)),
+                container_log_max_bytes,
             };
             match controller::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,

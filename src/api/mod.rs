@@ -4,6 +4,7 @@
 mod quantity;
 mod spec;
 mod status;
+mod text;
 mod validation;
 
 pub use quantity::{parse_cpu_nanos, parse_memory_bytes};
@@ -12,9 +13,7 @@ pub use spec::{
     ResourceLimits, ResourceRequirements, TaskRun, TaskRunSpec,
 };
 pub use status::{ConditionStatus, ConditionType, Phase, Reason, TaskRunStatus};
-
-/// The API group of every resource this operator serves.
-pub const GROUP: &str = "taskrun.dev";
+pub use text::{api_safe, api_safe_tail};
 
 /// The finalizer that keeps a TaskRun until its container is gone.
 pub const FINALIZER: &str = "taskrun.dev/container";

@@ -34,10 +34,7 @@ pub const DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS: i64 = 10;
 #[schemars(transform = validation::spec_rules)]
 pub struct TaskRunSpec {
     /// Container image to run, as Docker names it (`busybox`, `busybox:1.36`, `registry.example:5000/team/tool@sha256:...`).
-    #[schemars(
-        length(min = 1, max = 512),
-        regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._:/@-]*$")
-    )]
+    #[schemars(length(min = 1, max = 512), regex(pattern = validation::IMAGE_REFERENCE))]
     pub image: String,
 
     /// Entrypoint, replacing the image's ENTRYPOINT. The image's is used when empty.

@@ -102,6 +102,8 @@ pub enum Reason {
     OomKilled,
     /// The image could not be pulled.
     ImagePullFailed,
+    /// The Docker daemon refused the image reference as malformed.
+    InvalidImage,
     /// The image is not on the node and `imagePullPolicy` is `Never`.
     ImageNotPresent,
     /// The container could not be created or started, e.g. its executable does not exist.
@@ -168,6 +170,7 @@ impl Reason {
             Self::Error => "Error",
             Self::OomKilled => "OOMKilled",
             Self::ImagePullFailed => "ImagePullFailed",
+            Self::InvalidImage => "InvalidImage",
             Self::ImageNotPresent => "ImageNotPresent",
             Self::StartFailed => "StartFailed",
             Self::DeadlineExceeded => "DeadlineExceeded",

@@ -1,12 +1,15 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-use kube::runtime::events::Recorder;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Notify;
 
+use super::events::Events;
 use crate::api::TaskRun;
 use crate::lifecycle::{Executor, NodeState};
 
@@ -14,41 +17,86 @@ use crate::lifecycle::{Executor, NodeState};
 pub struct Context {
     pub client: kube::Client,
     pub executor: Executor,
-    pub recorder: Recorder,
-    pub metrics: Metrics,
-    /// Consecutive failures per TaskRun, for backoff.
-    failures: Mutex<HashMap<ObjectRef<TaskRun>, u32>>,
+    /// The agents' node Leases, in their namespace.
+    pub leases: Api<Lease>,
+    pub events: Events,
+    pub metrics: Arc<Metrics>,
+    /// TaskRuns whose last pass failed, and when the next may run.
+    failures: Mutex<HashMap<ObjectRef<DeserializeGuard<TaskRun>>, Retry>>,
     /// Which nodes have live agents, and which runs this one holds.
     pub nodes: Nodes,
 }
 
-/// This agent's view of the nodes: its own capacity and the other agents' liveness.
+/// Where a TaskRun stands after failed passes.
+#[derive(Clone, Copy, Debug)]
+struct Retry {
+    failures: u32,
+    at: Instant,
+}
+
+/// This agent's view of the nodes: its own capacity and Lease, and the other agents' liveness.
 #[derive(Debug)]
 pub struct Nodes {
     /// Runs this node holds: claimed and not yet ended.
     held: Mutex<HashSet<String>>,
     max_running: usize,
-    /// Nodes by the state of their agents' Leases; empty until the first look.
-    leases: RwLock<HashMap<String, NodeState>>,
+    /// The node Leases seen, and whether they have been watched long enough that a node
+    /// without one never announced itself.
+    leases: RwLock<LeaseView>,
+    /// When this agent's own Lease was last renewed (the renewal's start).
+    own_renewal: Mutex<Option<Instant>>,
+    lease_duration: Duration,
     /// Woken when this node has room for another run.
     pub room: Notify,
 }
 
+/// The other agents' Leases as last seen.
+#[derive(Debug, Default, PartialEq)]
+pub struct LeaseView {
+    pub states: HashMap<String, NodeState>,
+    /// The Leases have been watched for a whole Lease duration.
+    pub settled: bool,
+}
+
 impl Nodes {
-    pub fn new(max_running: usize) -> Self {
+    pub fn new(max_running: usize, lease_duration: Duration) -> Self {
         Self {
             held: Mutex::default(),
             max_running,
             leases: RwLock::default(),
+            own_renewal: Mutex::default(),
+            lease_duration,
             room: Notify::new(),
         }
     }
 
-    /// Whether this node may take another run.
-    pub fn has_room(&self) -> bool {
-        self.held
+    /// Whether this node may take another run: it has room, and its own Lease is current, so
+    /// no other agent can judge it lost while it starts something.
+    pub fn can_take(&self, now: Instant) -> bool {
+        self.own_lease_current(now)
+            && self
+                .held
+                .lock()
+                .is_ok_and(|held| held.len() < self.max_running)
+    }
+
+    /// Whether this agent renewed its own Lease recently enough to start containers: within
+    /// two thirds of the Lease duration, a margin for the other agents' clocks.
+    pub fn own_lease_current(&self, now: Instant) -> bool {
+        self.own_renewal
             .lock()
-            .is_ok_and(|held| held.len() < self.max_running)
+            .ok()
+            .and_then(|r| *r)
+            .is_some_and(|renewed| {
+                now.saturating_duration_since(renewed) < self.lease_duration * 2 / 3
+            })
+    }
+
+    /// Records a renewal of this agent's Lease that began at `started`.
+    pub fn renewed(&self, started: Instant) {
+        if let Ok(mut renewal) = self.own_renewal.lock() {
+            *renewal = Some(started);
+        }
     }
 
     /// Takes a place for the run, if there is room or it already has one.
@@ -84,20 +132,23 @@ impl Nodes {
 
     /// What is known of the agent of `node`.
     pub fn state(&self, node: &str) -> NodeState {
-        self.leases
-            .read()
-            .ok()
-            .and_then(|leases| leases.get(node).copied())
-            .unwrap_or(NodeState::Unknown)
+        let Ok(view) = self.leases.read() else {
+            return NodeState::Unknown;
+        };
+        match view.states.get(node) {
+            Some(state) => *state,
+            None if view.settled => NodeState::Absent,
+            None => NodeState::Unknown,
+        }
     }
 
-    /// Records the nodes' Lease states; true when that changed them.
-    pub fn set_states(&self, states: HashMap<String, NodeState>) -> bool {
-        let Ok(mut leases) = self.leases.write() else {
+    /// Records the Leases as seen now; true when that changed what is known.
+    pub fn set_leases(&self, seen: LeaseView) -> bool {
+        let Ok(mut view) = self.leases.write() else {
             return false;
         };
-        let changed = *leases != states;
-        *leases = states;
+        let changed = *view != seen;
+        *view = seen;
         changed
     }
 }
@@ -110,6 +161,9 @@ pub struct Metrics {
     pub status_writes: AtomicU64,
     pub containers_started: AtomicU64,
     pub containers_removed: AtomicU64,
+    pub events_published: AtomicU64,
+    /// Events dropped because too many were waiting to be published.
+    pub events_dropped: AtomicU64,
     /// Runs that ended, per bucket of [`DURATION_BUCKETS`] (not cumulative).
     pub run_duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
     pub run_duration_count: AtomicU64,
@@ -142,34 +196,65 @@ impl Context {
     pub fn new(
         client: kube::Client,
         executor: Executor,
-        recorder: Recorder,
+        leases: Api<Lease>,
         max_running: usize,
+        lease_duration: Duration,
     ) -> Self {
+        let metrics = Arc::new(Metrics::default());
         Self {
-            nodes: Nodes::new(max_running),
+            nodes: Nodes::new(max_running, lease_duration),
+            events: Events::start(client.clone(), executor.node(), metrics.clone()),
             client,
             executor,
-            recorder,
-            metrics: Metrics::default(),
+            leases,
+            metrics,
             failures: Mutex::default(),
         }
     }
 
     /// Forgets the failures of a TaskRun that reconciled cleanly.
-    pub fn clear_failures(&self, object: &ObjectRef<TaskRun>) {
+    pub fn clear_failures(&self, object: &ObjectRef<DeserializeGuard<TaskRun>>) {
         if let Ok(mut failures) = self.failures.lock() {
             failures.remove(object);
         }
     }
 
-    /// The wait before retrying a TaskRun that failed again: 1 s doubling up to 60 s.
-    pub fn backoff(&self, object: &ObjectRef<TaskRun>) -> Duration {
-        let attempts = self.failures.lock().map_or(1, |mut failures| {
-            let attempts = failures.entry(object.clone()).or_insert(0);
-            *attempts = attempts.saturating_add(1);
-            *attempts
+    /// Forgets the failures of TaskRuns that no longer exist.
+    pub fn forget_failures_except(&self, existing: &HashSet<ObjectRef<DeserializeGuard<TaskRun>>>) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.retain(|object, _| existing.contains(object));
+        }
+    }
+
+    /// How long a pass over this TaskRun must still wait after its last failure, if at all.
+    /// Every trigger of a pass (a watch event, a container event, a resync) honours it.
+    pub fn retry_wait(
+        &self,
+        object: &ObjectRef<DeserializeGuard<TaskRun>>,
+        now: Instant,
+    ) -> Option<Duration> {
+        let failures = self.failures.lock().ok()?;
+        let retry = failures.get(object)?;
+        (retry.at > now).then(|| retry.at - now)
+    }
+
+    /// Records one more failure of a TaskRun and returns the wait before its next pass:
+    /// 1 s doubling up to 60 s.
+    pub fn backoff(&self, object: &ObjectRef<DeserializeGuard<TaskRun>>, now: Instant) -> Duration {
+        let Ok(mut failures) = self.failures.lock() else {
+            return MAX_BACKOFF;
+        };
+        let retry = failures.entry(object.clone()).or_insert(Retry {
+            failures: 0,
+            at: now,
         });
-        Duration::from_secs(1u64 << attempts.clamp(1, 7).saturating_sub(1))
-            .min(Duration::from_secs(60))
+        retry.failures = retry.failures.saturating_add(1);
+        let delay = Duration::from_secs(1u64 << retry.failures.clamp(1, 7).saturating_sub(1))
+            .min(MAX_BACKOFF);
+        retry.at = now + delay;
+        delay
     }
 }
+
+/// The longest wait between passes over a failing TaskRun.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);

@@ -19,6 +19,8 @@ pub enum Error {
     Claim { name: String, source: kube::Error },
     #[error("failed to release the finalizer of TaskRun {name}: {source}")]
     ReleaseFinalizer { name: String, source: kube::Error },
+    #[error("failed to read the Lease of node {node}: {source}")]
+    ReadLease { node: String, source: kube::Error },
     #[error("Docker: {0}")]
     Docker(#[source] DockerError),
 }

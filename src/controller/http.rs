@@ -116,6 +116,16 @@ fn metrics_text(context: &Context, store: &Store<DeserializeGuard<TaskRun>>) -> 
             "Containers removed.",
             &metrics.containers_removed,
         ),
+        (
+            "taskrun_events_published_total",
+            "Kubernetes Events published.",
+            &metrics.events_published,
+        ),
+        (
+            "taskrun_events_dropped_total",
+            "Kubernetes Events dropped because too many were waiting to be published.",
+            &metrics.events_dropped,
+        ),
     ];
     for (name, help, counter) in counters {
         let _ = writeln!(

@@ -3,6 +3,7 @@
 
 mod context;
 mod error;
+mod events;
 mod http;
 mod leases;
 mod reconcile;
@@ -17,7 +18,6 @@ use kube::Api;
 use kube::Resource;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -52,6 +52,8 @@ pub struct ControllerConfig {
     pub lease_namespace: String,
     /// How long an agent that stopped renewing its Lease still counts as alive.
     pub lease_duration: Duration,
+    /// Most bytes of output the daemon keeps per container.
+    pub container_log_max_bytes: u64,
 }
 
 /// Connects to the node's Docker daemon, waiting for it as long as it takes: an agent whose
@@ -95,16 +97,14 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         docker.clone(),
         config.node_name.clone(),
         config.pull_timeout,
+        config.container_log_max_bytes,
     );
-    let reporter = Reporter {
-        controller: FIELD_MANAGER.into(),
-        instance: Some(config.node_name.clone()),
-    };
     let context = Arc::new(Context::new(
         client.clone(),
         executor,
-        Recorder::new(client.clone(), reporter),
+        Api::namespaced(client.clone(), &config.lease_namespace),
         config.max_running,
+        config.lease_duration,
     ));
 
     let (stopped_tx, stopped_rx) = mpsc::channel(1024);
@@ -117,7 +117,6 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
     ));
     let lease = tokio::spawn(leases::keep_lease(
         context.clone(),
-        config.lease_namespace.clone(),
         config.lease_duration,
         resync_tx,
     ));

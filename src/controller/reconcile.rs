@@ -1,27 +1,30 @@
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Span, field, info, instrument, warn};
 
-use super::FIELD_MANAGER;
 use super::context::{Context, Metrics};
 use super::error::{Error, Result};
-use crate::api::{FINALIZER, Phase, Reason, TaskRun, TaskRunStatus};
+use super::events::EventType;
+use super::{FIELD_MANAGER, leases};
+use crate::api::{FINALIZER, Reason, TaskRun, TaskRunStatus};
 use crate::lifecycle::{
-    self, CLAIM_ANNOTATION, Claim, Ending, NodeState, Observed, Outcome, Placement, Run, StopCause,
-    Transition, decide, place,
+    self, Action, CLAIM_ANNOTATION, Claim, Ending, NodeState, Observed, Outcome, Placement, Run,
+    StopCause, Transition, decide, place,
 };
 
 /// How long a run that waits on nothing but Docker events goes before it is looked at again.
 const RESYNC: Duration = Duration::from_secs(600);
+
+/// How long a run waits to start while this agent's own Lease is not current.
+const LEASE_WAIT: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
 
 /// How long an unclaimed run waits for room before it is looked at again, should no run on
 /// this node end sooner.
@@ -33,6 +36,10 @@ pub async fn reconcile(
     guard: Arc<DeserializeGuard<TaskRun>>,
     context: Arc<Context>,
 ) -> Result<Requeue> {
+    let object = ObjectRef::from_obj(&*guard);
+    if let Some(wait) = context.retry_wait(&object, Instant::now()) {
+        return Ok(Requeue::requeue(wait));
+    }
     Metrics::count(&context.metrics.reconciles);
     let taskrun = match &guard.0 {
         Ok(taskrun) => Arc::new(taskrun.clone()),
@@ -46,7 +53,6 @@ pub async fn reconcile(
         .record("namespace", namespace.as_str())
         .record("name", taskrun.name_any().as_str());
     let api: Api<TaskRun> = Api::namespaced(context.client.clone(), &namespace);
-    let object = ObjectRef::from_obj(&*taskrun);
     let result = if taskrun.meta().deletion_timestamp.is_some() {
         delete(&taskrun, &api, &context).await
     } else {
@@ -74,7 +80,7 @@ async fn place_and_act(
         status: &status,
         claimed_by: claimed_by(taskrun),
         node,
-        has_capacity: context.nodes.has_room(),
+        can_take: context.nodes.can_take(Instant::now()),
     };
     let node_state = |other: &str| {
         if other == node {
@@ -95,7 +101,10 @@ async fn place_and_act(
         Placement::Claim => claim_run(taskrun, &uid, api, context).await,
         Placement::Full => Ok(Requeue::requeue(WAIT_FOR_ROOM)),
         Placement::Elsewhere => Ok(Requeue::requeue(RESYNC)),
-        Placement::Release { node: lost } => {
+        Placement::Release { node: absent } => {
+            if !confirm_gone(context, &absent, NodeState::Absent).await? {
+                return Ok(Requeue::await_change());
+            }
             let metadata = json!({ "annotations": { CLAIM_ANNOTATION: null } });
             if patch_metadata_guarded(api, taskrun, metadata)
                 .await
@@ -104,21 +113,15 @@ async fn place_and_act(
                     source,
                 })?
             {
-                info!(node = %lost, "released a run its lost node never started");
+                info!(node = %absent, "released a run claimed by a node no agent ever announced");
             }
             Ok(Requeue::await_change())
         }
         Placement::Lost { node: lost } => {
-            let ending = Ending {
-                phase: Phase::Failed,
-                reason: Reason::NodeLost,
-                message: format!(
-                    "the agent of node {lost} stopped renewing its Lease while the run was on it"
-                ),
-                exit_code: None,
-                started_at: status.start_time.as_ref().map(|t| t.0),
-                finished_at: Timestamp::now(),
-            };
+            if !confirm_gone(context, &lost, context.nodes.state(&lost)).await? {
+                return Ok(Requeue::await_change());
+            }
+            let ending = lifecycle::node_lost(&status, &lost, Timestamp::now());
             let container = status.container_name.clone().unwrap_or_default();
             let placement = lifecycle::status::Placement {
                 node: &lost,
@@ -133,8 +136,9 @@ async fn place_and_act(
                 status.log_tail.clone(),
                 Timestamp::now(),
             );
-            write_status(api, taskrun, &ended, true, context).await?;
-            announce(taskrun, &Transition::Ended(ending), context);
+            if write_status(api, taskrun, &ended, context).await? {
+                announce(taskrun, &Transition::Ended(ending), context);
+            }
             Ok(Requeue::await_change())
         }
         Placement::Unavailable { node: pinned } => {
@@ -148,10 +152,21 @@ async fn place_and_act(
                 taskrun.meta().generation,
                 Timestamp::now(),
             );
-            write_status(api, taskrun, &waiting, true, context).await?;
+            write_status(api, taskrun, &waiting, context).await?;
             Ok(Requeue::requeue(RESYNC))
         }
     }
+}
+
+/// Reads the Lease of `node` afresh before a run is taken from it: the watch may lag behind
+/// an agent that came back.
+async fn confirm_gone(context: &Context, node: &str, expected: NodeState) -> Result<bool> {
+    leases::confirm(&context.leases, node, expected)
+        .await
+        .map_err(|source| Error::ReadLease {
+            node: node.to_string(),
+            source,
+        })
 }
 
 /// Claims the run for this node: one write adds the finalizer and the claim annotation, and
@@ -228,10 +243,15 @@ async fn delete(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Res
     let node = context.executor.node();
     match claimed_by(taskrun) {
         Some(owner) if owner == node => cleanup(taskrun, context).await?,
-        Some(owner) if context.nodes.state(owner) != NodeState::Lost => {
-            return Ok(Requeue::await_change());
-        }
-        _ => {}
+        Some(owner) => match context.nodes.state(owner) {
+            NodeState::Live | NodeState::Unknown => return Ok(Requeue::await_change()),
+            gone => {
+                if !confirm_gone(context, owner, gone).await? {
+                    return Ok(Requeue::await_change());
+                }
+            }
+        },
+        None => {}
     }
     let remaining: Vec<&String> = taskrun
         .finalizers()
@@ -266,10 +286,7 @@ pub fn error_policy(
     context: Arc<Context>,
 ) -> Requeue {
     Metrics::count(&context.metrics.reconcile_errors);
-    let delay = match &guard.0 {
-        Ok(taskrun) => context.backoff(&ObjectRef::from_obj(taskrun)),
-        Err(_) => Duration::from_secs(60),
-    };
+    let delay = context.backoff(&ObjectRef::from_obj(&*guard), Instant::now());
     warn!(error = %error, retry_in = ?delay, "reconcile failed");
     Requeue::requeue(delay)
 }
@@ -295,11 +312,20 @@ async fn apply(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Resu
         let now = Timestamp::now();
         let action = decide(Observed {
             uid: &uid,
+            node: context.executor.node(),
             spec: &taskrun.spec,
             status: &status,
             container: container.as_ref(),
             now,
         });
+        let starts = matches!(action, Action::Launch | Action::Start { .. });
+        if starts && !context.nodes.own_lease_current(Instant::now()) {
+            // Another agent may judge this node lost: start nothing until the Lease is renewed.
+            return Ok(Outcome {
+                recheck_at: now.checked_add(LEASE_WAIT).ok(),
+                ..Outcome::default()
+            });
+        }
         context.executor.perform(run, action, now).await
     }
     .await;
@@ -315,14 +341,19 @@ async fn apply(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Resu
                     run.generation,
                     Timestamp::now(),
                 );
-                write_status(api, taskrun, &held, false, context).await?;
+                write_status(api, taskrun, &held, context).await?;
             }
             return Err(Error::Docker(e));
         }
     };
 
-    if let Some(next) = &outcome.status {
-        write_status(api, taskrun, next, false, context).await?;
+    let recorded = match &outcome.status {
+        Some(next) => write_status(api, taskrun, next, context).await?,
+        None => true,
+    };
+    if !recorded {
+        // A newer TaskRun exists; its watch event brings the next pass.
+        return Ok(Requeue::await_change());
     }
     if let Some(transition) = &outcome.transition {
         announce(taskrun, transition, context);
@@ -365,27 +396,25 @@ async fn cleanup(taskrun: &TaskRun, context: &Context) -> Result<()> {
 }
 
 /// Writes the whole status with server-side apply, as the one owner of every status field,
-/// unless the TaskRun already shows it. A `guarded` write happens only if the TaskRun is still
-/// at the resourceVersion this agent saw: for writes several agents may race to make, where
-/// the loser has nothing left to do.
+/// unless the TaskRun already shows it. The write happens only if the TaskRun is still at the
+/// resourceVersion this agent saw, so an agent never writes over a claim that moved to another
+/// node, nor from a copy older than its own last write. Returns whether the status was
+/// written (or already shown); when not, the newer TaskRun is on its way through the watch.
 async fn write_status(
     api: &Api<TaskRun>,
     taskrun: &TaskRun,
     status: &TaskRunStatus,
-    guarded: bool,
     context: &Context,
-) -> Result<()> {
+) -> Result<bool> {
     if taskrun.status.as_ref() == Some(status) {
-        return Ok(());
+        return Ok(true);
     }
-    let mut patch = json!({
+    let patch = json!({
         "apiVersion": TaskRun::api_version(&()),
         "kind": TaskRun::kind(&()),
+        "metadata": { "resourceVersion": taskrun.resource_version() },
         "status": status,
     });
-    if guarded {
-        patch["metadata"] = json!({ "resourceVersion": taskrun.resource_version() });
-    }
     let name = taskrun.name_any();
     let params = PatchParams::apply(FIELD_MANAGER).force();
     match api
@@ -394,9 +423,9 @@ async fn write_status(
     {
         Ok(_) => {
             Metrics::count(&context.metrics.status_writes);
-            Ok(())
+            Ok(true)
         }
-        Err(kube::Error::Api(e)) if guarded && e.code == 409 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
         Err(source) => Err(Error::WriteStatus {
             namespace: taskrun.namespace().unwrap_or_default(),
             name,
@@ -491,18 +520,5 @@ fn announce(taskrun: &TaskRun, transition: &Transition, context: &Context) {
 
 /// Publishes a Kubernetes Event about the TaskRun, without holding up the reconcile.
 fn publish(taskrun: &TaskRun, type_: EventType, reason: &str, note: String, context: &Context) {
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note),
-        action: reason.to_string(),
-        secondary: None,
-    };
-    let reference = taskrun.object_ref(&());
-    let recorder = context.recorder.clone();
-    tokio::spawn(async move {
-        if let Err(e) = recorder.publish(&event, &reference).await {
-            warn!(error = %e, "could not publish an Event");
-        }
-    });
+    context.events.publish(taskrun, type_, reason, &note);
 }

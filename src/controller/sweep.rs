@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::core::DeserializeGuard;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
@@ -21,6 +21,12 @@ pub async fn sweep_orphans(
     let mut ticks = tokio::time::interval(interval);
     loop {
         ticks.tick().await;
+        let existing = store
+            .state()
+            .iter()
+            .map(|guard| ObjectRef::from_obj(&**guard))
+            .collect();
+        context.forget_failures_except(&existing);
         let docker = context.executor.docker();
         let containers = match docker.list_managed(context.executor.node()).await {
             Ok(containers) => containers,

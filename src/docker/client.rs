@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -71,6 +71,15 @@ impl DockerError {
         }
     }
 
+    /// Whether the daemon refused the request itself (an HTTP 4xx): the request is at fault,
+    /// and asking again changes nothing.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self.cause(),
+            Some(BollardError::DockerResponseServerError { status_code, .. }) if (400..500).contains(status_code)
+        )
+    }
+
     /// Whether the daemon answered with this HTTP status.
     pub fn has_status(&self, status: u16) -> bool {
         matches!(
@@ -89,17 +98,14 @@ pub struct DockerClient {
 /// How much of a container's output is kept once it has finished.
 pub const LOG_TAIL_BYTES: usize = 4096;
 
+/// Most bytes of output kept on the node per container, unless the agent is told otherwise.
+pub const DEFAULT_CONTAINER_LOG_BYTES: u64 = 10 * 1024 * 1024;
+
 impl DockerClient {
     /// Connects to `DOCKER_HOST`, or the default socket, and settles on an API version both
     /// sides speak (Debian's engine speaks 1.41, older than this client's default).
     pub async fn connect() -> Result<Self, DockerError> {
         let docker = bollard::Docker::connect_with_defaults().map_err(DockerError::Connect)?;
-        Self::negotiate(docker).await
-    }
-
-    /// Connects to the daemon at `host` (`unix:///path` or `tcp://host:port`).
-    pub async fn connect_to(host: &str) -> Result<Self, DockerError> {
-        let docker = bollard::Docker::connect_with_host(host).map_err(DockerError::Connect)?;
         Self::negotiate(docker).await
     }
 
@@ -198,6 +204,7 @@ impl DockerClient {
                 memory: template.memory_bytes,
                 memory_swap: template.memory_bytes,
                 nano_cpus: template.nano_cpus,
+                log_config: Some(capped_log(template.log_max_bytes)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -224,7 +231,12 @@ impl DockerClient {
     pub async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), DockerError> {
         let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::default().t(seconds).build();
-        match self.docker.stop_container(name, Some(options)).await {
+        // The daemon answers only once the grace period is over: wait for it that long.
+        let patient = self
+            .docker
+            .clone()
+            .with_timeout(self.docker.timeout() + grace);
+        match patient.stop_container(name, Some(options)).await {
             Ok(()) => Ok(()),
             Err(BollardError::DockerResponseServerError {
                 status_code: 304 | 404,
@@ -261,25 +273,25 @@ impl DockerClient {
 
     /// The last [`LOG_TAIL_BYTES`] of the container's stdout and stderr, interleaved as written.
     pub async fn log_tail(&self, name: &str) -> Result<String, DockerError> {
+        // The daemon tails by lines; the last bytes lie within as many lines as there are bytes.
         let options = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
-            .tail("200")
+            .tail(&LOG_TAIL_BYTES.to_string())
             .build();
-        let chunks: Vec<_> = self
-            .docker
-            .logs(name, Some(options))
-            .try_collect()
-            .await
-            .map_err(|source| DockerError::ReadLogs {
+        let mut logs = self.docker.logs(name, Some(options));
+        let mut tail = Vec::with_capacity(2 * LOG_TAIL_BYTES);
+        while let Some(chunk) = logs.next().await {
+            let chunk = chunk.map_err(|source| DockerError::ReadLogs {
                 name: name.to_string(),
                 source,
             })?;
-        let mut bytes = Vec::new();
-        for chunk in chunks {
-            bytes.extend_from_slice(&chunk.into_bytes());
+            tail.extend_from_slice(&chunk.into_bytes());
+            if tail.len() > 2 * LOG_TAIL_BYTES {
+                tail.drain(..tail.len() - LOG_TAIL_BYTES);
+            }
         }
-        Ok(last_bytes(&String::from_utf8_lossy(&bytes), LOG_TAIL_BYTES).to_string())
+        Ok(String::from_utf8_lossy(last_bytes(&tail, LOG_TAIL_BYTES)).into_owned())
     }
 
     /// Returns once the container is no longer running.
@@ -341,6 +353,19 @@ impl DockerClient {
     }
 }
 
+/// Docker's json-file driver, rotating between two files of half the cap each, so a container
+/// never keeps more than `max_bytes` of output on the node and the newest output is always
+/// there to read.
+fn capped_log(max_bytes: u64) -> HostConfigLogConfig {
+    HostConfigLogConfig {
+        typ: Some("json-file".into()),
+        config: Some(HashMap::from([
+            ("max-size".into(), (max_bytes / 2).max(1024).to_string()),
+            ("max-file".into(), "2".into()),
+        ])),
+    }
+}
+
 fn managed_filters(node: &str) -> HashMap<String, Vec<String>> {
     HashMap::from([(
         "label".to_string(),
@@ -367,13 +392,15 @@ fn split_image_reference(image: &str) -> (&str, &str) {
     }
 }
 
-/// The end of `text`, at most `max` bytes, cut at a character boundary.
-fn last_bytes(text: &str, max: usize) -> &str {
-    let mut start = text.len().saturating_sub(max);
-    while !text.is_char_boundary(start) {
+/// The end of `bytes`, at most `max` of them, not starting inside a UTF-8 character.
+fn last_bytes(bytes: &[u8], max: usize) -> &[u8] {
+    let mut start = bytes.len().saturating_sub(max);
+    let continuation = |b: u8| b & 0b1100_0000 == 0b1000_0000;
+    let limit = (start + 3).min(bytes.len());
+    while start > 0 && start < limit && continuation(bytes[start]) {
         start += 1;
     }
-    &text[start..]
+    &bytes[start..]
 }
 
 #[cfg(test)]
@@ -400,9 +427,17 @@ mod tests {
 
     #[test]
     fn log_tail_keeps_the_end_at_a_character_boundary() {
-        assert_eq!(last_bytes("hello", 10), "hello");
-        assert_eq!(last_bytes("hello", 3), "llo");
-        assert_eq!(last_bytes("aé", 1), "");
-        assert_eq!(last_bytes("aéb", 2), "b");
+        let tail = |text: &str, max| {
+            String::from_utf8_lossy(last_bytes(text.as_bytes(), max)).into_owned()
+        };
+        assert_eq!(tail("hello", 10), "hello");
+        assert_eq!(tail("hello", 3), "llo");
+        assert_eq!(tail("aé", 1), "");
+        assert_eq!(tail("aéb", 2), "b");
+        assert_eq!(
+            last_bytes(&[0x80; 7], 6),
+            &[0x80; 3],
+            "skips at most 3 bytes"
+        );
     }
 }

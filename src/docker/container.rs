@@ -41,6 +41,8 @@ pub struct ContainerTemplate {
     pub working_dir: Option<String>,
     pub memory_bytes: Option<i64>,
     pub nano_cpus: Option<i64>,
+    /// Most bytes of output the daemon keeps for the container.
+    pub log_max_bytes: u64,
     pub owner: ContainerOwner,
 }
 

@@ -5,7 +5,7 @@ mod client;
 mod container;
 mod naming;
 
-pub use client::{DockerClient, DockerError, LOG_TAIL_BYTES};
+pub use client::{DEFAULT_CONTAINER_LOG_BYTES, DockerClient, DockerError, LOG_TAIL_BYTES};
 pub use container::{ContainerState, ContainerTemplate, ObservedContainer};
 pub use naming::{
     ContainerOwner, LABEL_MANAGED_BY, LABEL_NAME, LABEL_NAMESPACE, LABEL_NODE, LABEL_UID,

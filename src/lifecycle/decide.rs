@@ -13,6 +13,8 @@ const OOM_REPORT_DELAY: SignedDuration = SignedDuration::from_secs(5);
 #[derive(Clone, Copy, Debug)]
 pub struct Observed<'a> {
     pub uid: &'a str,
+    /// The node of the agent deciding.
+    pub node: &'a str,
     pub spec: &'a TaskRunSpec,
     pub status: &'a TaskRunStatus,
     /// The container with the run's name, if one exists.
@@ -75,6 +77,7 @@ pub struct Ending {
 pub fn decide(observed: Observed<'_>) -> Action {
     let Observed {
         uid,
+        node,
         spec,
         status,
         container,
@@ -123,7 +126,20 @@ pub fn decide(observed: Observed<'_>) -> Action {
         ))
     };
     let Some(container) = container else {
-        return if status.container_id.is_some() {
+        let started_on = status
+            .node_name
+            .as_deref()
+            .filter(|_| status.container_id.is_some());
+        return if let Some(other) = started_on.filter(|other| *other != node) {
+            // Only the node that has the container can tell that it is gone.
+            Action::RecordEnd(ended_without_exit(
+                spec,
+                status,
+                Reason::NodeLost,
+                &format!("the container was started on node {other}, not on this node {node}"),
+                now,
+            ))
+        } else if status.container_id.is_some() {
             Action::RecordEnd(ended_without_exit(
                 spec,
                 status,
@@ -235,11 +251,7 @@ pub fn decide(observed: Observed<'_>) -> Action {
                     Reason::Completed,
                     "exited with code 0".into(),
                 ),
-                _ => ending(
-                    Phase::Failed,
-                    Reason::Error,
-                    format!("exited with code {exit_code}"),
-                ),
+                _ => ending(Phase::Failed, Reason::Error, exit_message(*exit_code)),
             };
             Action::RecordExit {
                 ending,
@@ -247,6 +259,35 @@ pub fn decide(observed: Observed<'_>) -> Action {
             }
         }
     }
+}
+
+/// The end of a run whose node's agent is gone: its container may still exist there.
+pub fn node_lost(status: &TaskRunStatus, node: &str, now: Timestamp) -> Ending {
+    Ending {
+        phase: Phase::Failed,
+        reason: Reason::NodeLost,
+        message: format!(
+            "the agent of node {node} stopped renewing its Lease while the run was claimed by it"
+        ),
+        exit_code: None,
+        started_at: status.start_time.as_ref().map(|t| t.0),
+        finished_at: now,
+    }
+}
+
+/// Names the signal of an exit code above 128, and who may have sent a SIGKILL.
+fn exit_message(exit_code: i64) -> String {
+    let signal = match exit_code - 128 {
+        9 => {
+            " (SIGKILL: killed from outside the task, e.g. by a Docker daemon restart or the kernel)"
+        }
+        15 => " (SIGTERM)",
+        2 => " (SIGINT)",
+        6 => " (SIGABRT)",
+        11 => " (SIGSEGV)",
+        _ => "",
+    };
+    format!("exited with code {exit_code}{signal}")
 }
 
 fn ended_without_exit(

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::decide::{Action, Ending, StopCause};
 use super::status::{self, Placement};
@@ -17,6 +18,7 @@ pub struct Executor {
     docker: DockerClient,
     node: String,
     pull_timeout: Duration,
+    log_max_bytes: u64,
 }
 
 /// A run as the executor sees it.
@@ -59,12 +61,19 @@ pub enum Transition {
 }
 
 impl Executor {
-    /// An executor for the node `node`, pulling for at most `pull_timeout`.
-    pub fn new(docker: DockerClient, node: impl Into<String>, pull_timeout: Duration) -> Self {
+    /// An executor for the node `node`, pulling for at most `pull_timeout` and keeping at
+    /// most `log_max_bytes` of each container's output on the node.
+    pub fn new(
+        docker: DockerClient,
+        node: impl Into<String>,
+        pull_timeout: Duration,
+        log_max_bytes: u64,
+    ) -> Self {
         Self {
             docker,
             node: node.into(),
             pull_timeout,
+            log_max_bytes,
         }
     }
 
@@ -173,7 +182,10 @@ impl Executor {
         let present = match run.spec.image_pull_policy {
             ImagePullPolicy::Always => false,
             ImagePullPolicy::IfNotPresent | ImagePullPolicy::Never => {
-                self.docker.has_image(image).await?
+                match self.docker.has_image(image).await {
+                    Ok(present) => present,
+                    Err(e) => return fail_or_retry(e, Reason::InvalidImage, run, placement),
+                }
             }
         };
         if !present {
@@ -192,10 +204,27 @@ impl Executor {
                 ));
             }
             if let Err(e) = self.docker.pull_image(image, self.pull_timeout).await {
-                return fail_or_retry(e, Reason::ImagePullFailed, run, placement);
+                let reason = if e.has_status(400) {
+                    Reason::InvalidImage
+                } else {
+                    Reason::ImagePullFailed
+                };
+                return fail_or_retry(e, reason, run, placement);
             }
         }
-        let template = container_template(run.spec, owner);
+        let template = match container_template(run.spec, owner, self.log_max_bytes) {
+            Ok(template) => template,
+            Err(message) => {
+                return Ok(ended(
+                    run,
+                    placement,
+                    failure(Reason::StartFailed, message),
+                    None,
+                    None,
+                    Timestamp::now(),
+                ));
+            }
+        };
         let container_id = match self.docker.create_container(&template).await {
             Ok(id) => id,
             // An earlier attempt created it; the next look decides what it needs.
@@ -248,10 +277,23 @@ fn started(run: Run<'_>, placement: Placement<'_>, container_id: &str, now: Time
     }
 }
 
-/// The container a spec describes.
-pub fn container_template(spec: &TaskRunSpec, owner: ContainerOwner) -> ContainerTemplate {
+/// The container a spec describes; an error names a limit that is not a quantity, so no
+/// container ever runs without the limit its spec set.
+pub fn container_template(
+    spec: &TaskRunSpec,
+    owner: ContainerOwner,
+    log_max_bytes: u64,
+) -> Result<ContainerTemplate, String> {
     let limits = spec.limits();
-    ContainerTemplate {
+    let limit = |quantity: Option<&Quantity>, field: &str, parse: fn(&Quantity) -> Option<i64>| {
+        quantity
+            .map(|q| {
+                parse(q)
+                    .ok_or_else(|| format!("resources.limits.{field} {:?} is not a quantity", q.0))
+            })
+            .transpose()
+    };
+    Ok(ContainerTemplate {
         image: spec.image.clone(),
         entrypoint: spec.command.clone(),
         args: spec.args.clone(),
@@ -261,14 +303,15 @@ pub fn container_template(spec: &TaskRunSpec, owner: ContainerOwner) -> Containe
             .map(|e| (e.name.clone(), e.value.clone()))
             .collect(),
         working_dir: spec.working_dir.clone(),
-        memory_bytes: limits
-            .and_then(|l| l.memory.as_ref())
-            .and_then(parse_memory_bytes),
-        nano_cpus: limits
-            .and_then(|l| l.cpu.as_ref())
-            .and_then(parse_cpu_nanos),
+        memory_bytes: limit(
+            limits.and_then(|l| l.memory.as_ref()),
+            "memory",
+            parse_memory_bytes,
+        )?,
+        nano_cpus: limit(limits.and_then(|l| l.cpu.as_ref()), "cpu", parse_cpu_nanos)?,
+        log_max_bytes,
         owner,
-    }
+    })
 }
 
 fn failure(reason: Reason, message: String) -> Ending {
@@ -283,7 +326,8 @@ fn failure(reason: Reason, message: String) -> Ending {
 }
 
 /// A failure the daemon explained ends the run with `reason`; one it did not (no answer)
-/// is returned as an error, to be retried.
+/// is returned as an error, to be retried. An image inspect answers only 4xx for the image
+/// itself; its 5xx is the daemon's trouble.
 fn fail_or_retry(
     error: DockerError,
     reason: Reason,
@@ -300,7 +344,8 @@ fn fail_or_retry(
             Timestamp::now(),
         ));
     }
-    match error.daemon_message() {
+    let daemons_trouble = reason == Reason::InvalidImage && !error.is_refusal();
+    match error.daemon_message().filter(|_| !daemons_trouble) {
         Some(message) => Ok(ended(
             run,
             placement,

@@ -7,6 +7,6 @@ mod executor;
 mod placement;
 pub mod status;
 
-pub use decide::{Action, Ending, Observed, StopCause, decide};
-pub use executor::{Executor, Outcome, Run, Transition, container_template};
+pub use decide::{Action, Ending, Observed, StopCause, decide, node_lost};
+pub use executor::{Executor, Outcome, Run, Transition};
 pub use placement::{CLAIM_ANNOTATION, Claim, NodeState, Placement, place};

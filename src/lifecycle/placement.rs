@@ -2,7 +2,7 @@
 //! the `taskrun.dev/node` annotation with the same write that adds the finalizer, guarded by
 //! the object's resourceVersion so exactly one claim wins.
 
-use crate::api::{Phase, Reason, TaskRunSpec, TaskRunStatus};
+use crate::api::{Reason, TaskRunSpec, TaskRunStatus};
 
 /// The annotation naming the node whose agent claimed a run.
 pub const CLAIM_ANNOTATION: &str = "taskrun.dev/node";
@@ -16,8 +16,8 @@ pub struct Claim<'a> {
     pub claimed_by: Option<&'a str>,
     /// This agent's node.
     pub node: &'a str,
-    /// Whether this agent may take another run.
-    pub has_capacity: bool,
+    /// Whether this agent may take another run: it has room and its own Lease is current.
+    pub can_take: bool,
 }
 
 /// Where a run stands for this agent.
@@ -31,9 +31,11 @@ pub enum Placement {
     Full,
     /// Another live node's, or not this node's to take.
     Elsewhere,
-    /// Claimed by a node whose agent is gone, before its container started: free it for others.
+    /// Claimed by a node that no agent ever announced, so no container of it can exist: free
+    /// it for others.
     Release { node: String },
-    /// Claimed by a node whose agent is gone, after its container started: it ended `NodeLost`.
+    /// Claimed by a node whose agent is gone: its container may exist there, so the run is
+    /// never started again here; it ended `NodeLost`.
     Lost { node: String },
     /// Pinned by `spec.nodeName` to a node that has no live agent: say so while it waits.
     Unavailable { node: String },
@@ -46,35 +48,38 @@ pub enum NodeState {
     Live,
     /// Its Lease has run out.
     Lost,
-    /// No Lease seen (yet): an agent that just started, or a node that never had one.
+    /// No Lease seen yet: an agent that just started may not have been seen.
     Unknown,
+    /// No Lease after watching for a whole Lease duration: no agent of that name exists.
+    Absent,
 }
 
 /// Places a run for this agent, given what is known of each node's agent.
 ///
-/// Only a Lease that ran out makes a node lost: an agent whose Lease this one has not seen
-/// yet may have just started and claimed runs.
+/// Only a Lease that ran out, or none after a whole Lease duration, makes a node gone: an
+/// agent whose Lease this one has not seen yet may have just started and claimed runs.
 pub fn place(claim: Claim<'_>, node_state: impl Fn(&str) -> NodeState) -> Placement {
     let Claim {
         spec,
         status,
         claimed_by,
         node,
-        has_capacity,
+        can_take,
     } = claim;
     if let Some(owner) = claimed_by {
-        return if owner == node {
-            Placement::Mine
-        } else if node_state(owner) != NodeState::Lost || status.phase().is_final() {
-            Placement::Elsewhere
-        } else if status.phase() == Phase::Pending && status.container_id.is_none() {
-            Placement::Release {
-                node: owner.to_string(),
+        if owner == node {
+            return Placement::Mine;
+        }
+        if status.phase().is_final() {
+            return Placement::Elsewhere;
+        }
+        let owner = owner.to_string();
+        return match node_state(&owner) {
+            NodeState::Live | NodeState::Unknown => Placement::Elsewhere,
+            NodeState::Absent if status.container_id.is_none() => {
+                Placement::Release { node: owner }
             }
-        } else {
-            Placement::Lost {
-                node: owner.to_string(),
-            }
+            NodeState::Absent | NodeState::Lost => Placement::Lost { node: owner },
         };
     }
     match spec.node_name.as_deref() {
@@ -89,7 +94,7 @@ pub fn place(claim: Claim<'_>, node_state: impl Fn(&str) -> NodeState) -> Placem
                 }
             }
         }
-        _ if has_capacity || spec.cancel => Placement::Claim,
+        _ if can_take || spec.cancel => Placement::Claim,
         _ => Placement::Full,
     }
 }
@@ -110,18 +115,19 @@ mod tests {
         spec: &TaskRunSpec,
         status: &TaskRunStatus,
         claimed_by: Option<&str>,
-        has_capacity: bool,
+        can_take: bool,
     ) -> Placement {
         let claim = Claim {
             spec,
             status,
             claimed_by,
             node: "a",
-            has_capacity,
+            can_take,
         };
         place(claim, |node| match node {
             "a" | "b" => NodeState::Live,
             "gone" => NodeState::Lost,
+            "never" => NodeState::Absent,
             _ => NodeState::Unknown,
         })
     }
@@ -179,27 +185,38 @@ mod tests {
     }
 
     #[test]
-    fn runs_of_a_lost_node_are_released_before_start_and_lost_after() {
+    fn runs_of_a_lost_node_are_lost_even_before_they_started() {
+        let s = spec("image: busybox");
+        let lost = Placement::Lost {
+            node: "gone".into(),
+        };
+        assert_eq!(placed(&s, &status("{}"), Some("gone"), true), lost);
+        let started = status("phase: Running\ncontainerId: c1");
+        assert_eq!(placed(&s, &started, Some("gone"), true), lost);
+        let ended = status("phase: Succeeded\ncontainerId: c1");
+        assert_eq!(placed(&s, &ended, Some("gone"), true), Placement::Elsewhere);
+    }
+
+    #[test]
+    fn a_claim_naming_a_node_never_announced_is_released_once_known_absent() {
         let s = spec("image: busybox");
         assert_eq!(
-            placed(&s, &status("{}"), Some("gone"), true),
+            placed(&s, &status("{}"), Some("never"), true),
             Placement::Release {
-                node: "gone".into()
+                node: "never".into()
             }
         );
         assert_eq!(
             placed(&s, &status("{}"), Some("new"), true),
             Placement::Elsewhere,
-            "not yet seen is not lost"
+            "not yet seen is not absent"
         );
-        let started = status("phase: Running\ncontainerId: c1");
         assert_eq!(
-            placed(&s, &started, Some("gone"), true),
+            placed(&s, &status("containerId: c1"), Some("never"), true),
             Placement::Lost {
-                node: "gone".into()
-            }
+                node: "never".into()
+            },
+            "a run with a container is never released"
         );
-        let ended = status("phase: Succeeded\ncontainerId: c1");
-        assert_eq!(placed(&s, &ended, Some("gone"), true), Placement::Elsewhere);
     }
 }

@@ -5,7 +5,10 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::decide::Ending;
-use crate::api::{ConditionStatus, ConditionType, Phase, Reason, TaskRunStatus};
+use crate::api::{
+    ConditionStatus, ConditionType, Phase, Reason, TaskRunStatus, api_safe, api_safe_tail,
+};
+use crate::docker::LOG_TAIL_BYTES;
 
 /// Longest `message` written, in bytes; the schema allows 2048 characters.
 const MESSAGE_BYTES: usize = 1024;
@@ -55,7 +58,7 @@ pub fn ended(
     let status = TaskRunStatus {
         phase: Some(ending.phase),
         reason: Some(ending.reason),
-        message: Some(first_bytes(&ending.message, MESSAGE_BYTES)),
+        message: Some(api_safe(&ending.message, MESSAGE_BYTES)),
         exit_code: ending.exit_code,
         node_name: Some(placement.node.to_string()),
         container_name: Some(placement.container_name.to_string()),
@@ -68,7 +71,9 @@ pub fn ended(
             .or_else(|| previous.start_time.clone()),
         completion_time: Some(Time(ending.finished_at)),
         observed_generation: placement.generation,
-        log_tail: log_tail.filter(|t| !t.is_empty()),
+        log_tail: log_tail
+            .map(|t| api_safe_tail(&t, LOG_TAIL_BYTES))
+            .filter(|t| !t.is_empty()),
         conditions: Vec::new(),
     };
     with_conditions(previous, status, now)
@@ -86,23 +91,11 @@ pub fn held_up(
     let status = TaskRunStatus {
         phase: Some(previous.phase()),
         reason: Some(reason),
-        message: Some(first_bytes(message, MESSAGE_BYTES)),
+        message: Some(api_safe(message, MESSAGE_BYTES)),
         observed_generation: generation,
         ..previous.clone()
     };
     with_conditions(previous, status, now)
-}
-
-/// The first `max` bytes of `text`, cut at a character boundary.
-fn first_bytes(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
 }
 
 /// Sets `Succeeded` and `Done` from the phase, keeping each condition's transition time

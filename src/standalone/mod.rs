@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 pub use report::OutputFormat;
 
 use crate::api::{Phase, Reason, TaskRunSpec, TaskRunStatus};
-use crate::docker::{DockerClient, DockerError, container_name};
+use crate::docker::{DEFAULT_CONTAINER_LOG_BYTES, DockerClient, DockerError, container_name};
 use crate::lifecycle::{self, Action, Executor, Observed, Run, decide};
 use input::{Task, load};
 use report::Reporter;
@@ -79,7 +79,12 @@ pub async fn run(options: RunOptions) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let executor = Executor::new(docker, options.node_name, PULL_TIMEOUT);
+    let executor = Executor::new(
+        docker,
+        options.node_name,
+        PULL_TIMEOUT,
+        DEFAULT_CONTAINER_LOG_BYTES,
+    );
     let reporter = Reporter::new(options.output);
 
     let statuses: Vec<TaskRunStatus> = futures::stream::iter(&tasks)
@@ -209,6 +214,7 @@ impl<'a> LocalRun<'a> {
         let now = Timestamp::now();
         let observed = Observed {
             uid: &self.uid,
+            node: executor.node(),
             spec: &self.spec,
             status: &self.status,
             container: container.as_ref(),

@@ -47,6 +47,7 @@ fn decide_at(
 ) -> Action {
     decide(Observed {
         uid: UID,
+        node: "n",
         spec,
         status,
         container,
