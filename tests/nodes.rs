@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{InspectContainerOptions, ListContainersOptionsBuilder};
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::ResourceExt;
 use taskrun_operator::api::{Phase, Reason, TaskRun};
 
@@ -298,4 +299,69 @@ async fn node_name_pins_a_run_and_an_unknown_node_leaves_it_pending() {
     let status = waiting.status.unwrap();
     assert_eq!(status.phase, Some(Phase::Pending));
     assert!(status.message.unwrap_or_default().contains("ghost"));
+}
+
+#[tokio::test]
+async fn an_agent_back_after_its_lease_expired_never_shares_a_run_with_a_peer() {
+    let node_b = node_b_docker();
+    let ns = TestNamespace::new("returning").await;
+    let _cleanup = NodeBCleanup(node_b.clone(), ns.name.clone());
+    let (a, b) = (format!("{}-a", ns.name), format!("{}-b", ns.name));
+
+    // Node a's agent leaves a Lease behind and stays away longer than the Lease lasts.
+    let leases: kube::Api<Lease> = kube::Api::namespaced(ns.client.clone(), &ns.name);
+    let mut first_a = ControllerProcess::start_node(&ns.name, &a, MAIN_DOCKER, &LEASE);
+    let lease_name = format!("taskrun-node-{a}");
+    let expiry = loop {
+        if let Some(lease) = leases.get_opt(&lease_name).await.unwrap() {
+            let spec = lease.spec.unwrap();
+            let renewed = spec.renew_time.unwrap().0;
+            let seconds = spec.lease_duration_seconds.unwrap();
+            break renewed + jiff::SignedDuration::from_secs(i64::from(seconds));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    first_a.kill();
+    let until_expired = expiry.duration_since(jiff::Timestamp::now()).unsigned_abs();
+    tokio::time::sleep(until_expired + Duration::from_millis(500)).await;
+
+    // Runs wait while node a's agent comes back and node b's starts beside it.
+    let names: Vec<String> = (0..30).map(|i| format!("run-{i}")).collect();
+    for name in &names {
+        ns.create(&common::taskrun_yaml(
+            name,
+            "image: busybox\ncommand: [sleep, '1']\ncleanup: Never",
+        ))
+        .await;
+    }
+    let capacity = ["--max-running", "8"];
+    let _agent_b =
+        ControllerProcess::start_node(&ns.name, &b, &node_b, &[&capacity[..], &LEASE[..]].concat());
+    let _agent_a = ControllerProcess::start_node(
+        &ns.name,
+        &a,
+        MAIN_DOCKER,
+        &[&capacity[..], &LEASE[..]].concat(),
+    );
+
+    for name in &names {
+        let done = ns.wait_done(name).await;
+        let status = done.status.unwrap();
+        assert_eq!(
+            (status.phase, status.reason),
+            (Some(Phase::Succeeded), Some(Reason::Completed)),
+            "{name}: {:?}",
+            status.message
+        );
+    }
+    let on_a = runs_on(MAIN_DOCKER, &ns.name).await;
+    let on_b = runs_on(&node_b, &ns.name).await;
+    for name in &names {
+        assert!(
+            on_a.contains_key(name) != on_b.contains_key(name),
+            "{name} ran on exactly one node (a: {}, b: {})",
+            on_a.contains_key(name),
+            on_b.contains_key(name)
+        );
+    }
 }

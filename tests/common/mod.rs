@@ -256,6 +256,12 @@ impl ControllerProcess {
         Self::spawn(namespace, node, None, health_addr, &[])
     }
 
+    /// Starts the controller on the main Docker daemon with extra flags, its endpoints on
+    /// `health_addr`.
+    pub fn start_with(namespace: &str, node: &str, health_addr: &str, extra: &[&str]) -> Self {
+        Self::spawn(namespace, node, None, health_addr, extra)
+    }
+
     fn start_inner(namespace: &str, node: &str, docker_host: Option<String>) -> Self {
         Self::spawn(namespace, node, docker_host, "127.0.0.1:0", &[])
     }
@@ -449,4 +455,32 @@ pub fn apply_deploy() {
         "kubectl apply -k deploy/: {}",
         String::from_utf8_lossy(&applied.stderr)
     );
+}
+
+/// A plain HTTP GET of `path` on `address`: the status code and the body.
+pub async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// A free loopback address for a controller's endpoints.
+pub fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// The value of an unlabelled counter or gauge in Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
