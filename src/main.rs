@@ -45,7 +45,7 @@ enum Command {
         container_log_max_bytes: u64,
         /// Address of the /healthz, /readyz and /metrics endpoints. Loopback by default, out of
         /// reach of the task containers; the DaemonSet serves on the pod's address.
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_socket_address)]
         health_addr: std::net::SocketAddr,
         /// Watch only this namespace instead of every namespace.
         #[arg(long, env = "WATCH_NAMESPACE")]
@@ -140,6 +140,18 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `ADDRESS:PORT`, the address in brackets or not, so `$(POD_IP):8080` works for IPv6 pods.
+fn parse_socket_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.parse().or_else(|_| {
+        let (ip, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{text:?} is not ADDRESS:PORT"))?;
+        let ip: std::net::IpAddr = ip.parse().map_err(|e| format!("{ip:?}: {e}"))?;
+        let port: u16 = port.parse().map_err(|e| format!("{port:?}: {e}"))?;
+        Ok((ip, port).into())
+    })
+}
+
 fn default_max_running() -> usize {
     std::thread::available_parallelism().map_or(1, |cpus| cpus.get()) * 8
 }
@@ -150,4 +162,26 @@ fn default_node_name() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_socket_address;
+
+    #[test]
+    fn socket_addresses_with_or_without_brackets() {
+        assert_eq!(
+            parse_socket_address("10.0.0.7:8080").unwrap().to_string(),
+            "10.0.0.7:8080"
+        );
+        assert_eq!(
+            parse_socket_address("fd00::7:8080").unwrap().to_string(),
+            "[fd00::7]:8080"
+        );
+        assert_eq!(
+            parse_socket_address("[fd00::7]:8080").unwrap().to_string(),
+            "[fd00::7]:8080"
+        );
+        assert!(parse_socket_address("pod:8080").is_err());
+    }
 }

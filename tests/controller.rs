@@ -613,11 +613,15 @@ async fn health_readiness_and_metrics_are_served() {
         "ready once the watch synced and Docker answers"
     );
     assert_eq!(
-        common::http_get(&address, "/healthz").await.map(|(code, _)| code),
+        common::http_get(&address, "/healthz")
+            .await
+            .map(|(code, _)| code),
         Some(200)
     );
     assert_eq!(
-        common::http_get(&address, "/nope").await.map(|(code, _)| code),
+        common::http_get(&address, "/nope")
+            .await
+            .map(|(code, _)| code),
         Some(404)
     );
 

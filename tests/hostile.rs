@@ -56,7 +56,9 @@ fn seeded_bytes(seed: u64, count: usize) -> Vec<u8> {
 /// schema's 4096 characters per argument).
 fn printing(bytes: &[u8]) -> String {
     let chunks: Vec<String> = bytes.chunks(900).map(printf_format).collect();
-    let script: String = (1..=chunks.len()).map(|i| format!("printf \"${i}\";")).collect();
+    let script: String = (1..=chunks.len())
+        .map(|i| format!("printf \"${i}\";"))
+        .collect();
     let args = chunks
         .iter()
         .map(|c| format!("'{}'", c.replace('\'', "''")))
@@ -90,11 +92,17 @@ async fn output_and_daemon_errors_with_any_byte_still_end_the_run() {
     .await;
 
     let del = ns.wait_done("del").await;
-    assert_eq!(outcome(&del), (Some(Phase::Succeeded), Some(Reason::Completed)));
+    assert_eq!(
+        outcome(&del),
+        (Some(Phase::Succeeded), Some(Reason::Completed))
+    );
     assert_eq!(status(&del).log_tail.as_deref(), Some("x\u{FFFD}y\n"));
 
     let every = ns.wait_done("every-byte").await;
-    assert_eq!(outcome(&every), (Some(Phase::Succeeded), Some(Reason::Completed)));
+    assert_eq!(
+        outcome(&every),
+        (Some(Phase::Succeeded), Some(Reason::Completed))
+    );
     let tail = status(&every).log_tail.clone().unwrap_or_default();
     assert!(
         tail.contains("0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ") && tail.contains('\u{FFFD}'),
@@ -109,7 +117,10 @@ async fn output_and_daemon_errors_with_any_byte_still_end_the_run() {
     );
 
     let workdir = ns.wait_done("bad-working-dir").await;
-    assert_eq!(outcome(&workdir), (Some(Phase::Failed), Some(Reason::StartFailed)));
+    assert_eq!(
+        outcome(&workdir),
+        (Some(Phase::Failed), Some(Reason::StartFailed))
+    );
     let message = status(&workdir).message.clone().unwrap_or_default();
     assert!(message.contains("/bin/busybox/x"), "{message}");
 }
@@ -206,7 +217,9 @@ async fn container_events_do_not_bypass_the_backoff_of_a_failing_run() {
         .await;
 
     let metrics = || async {
-        let (_, text) = common::http_get(&address, "/metrics").await.unwrap_or_default();
+        let (_, text) = common::http_get(&address, "/metrics")
+            .await
+            .unwrap_or_default();
         (
             common::metric(&text, "taskrun_reconciles_total").unwrap_or(0.0),
             common::metric(&text, "taskrun_reconcile_errors_total").unwrap_or(0.0),
@@ -222,7 +235,10 @@ async fn container_events_do_not_bypass_the_backoff_of_a_failing_run() {
     // Forty containers labelled as the run's come and go: forty destroy events for it.
     let docker = common::docker().await;
     let labels = HashMap::from([
-        ("taskrun.dev/managed-by".to_string(), "taskrun-operator".to_string()),
+        (
+            "taskrun.dev/managed-by".to_string(),
+            "taskrun-operator".to_string(),
+        ),
         ("taskrun.dev/namespace".to_string(), ns.name.clone()),
         ("taskrun.dev/name".to_string(), "stuck".to_string()),
         ("taskrun.dev/uid".to_string(), "not-a-taskrun".to_string()),
@@ -252,7 +268,10 @@ async fn container_events_do_not_bypass_the_backoff_of_a_failing_run() {
         "{} passes in {seconds:.1} s for 40 container events",
         after - before
     );
-    assert!(status_of(&ns, "stuck").await.is_none(), "every status write was refused");
+    assert!(
+        status_of(&ns, "stuck").await.is_none(),
+        "every status write was refused"
+    );
     ns.taskruns()
         .delete("stuck", &DeleteParams::default())
         .await
@@ -266,7 +285,12 @@ async fn status_of(ns: &TestNamespace, name: &str) -> Option<TaskRunStatus> {
 #[tokio::test]
 async fn malformed_image_names_are_refused_or_end_the_run_without_holding_the_node() {
     let ns = TestNamespace::new("images").await;
-    for image in ["BusyBox:latest", "busybox:", "busybox@sha256:abc", "busybox@"] {
+    for image in [
+        "BusyBox:latest",
+        "busybox:",
+        "busybox@sha256:abc",
+        "busybox@",
+    ] {
         let manifest = common::taskrun_yaml("bad", &format!("image: '{image}'"));
         let taskrun: TaskRun = serde_yaml::from_str(&manifest).unwrap();
         match ns.taskruns().create(&Default::default(), &taskrun).await {
@@ -282,7 +306,10 @@ async fn malformed_image_names_are_refused_or_end_the_run_without_holding_the_no
     let _controller =
         ControllerProcess::start_with(&ns.name, &ns.node(), "127.0.0.1:0", &["--max-running", "1"]);
     let too_long = "a".repeat(300);
-    for (name, policy) in [("long-if-not-present", "IfNotPresent"), ("long-never", "Never")] {
+    for (name, policy) in [
+        ("long-if-not-present", "IfNotPresent"),
+        ("long-never", "Never"),
+    ] {
         ns.create(&common::taskrun_yaml(
             name,
             &format!("image: {too_long}\nimagePullPolicy: {policy}"),
@@ -305,7 +332,11 @@ async fn malformed_image_names_are_refused_or_end_the_run_without_holding_the_no
         assert!(message.contains("255 characters"), "{name}: {message}");
     }
     let after = ns.wait_done("after").await;
-    assert_eq!(outcome(&after).0, Some(Phase::Succeeded), "the node's one place was freed");
+    assert_eq!(
+        outcome(&after).0,
+        Some(Phase::Succeeded),
+        "the node's one place was freed"
+    );
 }
 
 #[tokio::test]
@@ -321,7 +352,10 @@ async fn a_claim_copied_from_a_node_that_never_existed_is_released() {
         .await;
     let copied = ns.wait_done("copied").await;
     assert_eq!(outcome(&copied).0, Some(Phase::Succeeded));
-    assert_eq!(status(&copied).node_name.as_deref(), Some(ns.node().as_str()));
+    assert_eq!(
+        status(&copied).node_name.as_deref(),
+        Some(ns.node().as_str())
+    );
 
     ns.create("apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: deleted\n  annotations: {taskrun.dev/node: ghost-node}\n  finalizers: [taskrun.dev/container]\nspec:\n  image: busybox\n  nodeName: ghost-node\n")
         .await;
@@ -358,7 +392,11 @@ async fn a_flood_of_output_is_capped_on_the_node_and_the_tail_is_kept() {
     let done = ns.wait_done("flood").await;
     assert_eq!(outcome(&done).0, Some(Phase::Succeeded));
     let tail = status(&done).log_tail.clone().unwrap_or_default();
-    assert!(tail.ends_with("x\nEND\n") && tail.len() == 4096, "{} bytes", tail.len());
+    assert!(
+        tail.ends_with("x\nEND\n") && tail.len() == 4096,
+        "{} bytes",
+        tail.len()
+    );
 
     let docker = common::docker().await;
     let container = status(&done).container_id.clone().unwrap();
@@ -385,7 +423,9 @@ async fn cpu_limits_below_what_docker_enforces_are_refused() {
         );
         let taskrun: TaskRun = serde_yaml::from_str(&manifest).unwrap();
         match ns.taskruns().create(&Default::default(), &taskrun).await {
-            Err(kube::Error::Api(e)) => assert!(e.message.contains("at least 10m"), "{cpu}: {}", e.message),
+            Err(kube::Error::Api(e)) => {
+                assert!(e.message.contains("at least 10m"), "{cpu}: {}", e.message)
+            }
             other => panic!("cpu {cpu} was not refused: {other:?}"),
         }
     }
@@ -420,8 +460,11 @@ async fn the_longest_taskrun_name_still_gets_its_events() {
         "d".repeat(61)
     );
     assert_eq!(name.len(), 253);
-    ns.create(&common::taskrun_yaml(&name, "image: busybox\ncommand: ['true']"))
-        .await;
+    ns.create(&common::taskrun_yaml(
+        &name,
+        "image: busybox\ncommand: ['true']",
+    ))
+    .await;
     let done = ns.wait_done(&name).await;
     assert_eq!(outcome(&done).0, Some(Phase::Succeeded));
     let events: Api<Event> = Api::namespaced(ns.client.clone(), &ns.name);

@@ -219,4 +219,78 @@ mod tests {
             "a run with a container is never released"
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::api::Phase;
+
+        fn node_state() -> impl Strategy<Value = NodeState> {
+            prop_oneof![
+                Just(NodeState::Live),
+                Just(NodeState::Lost),
+                Just(NodeState::Unknown),
+                Just(NodeState::Absent),
+            ]
+        }
+
+        fn node() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("a".to_string()),
+                Just("b".to_string()),
+                Just("c".to_string())
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn a_run_is_never_taken_from_a_node_that_may_run_it(
+                phase in proptest::option::of(prop_oneof![
+                    Just(Phase::Pending), Just(Phase::Running), Just(Phase::Succeeded),
+                    Just(Phase::Failed), Just(Phase::Cancelled),
+                ]),
+                container_id in proptest::option::of(Just("c1".to_string())),
+                claimed_by in proptest::option::of(node()),
+                pinned in proptest::option::of(node()),
+                cancel in any::<bool>(),
+                can_take in any::<bool>(),
+                states in proptest::collection::vec(node_state(), 3),
+            ) {
+                let mut spec = TaskRunSpec::for_image("busybox");
+                spec.node_name = pinned;
+                spec.cancel = cancel;
+                let status = TaskRunStatus { phase, container_id, ..TaskRunStatus::default() };
+                let state_of = |node: &str| match node {
+                    "a" => states[0],
+                    "b" => states[1],
+                    _ => states[2],
+                };
+                let claim = Claim {
+                    spec: &spec,
+                    status: &status,
+                    claimed_by: claimed_by.as_deref(),
+                    node: "a",
+                    can_take,
+                };
+                let placement = place(claim, state_of);
+                match &placement {
+                    Placement::Mine => prop_assert_eq!(claimed_by.as_deref(), Some("a")),
+                    Placement::Claim => prop_assert!(claimed_by.is_none() && (can_take || cancel)),
+                    Placement::Release { node } => {
+                        prop_assert_eq!(state_of(node), NodeState::Absent);
+                        prop_assert!(status.container_id.is_none() && !status.phase().is_final());
+                    }
+                    Placement::Lost { node } => {
+                        prop_assert!(matches!(state_of(node), NodeState::Lost | NodeState::Absent));
+                        prop_assert!(!status.phase().is_final());
+                    }
+                    Placement::Full | Placement::Elsewhere | Placement::Unavailable { .. } => {}
+                }
+                if claimed_by.as_deref().is_some_and(|owner| owner != "a") {
+                    prop_assert!(!matches!(placement, Placement::Mine | Placement::Claim));
+                }
+            }
+        }
+    }
 }

@@ -384,3 +384,185 @@ fn a_sigkill_under_a_memory_limit_waits_for_the_oom_report_before_recording() {
         (Reason::Error, Some(137))
     );
 }
+
+#[test]
+fn a_run_started_on_another_node_is_never_called_lost_by_this_one() {
+    let started_elsewhere = status(&format!("{RUNNING}\nnodeName: other"));
+    let Action::RecordEnd(ending) =
+        decide_at(&spec("image: busybox"), &started_elsewhere, None, 200)
+    else {
+        panic!()
+    };
+    assert_eq!(ending.reason, Reason::NodeLost);
+    assert!(ending.message.contains("node other"), "{}", ending.message);
+    let started_here = status(&format!("{RUNNING}\nnodeName: n"));
+    let Action::RecordEnd(ending) = decide_at(&spec("image: busybox"), &started_here, None, 200)
+    else {
+        panic!()
+    };
+    assert_eq!(ending.reason, Reason::ContainerLost);
+}
+
+#[test]
+fn a_sigkill_exit_says_who_may_have_sent_it() {
+    let c = container(exited(137, 100, 110));
+    let Action::RecordExit { ending, .. } =
+        decide_at(&spec("image: busybox"), &status(RUNNING), Some(&c), 120)
+    else {
+        panic!()
+    };
+    assert_eq!(ending.reason, Reason::Error);
+    assert!(ending.message.contains("SIGKILL"), "{}", ending.message);
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+
+    fn time() -> impl Strategy<Value = Timestamp> {
+        (0i64..1_000).prop_map(at)
+    }
+
+    fn spec() -> impl Strategy<Value = TaskRunSpec> {
+        (
+            any::<bool>(),
+            proptest::option::of(1i64..100),
+            prop_oneof![
+                Just(CleanupPolicy::Always),
+                Just(CleanupPolicy::OnSuccess),
+                Just(CleanupPolicy::Never)
+            ],
+            proptest::option::of(0i64..100),
+            any::<bool>(),
+        )
+            .prop_map(|(cancel, timeout, cleanup, ttl, memory)| {
+                let mut spec = TaskRunSpec::for_image("busybox");
+                spec.cancel = cancel;
+                spec.timeout_seconds = timeout;
+                spec.cleanup = cleanup;
+                spec.ttl_seconds_after_finished = ttl;
+                if memory {
+                    spec.resources = serde_yaml::from_str("limits: {memory: 32Mi}").ok();
+                }
+                spec
+            })
+    }
+
+    fn phase() -> impl Strategy<Value = Option<Phase>> {
+        proptest::option::of(prop_oneof![
+            Just(Phase::Pending),
+            Just(Phase::Running),
+            Just(Phase::Succeeded),
+            Just(Phase::Failed),
+            Just(Phase::Cancelled),
+        ])
+    }
+
+    fn status() -> impl Strategy<Value = TaskRunStatus> {
+        (
+            phase(),
+            proptest::option::of(Just("c1".to_string())),
+            proptest::option::of(prop_oneof![
+                Just("n".to_string()),
+                Just("other".to_string())
+            ]),
+            proptest::option::of(time()),
+            proptest::option::of(time()),
+        )
+            .prop_map(|(phase, container_id, node_name, started, completed)| {
+                TaskRunStatus {
+                    phase,
+                    container_id,
+                    node_name,
+                    start_time: started.map(Time),
+                    completion_time: completed.map(Time),
+                    ..TaskRunStatus::default()
+                }
+            })
+    }
+
+    fn state() -> impl Strategy<Value = ContainerState> {
+        prop_oneof![
+            proptest::option::of(Just("start failed".to_string()))
+                .prop_map(|error| ContainerState::Created { error }),
+            time().prop_map(|started_at| ContainerState::Running { started_at }),
+            (
+                -1i64..256,
+                any::<bool>(),
+                proptest::option::of(time()),
+                proptest::option::of(time()),
+                proptest::option::of(Just("failed".to_string())),
+            )
+                .prop_map(|(exit_code, oom_killed, started_at, finished_at, error)| {
+                    ContainerState::Exited {
+                        exit_code,
+                        oom_killed,
+                        started_at,
+                        finished_at,
+                        error,
+                    }
+                }),
+        ]
+    }
+
+    fn observed_container() -> impl Strategy<Value = Option<ObservedContainer>> {
+        proptest::option::of((state(), any::<bool>()).prop_map(|(state, ours)| {
+            let mut observed = container(state);
+            if !ours {
+                observed.owner = None;
+            }
+            observed
+        }))
+    }
+
+    proptest! {
+        #[test]
+        fn decide_never_panics_never_loops_and_never_reopens_an_ended_run(
+            spec in spec(),
+            status in status(),
+            container in observed_container(),
+            now in time(),
+        ) {
+            let action = decide(Observed {
+                uid: UID,
+                node: "n",
+                spec: &spec,
+                status: &status,
+                container: container.as_ref(),
+                now,
+            });
+            if let Action::Wait { until: Some(until) } = &action {
+                prop_assert!(*until > now, "a wait that is already over loops: {action:?}");
+            }
+            if status.phase().is_final() {
+                prop_assert!(
+                    matches!(
+                        action,
+                        Action::Wait { .. }
+                            | Action::Remove
+                            | Action::Stop { cause: StopCause::AlreadyEnded, .. }
+                    ),
+                    "an ended run changed: {action:?}"
+                );
+            }
+            match &action {
+                Action::Launch => prop_assert!(container.is_none(), "a second container"),
+                Action::Start { .. } => {
+                    let startable = matches!(
+                        container.as_ref().map(|c| (&c.state, c.owner.is_some())),
+                        Some((ContainerState::Created { error: None }, true))
+                    );
+                    prop_assert!(startable, "started {container:?}");
+                }
+                Action::RecordRunning { .. } | Action::RecordExit { .. } | Action::Stop { .. } => {
+                    prop_assert!(container.as_ref().is_some_and(|c| c.owner.is_some()))
+                }
+                Action::RecordEnd(ending) => prop_assert!(ending.phase.is_final()),
+                Action::Remove | Action::Wait { .. } => {}
+            }
+        }
+    }
+}
