@@ -36,13 +36,16 @@ cargo build --quiet --bins
 kubectl apply --server-side --force-conflicts -f crds/taskrun.yaml >/dev/null
 kubectl wait --for condition=established crd/taskruns.taskrun.dev --timeout=60s >/dev/null
 
+kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 mkdir -p "$state"
 stop_controller
-log "starting the operator (log: $state/controller.log)"
-nohup setsid target/debug/taskrun controller --node-name "$(hostname)" >"$state/controller.log" 2>&1 &
+# The demo's agent watches the demo namespace only: runs elsewhere (a test's, a user's) are
+# never its business.
+log "starting the operator for namespace $namespace (log: $state/controller.log)"
+nohup setsid target/debug/taskrun controller --node-name "$(hostname)" --namespace "$namespace" \
+  >"$state/controller.log" 2>&1 </dev/null &
 echo $! >"$controller_pid"
 
-kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl delete taskruns --all -n "$namespace" --wait=true >/dev/null
 log "applying examples/hello-gopher.yaml, examples/gopher-loops.yaml, examples/failing.yaml"
 for example in hello-gopher gopher-loops failing; do

@@ -50,6 +50,10 @@ enum Command {
         /// Watch only this namespace instead of every namespace.
         #[arg(long, env = "WATCH_NAMESPACE")]
         namespace: Option<String>,
+        /// Take only TaskRuns labelled `taskrun.dev/class=CLASS` (a separate set of agents, like
+        /// a Pod's schedulerName); without it, only TaskRuns without that label.
+        #[arg(long, value_parser = parse_class)]
+        class: Option<String>,
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
@@ -112,6 +116,7 @@ async fn main() -> ExitCode {
             container_log_max_bytes,
             health_addr,
             namespace,
+            class,
             log_format,
         } => {
             telemetry::init(log_format, "info,kube=warn");
@@ -124,6 +129,7 @@ async fn main() -> ExitCode {
                     .filter(|n| !n.is_empty())
                     .unwrap_or_else(|| "default".into()),
                 namespace: namespace.filter(|n| !n.is_empty()),
+                class,
                 health_address: health_addr,
                 max_running: max_running.unwrap_or_else(default_max_running).max(1),
                 lease_duration: Duration::from_secs(lease_duration_seconds.max(1)),
@@ -137,6 +143,21 @@ async fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// A label value: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter
+/// or digit.
+fn parse_class(text: &str) -> Result<String, String> {
+    let edges_alphanumeric = text.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && text.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let allowed = text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if text.len() <= 63 && edges_alphanumeric && allowed {
+        Ok(text.to_string())
+    } else {
+        Err(format!("{text:?} is not a label value"))
     }
 }
 

@@ -206,6 +206,8 @@ async fn the_operator_image_runs_with_only_what_a_pod_has() {
             "controller",
             "--namespace",
             &ns.name,
+            "--class",
+            &ns.name,
             "--health-addr",
             "127.0.0.1:0",
         ])

@@ -307,25 +307,32 @@ async fn an_agent_back_after_its_lease_expired_never_shares_a_run_with_a_peer() 
     let ns = TestNamespace::new("returning").await;
     let _cleanup = NodeBCleanup(node_b.clone(), ns.name.clone());
     let (a, b) = (format!("{}-a", ns.name), format!("{}-b", ns.name));
+    // A longer Lease, so the peer's view of node a stays stale for longer between its looks.
+    let lease = ["--lease-duration-seconds", "6"];
+    let leases: kube::Api<Lease> = kube::Api::namespaced(ns.client.clone(), &ns.name);
+    let lease_of = |node: &str| {
+        let leases = leases.clone();
+        let name = format!("taskrun-node-{node}");
+        async move {
+            loop {
+                if let Some(lease) = leases.get_opt(&name).await.unwrap() {
+                    let spec = lease.spec.unwrap();
+                    let seconds = spec.lease_duration_seconds.unwrap();
+                    break spec.renew_time.unwrap().0
+                        + jiff::SignedDuration::from_secs(i64::from(seconds));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
 
     // Node a's agent leaves a Lease behind and stays away longer than the Lease lasts.
-    let leases: kube::Api<Lease> = kube::Api::namespaced(ns.client.clone(), &ns.name);
-    let mut first_a = ControllerProcess::start_node(&ns.name, &a, MAIN_DOCKER, &LEASE);
-    let lease_name = format!("taskrun-node-{a}");
-    let expiry = loop {
-        if let Some(lease) = leases.get_opt(&lease_name).await.unwrap() {
-            let spec = lease.spec.unwrap();
-            let renewed = spec.renew_time.unwrap().0;
-            let seconds = spec.lease_duration_seconds.unwrap();
-            break renewed + jiff::SignedDuration::from_secs(i64::from(seconds));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let mut first_a = ControllerProcess::start_node(&ns.name, &a, MAIN_DOCKER, &lease);
+    let expiry = lease_of(&a).await;
     first_a.kill();
     let until_expired = expiry.duration_since(jiff::Timestamp::now()).unsigned_abs();
     tokio::time::sleep(until_expired + Duration::from_millis(500)).await;
 
-    // Runs wait while node a's agent comes back and node b's starts beside it.
     let names: Vec<String> = (0..30).map(|i| format!("run-{i}")).collect();
     for name in &names {
         ns.create(&common::taskrun_yaml(
@@ -334,14 +341,20 @@ async fn an_agent_back_after_its_lease_expired_never_shares_a_run_with_a_peer() 
         ))
         .await;
     }
-    let capacity = ["--max-running", "8"];
-    let _agent_b =
-        ControllerProcess::start_node(&ns.name, &b, &node_b, &[&capacity[..], &LEASE[..]].concat());
+    // The peer starts first and sees node a's expired Lease; node a's agent comes back while
+    // the peer still believes it lost.
+    let _agent_b = ControllerProcess::start_node(
+        &ns.name,
+        &b,
+        &node_b,
+        &[&["--max-running", "2"][..], &lease[..]].concat(),
+    );
+    lease_of(&b).await;
     let _agent_a = ControllerProcess::start_node(
         &ns.name,
         &a,
         MAIN_DOCKER,
-        &[&capacity[..], &LEASE[..]].concat(),
+        &[&["--max-running", "8"][..], &lease[..]].concat(),
     );
 
     for name in &names {

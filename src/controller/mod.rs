@@ -44,6 +44,8 @@ pub struct ControllerConfig {
     pub sweep_interval: Duration,
     /// Watch only this namespace; every namespace when unset.
     pub namespace: Option<String>,
+    /// Take only the TaskRuns of this class; only those of no class when unset.
+    pub class: Option<String>,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub health_address: std::net::SocketAddr,
     /// Most runs this node takes at once.
@@ -83,6 +85,18 @@ fn slim(taskrun: &mut DeserializeGuard<TaskRun>) {
     metadata.managed_fields = None;
     if let Some(annotations) = metadata.annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// The label that puts a TaskRun in a class of agents, as `spec.schedulerName` does for Pods:
+/// agents of one class never see another's runs.
+pub const CLASS_LABEL: &str = "taskrun.dev/class";
+
+/// The label selector of the TaskRuns an agent of `class` takes.
+fn class_selector(class: Option<&str>) -> String {
+    match class {
+        Some(class) => format!("{CLASS_LABEL}={class}"),
+        None => format!("!{CLASS_LABEL}"),
     }
 }
 
@@ -127,7 +141,12 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
     };
     let writer = reflector::store::Writer::default();
     let cache = writer.as_reader();
-    let watched = watcher(taskruns, watcher::Config::default().any_semantic()).modify(slim);
+    let selector = class_selector(config.class.as_deref());
+    let watched = watcher(
+        taskruns,
+        watcher::Config::default().any_semantic().labels(&selector),
+    )
+    .modify(slim);
     let controller = Controller::for_stream(reflector(writer, watched).applied_objects(), cache)
         .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .reconcile_on(ReceiverStream::new(stopped_rx))

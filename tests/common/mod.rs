@@ -12,7 +12,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
-use kube::{Api, Client, CustomResourceExt};
+use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use taskrun_operator::controller::CLASS_LABEL;
 use taskrun_operator::api::TaskRun;
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -125,9 +126,13 @@ impl TestNamespace {
         ControllerProcess::start(&self.name, &self.node())
     }
 
-    /// Creates a TaskRun from YAML (the namespace is filled in).
+    /// Creates a TaskRun from YAML (the namespace is filled in), in this test's class, so only
+    /// the agents this test starts ever see it.
     pub async fn create(&self, yaml: &str) -> TaskRun {
-        let taskrun: TaskRun = serde_yaml::from_str(yaml).expect("test TaskRun parses");
+        let mut taskrun: TaskRun = serde_yaml::from_str(yaml).expect("test TaskRun parses");
+        taskrun
+            .labels_mut()
+            .insert(CLASS_LABEL.to_string(), self.name.clone());
         self.taskruns()
             .create(&PostParams::default(), &taskrun)
             .await
@@ -302,6 +307,8 @@ impl ControllerProcess {
                 "--health-addr",
                 health_addr,
                 "--namespace",
+                namespace,
+                "--class",
                 namespace,
                 "--node-name",
                 node,
