@@ -13,8 +13,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
-use taskrun_operator::controller::CLASS_LABEL;
 use taskrun_operator::api::TaskRun;
+use taskrun_operator::controller::CLASS_LABEL;
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
