@@ -7,14 +7,33 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::get;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use super::context::{Context, DURATION_BUCKETS};
 use crate::api::{Phase, TaskRun};
+
+/// The content type of the Prometheus text format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
+
+/// What the handlers read.
+#[derive(Clone)]
+struct Endpoints {
+    context: Arc<Context>,
+    store: Store<DeserializeGuard<TaskRun>>,
+}
+
+/// Binds the endpoint address.
+pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).await
+}
 
 /// Serves the endpoints on `listener` until the task is dropped.
 pub async fn serve(
@@ -25,51 +44,21 @@ pub async fn serve(
     if let Ok(address) = listener.local_addr() {
         info!(%address, "serving /healthz, /readyz and /metrics");
     }
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let context = context.clone();
-        let store = store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = respond(stream, &context, &store).await {
-                warn!(error = %e, "health endpoint request failed");
-            }
-        });
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(Endpoints { context, store });
+    if let Err(e) = axum::serve(listener, router).await {
+        warn!(error = %e, "the health and metrics endpoints stopped");
     }
 }
 
-/// Binds the endpoint address.
-pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(address).await
-}
-
-async fn respond(
-    mut stream: TcpStream,
-    context: &Context,
-    store: &Store<DeserializeGuard<TaskRun>>,
-) -> std::io::Result<()> {
-    let mut request = [0u8; 2048];
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut request))
-        .await
-        .unwrap_or(Ok(0))?;
-    let head = String::from_utf8_lossy(&request[..read]);
-    let path = head.split_whitespace().nth(1).unwrap_or("/");
-    let (status, body) = match path {
-        "/healthz" => ("200 OK", "ok\n".to_string()),
-        "/readyz" => match readiness(context, store).await {
-            Ok(()) => ("200 OK", "ok\n".to_string()),
-            Err(reason) => ("503 Service Unavailable", format!("{reason}\n")),
-        },
-        "/metrics" => ("200 OK", metrics_text(context, store)),
-        _ => ("404 Not Found", "not found\n".to_string()),
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+async fn readyz(State(endpoints): State<Endpoints>) -> (StatusCode, String) {
+    match readiness(&endpoints.context, &endpoints.store).await {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+    }
 }
 
 async fn readiness(
@@ -85,6 +74,15 @@ async fn readiness(
         Ok(Ok(())) => Ok(()),
         _ => Err("the Docker daemon does not answer"),
     }
+}
+
+async fn metrics(
+    State(Endpoints { context, store }): State<Endpoints>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(CONTENT_TYPE, PROMETHEUS_TEXT)],
+        metrics_text(&context, &store),
+    )
 }
 
 fn metrics_text(context: &Context, store: &Store<DeserializeGuard<TaskRun>>) -> String {
