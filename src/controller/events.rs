@@ -58,7 +58,9 @@ impl Events {
                         let namespace = event.metadata.namespace.clone().unwrap_or_default();
                         let events: Api<Event> = Api::namespaced(client, &namespace);
                         match events.create(&PostParams::default(), &event).await {
-                            Ok(_) => Metrics::count(&metrics.events_published),
+                            Ok(_) => {
+                                metrics.events_published.inc();
+                            }
                             Err(e) => warn!(error = %e, "could not publish an Event"),
                         }
                     }
@@ -76,7 +78,7 @@ impl Events {
     pub fn publish(&self, taskrun: &TaskRun, type_: EventType, reason: &str, note: &str) {
         let event = event(taskrun, type_, reason, note, &self.node, Timestamp::now());
         if self.queue.try_send(event).is_err() {
-            Metrics::count(&self.metrics.events_dropped);
+            self.metrics.events_dropped.inc();
         }
     }
 }

@@ -1,27 +1,26 @@
 //! The operator's own endpoints on one port: `/healthz` (the process serves), `/readyz` (the
-//! TaskRun cache has synced and the Docker daemon answers) and `/metrics` (Prometheus text).
+//! TaskRun cache has synced and the Docker daemon answers) and `/metrics` (OpenMetrics text).
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use super::context::{Context, DURATION_BUCKETS};
+use super::context::{Context, PhaseLabel};
 use crate::api::{Phase, TaskRun};
 
-/// The content type of the Prometheus text format.
-const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
+/// The content type of the OpenMetrics text format.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -76,65 +75,25 @@ async fn readiness(
     }
 }
 
-async fn metrics(
-    State(Endpoints { context, store }): State<Endpoints>,
-) -> ([(axum::http::HeaderName, &'static str); 1], String) {
-    (
-        [(CONTENT_TYPE, PROMETHEUS_TEXT)],
-        metrics_text(&context, &store),
-    )
+async fn metrics(State(Endpoints { context, store }): State<Endpoints>) -> Response {
+    set_gauges(&context, &store);
+    match context.metrics.encode() {
+        Ok(text) => ([(CONTENT_TYPE, OPENMETRICS)], text).into_response(),
+        Err(e) => {
+            warn!(error = %e, "could not encode the metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
-fn metrics_text(context: &Context, store: &Store<DeserializeGuard<TaskRun>>) -> String {
+/// Sets the gauges to what this node and the TaskRun cache show now.
+fn set_gauges(context: &Context, store: &Store<DeserializeGuard<TaskRun>>) {
     let metrics = &context.metrics;
-    let mut text = String::new();
-    let counters = [
-        (
-            "taskrun_reconciles_total",
-            "Reconcile passes run.",
-            &metrics.reconciles,
-        ),
-        (
-            "taskrun_reconcile_errors_total",
-            "Reconcile passes that failed and were retried.",
-            &metrics.reconcile_errors,
-        ),
-        (
-            "taskrun_status_writes_total",
-            "Status writes to the API server.",
-            &metrics.status_writes,
-        ),
-        (
-            "taskrun_containers_started_total",
-            "Containers started.",
-            &metrics.containers_started,
-        ),
-        (
-            "taskrun_containers_removed_total",
-            "Containers removed.",
-            &metrics.containers_removed,
-        ),
-        (
-            "taskrun_events_published_total",
-            "Kubernetes Events published.",
-            &metrics.events_published,
-        ),
-        (
-            "taskrun_events_dropped_total",
-            "Kubernetes Events dropped because too many were waiting to be published.",
-            &metrics.events_dropped,
-        ),
-    ];
-    for (name, help, counter) in counters {
-        let _ = writeln!(
-            text,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            counter.load(Ordering::Relaxed)
-        );
-    }
-
+    metrics
+        .runs_held
+        .set(i64::try_from(context.nodes.held()).unwrap_or(i64::MAX));
     let mut phases = [
-        (Phase::Pending, 0u64),
+        (Phase::Pending, 0),
         (Phase::Running, 0),
         (Phase::Succeeded, 0),
         (Phase::Failed, 0),
@@ -151,37 +110,10 @@ fn metrics_text(context: &Context, store: &Store<DeserializeGuard<TaskRun>>) -> 
             }
         }
     }
-    let _ = writeln!(
-        text,
-        "# HELP taskrun_runs_held Runs this node has claimed and not finished.\n# TYPE taskrun_runs_held gauge\ntaskrun_runs_held {}",
-        context.nodes.held()
-    );
-    let _ = writeln!(
-        text,
-        "# HELP taskrun_taskruns TaskRuns watched, by phase.\n# TYPE taskrun_taskruns gauge"
-    );
     for (phase, count) in phases {
-        let _ = writeln!(text, "taskrun_taskruns{{phase=\"{phase}\"}} {count}");
+        let label = PhaseLabel {
+            phase: phase.to_string(),
+        };
+        metrics.taskruns.get_or_create(&label).set(count);
     }
-
-    let name = "taskrun_run_duration_seconds";
-    let _ = writeln!(
-        text,
-        "# HELP {name} Time from container start to the end of the run.\n# TYPE {name} histogram"
-    );
-    let mut cumulative = 0;
-    for (bound, bucket) in DURATION_BUCKETS.iter().zip(&metrics.run_duration_buckets) {
-        cumulative += bucket.load(Ordering::Relaxed);
-        let _ = writeln!(text, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-    }
-    let count = metrics.run_duration_count.load(Ordering::Relaxed);
-    let _ = writeln!(text, "{name}_bucket{{le=\"+Inf\"}} {count}");
-    let sum_millis = metrics.run_duration_millis.load(Ordering::Relaxed);
-    let _ = writeln!(
-        text,
-        "{name}_sum {}.{:03}\n{name}_count {count}",
-        sum_millis / 1000,
-        sum_millis % 1000
-    );
-    text
 }

@@ -10,7 +10,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Span, field, info, instrument, warn};
 
-use super::context::{Context, Metrics};
+use super::context::Context;
 use super::error::{Error, Result};
 use super::events::EventType;
 use super::{FIELD_MANAGER, leases};
@@ -40,7 +40,7 @@ pub async fn reconcile(
     if let Some(wait) = context.retry_wait(&object, Instant::now()) {
         return Ok(Requeue::requeue(wait));
     }
-    Metrics::count(&context.metrics.reconciles);
+    context.metrics.reconciles.inc();
     let taskrun = match &guard.0 {
         Ok(taskrun) => Arc::new(taskrun.clone()),
         Err(invalid) => {
@@ -285,7 +285,7 @@ pub fn error_policy(
     error: &Error,
     context: Arc<Context>,
 ) -> Requeue {
-    Metrics::count(&context.metrics.reconcile_errors);
+    context.metrics.reconcile_errors.inc();
     let delay = context.backoff(&ObjectRef::from_obj(&*guard), Instant::now());
     warn!(error = %error, retry_in = ?delay, "reconcile failed");
     Requeue::requeue(delay)
@@ -389,7 +389,7 @@ async fn cleanup(taskrun: &TaskRun, context: &Context) -> Result<()> {
             .remove_container(&container.id)
             .await
             .map_err(Error::Docker)?;
-        Metrics::count(&context.metrics.containers_removed);
+        context.metrics.containers_removed.inc();
         info!(container = %container.name, "removed the container of a deleted TaskRun");
     }
     Ok(())
@@ -422,7 +422,7 @@ async fn write_status(
         .await
     {
         Ok(_) => {
-            Metrics::count(&context.metrics.status_writes);
+            context.metrics.status_writes.inc();
             Ok(true)
         }
         Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
@@ -455,10 +455,10 @@ fn requeue_after(outcome: &Outcome, now: Timestamp) -> Requeue {
 /// Counts a step of the run and tells about it in an Event.
 fn announce(taskrun: &TaskRun, transition: &Transition, context: &Context) {
     if let Transition::Started { .. } = transition {
-        Metrics::count(&context.metrics.containers_started);
+        context.metrics.containers_started.inc();
     }
     if let Transition::Removed { .. } = transition {
-        Metrics::count(&context.metrics.containers_removed);
+        context.metrics.containers_removed.inc();
     }
     if let Transition::Ended(Ending {
         started_at: Some(started),

@@ -7,7 +7,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
-use super::context::{Context, Metrics};
+use super::context::Context;
 use crate::api::TaskRun;
 use crate::docker::ContainerOwner;
 
@@ -55,7 +55,7 @@ pub async fn sweep_orphans(
             }
             match docker.remove_container(&id).await {
                 Ok(()) => {
-                    Metrics::count(&context.metrics.containers_removed);
+                    context.metrics.containers_removed.inc();
                     info!(container = %id, namespace = %owner.namespace, name = %owner.name, "removed the container of a deleted TaskRun");
                 }
                 Err(e) => warn!(error = %e, "orphan sweep could not remove a container"),
