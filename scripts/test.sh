@@ -20,6 +20,13 @@ trap report EXIT
 
 phase tools scripts/tools.sh
 export PATH="$(tools_bin_dir):$PATH"
+# The endpoints test parses /metrics with promtool, from Debian's prometheus package.
+if ! command -v promtool >/dev/null 2>&1; then
+  [[ $(id -u) == 0 ]] || die "the tests need promtool (Debian's prometheus) and installing it needs root"
+  log "installing Debian's prometheus for promtool"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 phase docker scripts/docker-up.sh
 if [[ -z "${KUBECONFIG:-}" ]]; then
   phase cluster scripts/cluster-up.sh

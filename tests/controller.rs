@@ -672,10 +672,75 @@ async fn health_readiness_and_metrics_are_served() {
         "{metrics}"
     );
     assert_eq!(value("taskrun_runs_held "), Some(0.0), "{metrics}");
-    assert!(
-        metrics.contains("taskrun_taskruns{phase=\"Succeeded\"}"),
+    assert_eq!(
+        value("taskrun_taskruns{phase=\"Succeeded\"} "),
+        Some(1.0),
         "{metrics}"
     );
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+    let problems = promtool_problems(&metrics);
+    assert!(problems.is_empty(), "promtool: {problems:?}\n{metrics}");
+
+    // A scraper picks its parser by the content type.
+    let head = http_head(&address, "/metrics").await;
+    assert!(
+        head.lines().any(|line| line.eq_ignore_ascii_case(
+            "content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+        )),
+        "{head}"
+    );
+}
+
+/// What `promtool check metrics` finds wrong with `text`. It reads the classic Prometheus text
+/// format, where a counter's family is named with its `_total`; in OpenMetrics the family is
+/// named without it, so promtool sees every counter sample without help text. That one
+/// complaint about a sample of a declared counter is left out; any other is returned, as is a
+/// failure to parse.
+fn promtool_problems(text: &str) -> Vec<String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (Debian's prometheus package; scripts/test.sh installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&output.stderr);
+    // promtool exits 1 when the text does not parse and 3 when it has lint problems.
+    if !matches!(output.status.code(), Some(0 | 3)) {
+        return vec![format!("{}: {report}", output.status)];
+    }
+    report
+        .lines()
+        .filter(|line| {
+            let counter = line
+                .strip_suffix("_total no help text")
+                .is_some_and(|family| text.contains(&format!("# TYPE {family} counter\n")));
+            !counter
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// The status line and headers of a GET of `path`.
+async fn http_head(address: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map_or(response.clone(), |(head, _)| head.to_string())
 }
 
 #[tokio::test]
