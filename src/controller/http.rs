@@ -69,7 +69,7 @@ async fn readiness(
     if !matches!(synced, Ok(Ok(()))) {
         return Err("the TaskRun watch has not synced yet");
     }
-    match tokio::time::timeout(Duration::from_secs(2), context.executor.docker().ping()).await {
+    match tokio::time::timeout(Duration::from_secs(2), context.executor.ping()).await {
         Ok(Ok(())) => Ok(()),
         _ => Err("the Docker daemon does not answer"),
     }

@@ -108,7 +108,7 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         .map_err(Error::KubeConfig)?;
     let docker = connect_docker().await;
     let executor = Executor::new(
-        docker.clone(),
+        Arc::new(docker),
         config.node_name.clone(),
         config.pull_timeout,
         config.container_log_max_bytes,
@@ -124,8 +124,7 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
     let (stopped_tx, stopped_rx) = mpsc::channel(1024);
     let (resync_tx, resync_rx) = mpsc::channel(1);
     let triggers = tokio::spawn(triggers::follow_container_stops(
-        docker.clone(),
-        config.node_name.clone(),
+        context.executor.clone(),
         stopped_tx.clone(),
         resync_tx.clone(),
     ));

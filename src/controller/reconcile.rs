@@ -17,7 +17,7 @@ use super::{FIELD_MANAGER, leases};
 use crate::api::{FINALIZER, Reason, TaskRun, TaskRunStatus};
 use crate::lifecycle::{
     self, Action, CLAIM_ANNOTATION, Claim, Ending, NodeState, Observed, Outcome, Placement, Run,
-    StopCause, Transition, decide, place,
+    StopCause, Transition, decide, decide_deletion, place,
 };
 
 /// How long a run that waits on nothing but Docker events goes before it is looked at again.
@@ -361,36 +361,17 @@ async fn apply(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Resu
     Ok(requeue_after(&outcome, Timestamp::now()))
 }
 
-/// Stops and removes the container of a TaskRun being deleted. A container already gone, or
-/// one that is not ours, leaves nothing to do.
+/// Stops and removes the container of a TaskRun being deleted, as the lifecycle decides.
 async fn cleanup(taskrun: &TaskRun, context: &Context) -> Result<()> {
     let Some(uid) = taskrun.uid() else {
         return Ok(());
     };
-    let container = context
-        .executor
-        .observe(&uid)
-        .await
-        .map_err(Error::Docker)?;
-    if let Some(container) = container.filter(|c| c.owner.as_ref().is_some_and(|o| o.uid == uid)) {
-        let docker = context.executor.docker();
-        let grace = Duration::from_secs(
-            taskrun
-                .spec
-                .termination_grace_period_seconds()
-                .max(0)
-                .unsigned_abs(),
-        );
-        docker
-            .stop_container(&container.id, grace)
-            .await
-            .map_err(Error::Docker)?;
-        docker
-            .remove_container(&container.id)
-            .await
-            .map_err(Error::Docker)?;
+    let executor = &context.executor;
+    let container = executor.observe(&uid).await.map_err(Error::Docker)?;
+    let deletion = decide_deletion(&uid, &taskrun.spec, container.as_ref());
+    if executor.delete(deletion).await.map_err(Error::Docker)? {
         context.metrics.containers_removed.inc();
-        info!(container = %container.name, "removed the container of a deleted TaskRun");
+        info!("removed the container of a deleted TaskRun");
     }
     Ok(())
 }

@@ -27,8 +27,7 @@ pub async fn sweep_orphans(
             .map(|guard| ObjectRef::from_obj(&**guard))
             .collect();
         context.forget_failures_except(&existing);
-        let docker = context.executor.docker();
-        let containers = match docker.list_managed(context.executor.node()).await {
+        let containers = match context.executor.containers().await {
             Ok(containers) => containers,
             Err(e) => {
                 warn!(error = %e, "orphan sweep could not list containers");
@@ -53,7 +52,7 @@ pub async fn sweep_orphans(
                     continue;
                 }
             }
-            match docker.remove_container(&id).await {
+            match context.executor.remove_orphan(&id).await {
                 Ok(()) => {
                     context.metrics.containers_removed.inc();
                     info!(container = %id, namespace = %owner.namespace, name = %owner.name, "removed the container of a deleted TaskRun");

@@ -13,21 +13,19 @@ use kube::{Resource, ResourceExt};
 
 use super::context::Context;
 use crate::api::TaskRun;
-use crate::docker::DockerClient;
-use crate::lifecycle::CLAIM_ANNOTATION;
+use crate::lifecycle::{CLAIM_ANNOTATION, Executor};
 
 /// Turns the daemon's container events into reconciles of the owning TaskRuns, so an exit is
 /// seen when it happens. When the event stream breaks (daemon restart), it reconnects and asks
 /// for every TaskRun to be looked at again, since events in between are lost.
 pub async fn follow_container_stops(
-    docker: DockerClient,
-    node: String,
+    executor: Executor,
     stopped: mpsc::Sender<ObjectRef<DeserializeGuard<TaskRun>>>,
     resync: mpsc::Sender<()>,
 ) {
     let mut delay = Duration::from_millis(250);
     loop {
-        let mut events = Box::pin(docker.container_stops(&node));
+        let mut events = executor.container_stops();
         while let Some(event) = events.next().await {
             match event {
                 Ok(owner) => {
@@ -48,7 +46,7 @@ pub async fn follow_container_stops(
         delay = (delay * 2).min(Duration::from_secs(10));
         // Exits while the stream was broken were missed: once the daemon answers again, every
         // TaskRun is looked at (a resync already queued is enough).
-        if docker.ping().await.is_ok() && resync.try_send(()).is_err() && resync.is_closed() {
+        if executor.ping().await.is_ok() && resync.try_send(()).is_err() && resync.is_closed() {
             return;
         }
     }

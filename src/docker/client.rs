@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
@@ -8,9 +9,11 @@ use bollard::query_parameters::{
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     StopContainerOptionsBuilder,
 };
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 
 use super::container::{ContainerTemplate, ObservedContainer};
+use super::daemon::Daemon;
 use super::naming::{ContainerOwner, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY};
 
 /// A failed call to the Docker daemon, named after the operation.
@@ -116,9 +119,11 @@ impl DockerClient {
             .map_err(DockerError::Connect)?;
         Ok(Self { docker })
     }
+}
 
-    /// Whether the daemon answers.
-    pub async fn ping(&self) -> Result<(), DockerError> {
+#[async_trait]
+impl Daemon for DockerClient {
+    async fn ping(&self) -> Result<(), DockerError> {
         self.docker
             .ping()
             .await
@@ -126,8 +131,7 @@ impl DockerClient {
             .map_err(DockerError::Connect)
     }
 
-    /// The container with this name, or `None` when there is none.
-    pub async fn inspect_container(
+    async fn inspect_container(
         &self,
         name: &str,
     ) -> Result<Option<ObservedContainer>, DockerError> {
@@ -143,8 +147,7 @@ impl DockerClient {
         }
     }
 
-    /// Whether the daemon has the image.
-    pub async fn has_image(&self, image: &str) -> Result<bool, DockerError> {
+    async fn has_image(&self, image: &str) -> Result<bool, DockerError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => Ok(true),
             Err(BollardError::DockerResponseServerError {
@@ -157,8 +160,7 @@ impl DockerClient {
         }
     }
 
-    /// Pulls the image, giving up after `timeout`.
-    pub async fn pull_image(&self, image: &str, timeout: Duration) -> Result<(), DockerError> {
+    async fn pull_image(&self, image: &str, timeout: Duration) -> Result<(), DockerError> {
         let (repository, tag) = split_image_reference(image);
         let options = CreateImageOptionsBuilder::default()
             .from_image(repository)
@@ -180,11 +182,7 @@ impl DockerClient {
         }
     }
 
-    /// Creates the container and returns its ID. A name already taken answers 409.
-    pub async fn create_container(
-        &self,
-        template: &ContainerTemplate,
-    ) -> Result<String, DockerError> {
+    async fn create_container(&self, template: &ContainerTemplate) -> Result<String, DockerError> {
         let name = template.owner.container_name();
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let body = ContainerCreateBody {
@@ -216,8 +214,7 @@ impl DockerClient {
             .map_err(|source| DockerError::CreateContainer { name, source })
     }
 
-    /// Starts a created container.
-    pub async fn start_container(&self, name: &str) -> Result<(), DockerError> {
+    async fn start_container(&self, name: &str) -> Result<(), DockerError> {
         self.docker
             .start_container(name, None)
             .await
@@ -227,8 +224,7 @@ impl DockerClient {
             })
     }
 
-    /// Sends SIGTERM, then SIGKILL after `grace`. A container already stopped or gone is fine.
-    pub async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), DockerError> {
+    async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), DockerError> {
         let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::default().t(seconds).build();
         // The daemon answers only once the grace period is over: wait for it that long.
@@ -249,8 +245,7 @@ impl DockerClient {
         }
     }
 
-    /// Removes the container, killing it if it still runs. A container already gone is fine.
-    pub async fn remove_container(&self, name: &str) -> Result<(), DockerError> {
+    async fn remove_container(&self, name: &str) -> Result<(), DockerError> {
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
@@ -271,8 +266,7 @@ impl DockerClient {
         }
     }
 
-    /// The last [`LOG_TAIL_BYTES`] of the container's stdout and stderr, interleaved as written.
-    pub async fn log_tail(&self, name: &str) -> Result<String, DockerError> {
+    async fn log_tail(&self, name: &str) -> Result<String, DockerError> {
         // The daemon tails by lines; the last bytes lie within as many lines as there are bytes.
         let options = LogsOptionsBuilder::default()
             .stdout(true)
@@ -294,8 +288,7 @@ impl DockerClient {
         Ok(String::from_utf8_lossy(last_bytes(&tail, LOG_TAIL_BYTES)).into_owned())
     }
 
-    /// Returns once the container is no longer running.
-    pub async fn wait_until_stopped(&self, name: &str) -> Result<(), DockerError> {
+    async fn wait_until_stopped(&self, name: &str) -> Result<(), DockerError> {
         let mut wait = Box::pin(self.docker.wait_container(name, None));
         match wait.next().await {
             None | Some(Ok(_)) => Ok(()),
@@ -312,11 +305,7 @@ impl DockerClient {
         }
     }
 
-    /// The containers this operator created for `node`.
-    pub async fn list_managed(
-        &self,
-        node: &str,
-    ) -> Result<Vec<(String, ContainerOwner)>, DockerError> {
+    async fn list_managed(&self, node: &str) -> Result<Vec<(String, ContainerOwner)>, DockerError> {
         let filters = managed_filters(node);
         let options = ListContainersOptionsBuilder::default()
             .all(true)
@@ -333,11 +322,10 @@ impl DockerClient {
             .collect())
     }
 
-    /// Owners of this node's containers as they stop or disappear, as the daemon reports them.
-    pub fn container_stops(
+    fn container_stops(
         &self,
         node: &str,
-    ) -> impl Stream<Item = Result<ContainerOwner, DockerError>> + use<> {
+    ) -> BoxStream<'static, Result<ContainerOwner, DockerError>> {
         let mut filters = managed_filters(node);
         filters.insert("type".into(), vec!["container".into()]);
         filters.insert("event".into(), vec!["die".into(), "destroy".into()]);
@@ -350,6 +338,7 @@ impl DockerClient {
                     Err(e) => Some(Err(DockerError::Events(e))),
                 }
             })
+            .boxed()
     }
 }
 

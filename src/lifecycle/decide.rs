@@ -261,6 +261,85 @@ pub fn decide(observed: Observed<'_>) -> Action {
     }
 }
 
+/// Where a launch stopped short, with the daemon's words where it gave any.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LaunchFailure {
+    /// The daemon refused the image reference as malformed.
+    InvalidImage(String),
+    /// The image is not on the node and the pull policy is `Never`.
+    ImageMissing,
+    /// The pull failed or timed out.
+    PullFailed(String),
+    /// The daemon had no such image when the container was created.
+    ImageGone(String),
+    /// A limit in the spec is not a quantity Docker can take.
+    InvalidLimit(String),
+    /// The daemon refused to create the container.
+    CreateFailed(String),
+    /// The daemon could not start the container.
+    StartFailed(String),
+}
+
+/// How a launch that stopped short ends the run.
+pub fn launch_failed(
+    failure: LaunchFailure,
+    spec: &TaskRunSpec,
+    node: &str,
+    now: Timestamp,
+) -> Ending {
+    let (reason, message) = match failure {
+        LaunchFailure::InvalidImage(message) => (Reason::InvalidImage, message),
+        LaunchFailure::ImageMissing => (
+            Reason::ImageNotPresent,
+            format!(
+                "image {} is not present on node {node} and imagePullPolicy is Never",
+                spec.image
+            ),
+        ),
+        LaunchFailure::PullFailed(message) => (Reason::ImagePullFailed, message),
+        LaunchFailure::ImageGone(message) => (Reason::ImageNotPresent, message),
+        LaunchFailure::InvalidLimit(message)
+        | LaunchFailure::CreateFailed(message)
+        | LaunchFailure::StartFailed(message) => (Reason::StartFailed, message),
+    };
+    Ending {
+        phase: Phase::Failed,
+        reason,
+        message,
+        exit_code: None,
+        started_at: None,
+        finished_at: now,
+    }
+}
+
+/// What deleting a TaskRun needs done on the node before the TaskRun may go.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Deletion {
+    /// Stop the run's container (SIGTERM, SIGKILL after `grace`) and remove it.
+    Remove {
+        container_id: String,
+        grace: Duration,
+    },
+    /// No container of the run exists here: nothing to do.
+    Nothing,
+}
+
+/// Decides what deleting the TaskRun `uid` needs. A container with the run's name that was
+/// not created for it is never touched.
+pub fn decide_deletion(
+    uid: &str,
+    spec: &TaskRunSpec,
+    container: Option<&ObservedContainer>,
+) -> Deletion {
+    match container {
+        Some(c) if c.owner.as_ref().is_some_and(|owner| owner.uid == uid) => Deletion::Remove {
+            container_id: c.id.clone(),
+            grace: grace_period(spec),
+        },
+        _ => Deletion::Nothing,
+    }
+}
+
 /// The end of a run whose node's agent is gone: its container may still exist there.
 pub fn node_lost(status: &TaskRunStatus, node: &str, now: Timestamp) -> Ending {
     Ending {

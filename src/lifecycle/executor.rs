@@ -1,21 +1,24 @@
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::BoxStream;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::decide::{Action, Ending, StopCause};
+use super::decide::{Action, Deletion, Ending, LaunchFailure, StopCause, launch_failed};
 use super::status::{self, Placement};
 use crate::api::{
-    ImagePullPolicy, Phase, Reason, TaskRunSpec, TaskRunStatus, parse_cpu_nanos, parse_memory_bytes,
+    ImagePullPolicy, TaskRunSpec, TaskRunStatus, parse_cpu_nanos, parse_memory_bytes,
 };
 use crate::docker::{
-    ContainerOwner, ContainerTemplate, DockerClient, DockerError, ObservedContainer,
+    ContainerOwner, ContainerTemplate, Daemon, DockerError, ObservedContainer, container_name,
 };
 
-/// Performs the Docker side of each [`Action`] for the runs of one node.
+/// Performs the Docker side of each [`Action`] for the runs of one node: the one door
+/// through which the operator reaches Docker.
 #[derive(Clone)]
 pub struct Executor {
-    docker: DockerClient,
+    docker: Arc<dyn Daemon>,
     node: String,
     pull_timeout: Duration,
     log_max_bytes: u64,
@@ -64,7 +67,7 @@ impl Executor {
     /// An executor for the node `node`, pulling for at most `pull_timeout` and keeping at
     /// most `log_max_bytes` of each container's output on the node.
     pub fn new(
-        docker: DockerClient,
+        docker: Arc<dyn Daemon>,
         node: impl Into<String>,
         pull_timeout: Duration,
         log_max_bytes: u64,
@@ -77,21 +80,54 @@ impl Executor {
         }
     }
 
-    /// The Docker client.
-    pub fn docker(&self) -> &DockerClient {
-        &self.docker
-    }
-
     /// The node this executor runs containers on.
     pub fn node(&self) -> &str {
         &self.node
     }
 
+    /// Whether the daemon answers.
+    pub async fn ping(&self) -> Result<(), DockerError> {
+        self.docker.ping().await
+    }
+
     /// The run's container, if it exists.
     pub async fn observe(&self, uid: &str) -> Result<Option<ObservedContainer>, DockerError> {
-        self.docker
-            .inspect_container(&crate::docker::container_name(uid))
-            .await
+        self.docker.inspect_container(&container_name(uid)).await
+    }
+
+    /// Returns once the run's container is no longer running.
+    pub async fn wait_for_exit(&self, uid: &str) -> Result<(), DockerError> {
+        self.docker.wait_until_stopped(&container_name(uid)).await
+    }
+
+    /// This node's containers, by ID, with the TaskRun each belongs to.
+    pub async fn containers(&self) -> Result<Vec<(String, ContainerOwner)>, DockerError> {
+        self.docker.list_managed(&self.node).await
+    }
+
+    /// Removes a container of this node whose TaskRun is gone.
+    pub async fn remove_orphan(&self, container_id: &str) -> Result<(), DockerError> {
+        self.docker.remove_container(container_id).await
+    }
+
+    /// Owners of this node's containers as they stop or disappear.
+    pub fn container_stops(&self) -> BoxStream<'static, Result<ContainerOwner, DockerError>> {
+        self.docker.container_stops(&self.node)
+    }
+
+    /// Carries out what the deletion of a TaskRun needs; true when a container was removed.
+    pub async fn delete(&self, deletion: Deletion) -> Result<bool, DockerError> {
+        match deletion {
+            Deletion::Nothing => Ok(false),
+            Deletion::Remove {
+                container_id,
+                grace,
+            } => {
+                self.docker.stop_container(&container_id, grace).await?;
+                self.docker.remove_container(&container_id).await?;
+                Ok(true)
+            }
+        }
     }
 
     /// Performs `action` for `run`. Errors are the daemon failing to answer; everything the
@@ -110,11 +146,17 @@ impl Executor {
             generation: run.generation,
         };
         match action {
-            Action::Launch => self.launch(run, owner, placement).await,
-            Action::Start { container_id } => match self.docker.start_container(&name).await {
-                Ok(()) => Ok(started(run, placement, &container_id, Timestamp::now())),
-                Err(e) => fail_or_retry(e, Reason::StartFailed, run, placement),
-            },
+            Action::Launch => {
+                let launched = self.launch(run, owner).await?;
+                Ok(self.launched(run, placement, launched, now))
+            }
+            Action::Start { container_id } => {
+                let started = match self.docker.start_container(&name).await {
+                    Ok(()) => Launched::Started(container_id),
+                    Err(e) => Launched::Failed(LaunchFailure::StartFailed(answer(e)?)),
+                };
+                Ok(self.launched(run, placement, started, now))
+            }
             Action::RecordRunning {
                 container_id,
                 started_at,
@@ -172,76 +214,83 @@ impl Executor {
         }
     }
 
-    async fn launch(
-        &self,
-        run: Run<'_>,
-        owner: ContainerOwner,
-        placement: Placement<'_>,
-    ) -> Result<Outcome, DockerError> {
+    /// Pulls as the policy says, then creates and starts the container. What the daemon
+    /// answered is a [`Launched`]; only a daemon that did not answer is an error.
+    async fn launch(&self, run: Run<'_>, owner: ContainerOwner) -> Result<Launched, DockerError> {
         let image = &run.spec.image;
-        let present = match run.spec.image_pull_policy {
+        let policy = run.spec.image_pull_policy;
+        let present = match policy {
             ImagePullPolicy::Always => false,
             ImagePullPolicy::IfNotPresent | ImagePullPolicy::Never => {
                 match self.docker.has_image(image).await {
                     Ok(present) => present,
-                    Err(e) => return fail_or_retry(e, Reason::InvalidImage, run, placement),
+                    // The image inspect refuses only a malformed reference; its 5xx is the
+                    // daemon's own trouble.
+                    Err(e) if e.is_refusal() => {
+                        return Ok(Launched::Failed(LaunchFailure::InvalidImage(answer(e)?)));
+                    }
+                    Err(e) => return Err(e),
                 }
             }
         };
         if !present {
-            if run.spec.image_pull_policy == ImagePullPolicy::Never {
-                let message = format!(
-                    "image {image} is not present on node {} and imagePullPolicy is Never",
-                    self.node
-                );
-                return Ok(ended(
-                    run,
-                    placement,
-                    failure(Reason::ImageNotPresent, message),
-                    None,
-                    None,
-                    Timestamp::now(),
-                ));
+            if policy == ImagePullPolicy::Never {
+                return Ok(Launched::Failed(LaunchFailure::ImageMissing));
             }
             if let Err(e) = self.docker.pull_image(image, self.pull_timeout).await {
-                let reason = if e.has_status(400) {
-                    Reason::InvalidImage
+                let malformed = e.has_status(400);
+                let message = answer(e)?;
+                return Ok(Launched::Failed(if malformed {
+                    LaunchFailure::InvalidImage(message)
                 } else {
-                    Reason::ImagePullFailed
-                };
-                return fail_or_retry(e, reason, run, placement);
+                    LaunchFailure::PullFailed(message)
+                }));
             }
         }
         let template = match container_template(run.spec, owner, self.log_max_bytes) {
             Ok(template) => template,
-            Err(message) => {
-                return Ok(ended(
-                    run,
-                    placement,
-                    failure(Reason::StartFailed, message),
-                    None,
-                    None,
-                    Timestamp::now(),
-                ));
-            }
+            Err(message) => return Ok(Launched::Failed(LaunchFailure::InvalidLimit(message))),
         };
         let container_id = match self.docker.create_container(&template).await {
             Ok(id) => id,
-            // An earlier attempt created it; the next look decides what it needs.
-            Err(e) if e.has_status(409) => {
-                return Ok(Outcome {
-                    recheck_now: true,
-                    ..Outcome::default()
-                });
-            }
+            Err(e) if e.has_status(409) => return Ok(Launched::AlreadyCreated),
             Err(e) if e.has_status(404) => {
-                return fail_or_retry(e, Reason::ImageNotPresent, run, placement);
+                return Ok(Launched::Failed(LaunchFailure::ImageGone(answer(e)?)));
             }
-            Err(e) => return fail_or_retry(e, Reason::StartFailed, run, placement),
+            Err(e) => return Ok(Launched::Failed(LaunchFailure::CreateFailed(answer(e)?))),
         };
-        match self.docker.start_container(placement.container_name).await {
-            Ok(()) => Ok(started(run, placement, &container_id, Timestamp::now())),
-            Err(e) => fail_or_retry(e, Reason::StartFailed, run, placement),
+        match self
+            .docker
+            .start_container(&template.owner.container_name())
+            .await
+        {
+            Ok(()) => Ok(Launched::Started(container_id)),
+            Err(e) => Ok(Launched::Failed(LaunchFailure::StartFailed(answer(e)?))),
+        }
+    }
+
+    fn launched(
+        &self,
+        run: Run<'_>,
+        placement: Placement<'_>,
+        launched: Launched,
+        now: Timestamp,
+    ) -> Outcome {
+        match launched {
+            // The run's start time is when the daemon accepted the start, which a pull may
+            // have put well after the pass began: the one time the executor reads the clock.
+            Launched::Started(container_id) => {
+                started(run, placement, &container_id, Timestamp::now())
+            }
+            // An earlier attempt created it; the next look decides what it needs.
+            Launched::AlreadyCreated => Outcome {
+                recheck_now: true,
+                ..Outcome::default()
+            },
+            Launched::Failed(failure) => {
+                let ending = launch_failed(failure, run.spec, &self.node, now);
+                ended(run, placement, ending, None, None, now)
+            }
         }
     }
 
@@ -253,6 +302,23 @@ impl Executor {
             node: self.node.clone(),
         }
     }
+}
+
+/// How far a launch got.
+enum Launched {
+    Started(String),
+    /// The container exists already: an earlier pass created it.
+    AlreadyCreated,
+    Failed(LaunchFailure),
+}
+
+/// The daemon's own words, when it answered; a daemon that did not answer (refused
+/// connection, broken stream) says nothing about the run, and the pass is retried.
+fn answer(error: DockerError) -> Result<String, DockerError> {
+    if matches!(error, DockerError::PullTimeout { .. }) {
+        return Ok(error.to_string());
+    }
+    error.daemon_message().ok_or(error)
 }
 
 /// The outcome of starting the container: the run is Running from now, until its deadline.
@@ -279,7 +345,7 @@ fn started(run: Run<'_>, placement: Placement<'_>, container_id: &str, now: Time
 
 /// The container a spec describes; an error names a limit that is not a quantity, so no
 /// container ever runs without the limit its spec set.
-pub fn container_template(
+fn container_template(
     spec: &TaskRunSpec,
     owner: ContainerOwner,
     log_max_bytes: u64,
@@ -314,50 +380,6 @@ pub fn container_template(
     })
 }
 
-fn failure(reason: Reason, message: String) -> Ending {
-    Ending {
-        phase: Phase::Failed,
-        reason,
-        message,
-        exit_code: None,
-        started_at: None,
-        finished_at: Timestamp::now(),
-    }
-}
-
-/// A failure the daemon explained ends the run with `reason`; one it did not (no answer)
-/// is returned as an error, to be retried. An image inspect answers only 4xx for the image
-/// itself; its 5xx is the daemon's trouble.
-fn fail_or_retry(
-    error: DockerError,
-    reason: Reason,
-    run: Run<'_>,
-    placement: Placement<'_>,
-) -> Result<Outcome, DockerError> {
-    if matches!(error, DockerError::PullTimeout { .. }) {
-        return Ok(ended(
-            run,
-            placement,
-            failure(reason, error.to_string()),
-            None,
-            None,
-            Timestamp::now(),
-        ));
-    }
-    let daemons_trouble = reason == Reason::InvalidImage && !error.is_refusal();
-    match error.daemon_message().filter(|_| !daemons_trouble) {
-        Some(message) => Ok(ended(
-            run,
-            placement,
-            failure(reason, message),
-            None,
-            None,
-            Timestamp::now(),
-        )),
-        None => Err(error),
-    }
-}
-
 fn ended(
     run: Run<'_>,
     placement: Placement<'_>,
@@ -380,3 +402,6 @@ fn ended(
         recheck_now: true,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,9 @@ mod executor;
 mod placement;
 pub mod status;
 
-pub use decide::{Action, Ending, Observed, StopCause, decide, node_lost};
+pub use decide::{
+    Action, Deletion, Ending, LaunchFailure, Observed, StopCause, decide, decide_deletion,
+    launch_failed, node_lost,
+};
 pub use executor::{Executor, Outcome, Run, Transition};
 pub use placement::{CLAIM_ANNOTATION, Claim, NodeState, Placement, place};

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 pub use report::OutputFormat;
 
 use crate::api::{Phase, Reason, TaskRunSpec, TaskRunStatus};
-use crate::docker::{DEFAULT_CONTAINER_LOG_BYTES, DockerClient, DockerError, container_name};
+use crate::docker::{DEFAULT_CONTAINER_LOG_BYTES, DockerClient, DockerError};
 use crate::lifecycle::{self, Action, Executor, Observed, Run, decide};
 use input::{Task, load};
 use report::Reporter;
@@ -80,7 +80,7 @@ pub async fn run(options: RunOptions) -> ExitCode {
         }
     };
     let executor = Executor::new(
-        docker,
+        std::sync::Arc::new(docker),
         options.node_name,
         PULL_TIMEOUT,
         DEFAULT_CONTAINER_LOG_BYTES,
@@ -231,9 +231,8 @@ impl<'a> LocalRun<'a> {
                 return Ok(Step::Done);
             }
             Action::Wait { until } => {
-                let name = container_name(&self.uid);
                 tokio::select! {
-                    stopped = executor.docker().wait_until_stopped(&name) => stopped?,
+                    stopped = executor.wait_for_exit(&self.uid) => stopped?,
                     () = sleep_until(until) => {}
                     () = interrupt.stop.cancelled(), if !self.spec.cancel => {}
                 }
@@ -299,5 +298,84 @@ async fn sleep_until(until: Option<Timestamp>) {
             tokio::time::sleep(Duration::try_from(wait).unwrap_or(Duration::ZERO)).await;
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::docker::fake::{Answer, FakeDaemon};
+
+    fn task(spec: &str) -> Task {
+        Task {
+            file: "task.yaml".into(),
+            namespace: "default".into(),
+            name: "hello".into(),
+            spec: serde_yaml::from_str(spec).unwrap(),
+        }
+    }
+
+    fn executor(fake: &Arc<FakeDaemon>) -> Executor {
+        Executor::new(fake.clone(), "local", PULL_TIMEOUT, 1 << 20)
+    }
+
+    #[tokio::test]
+    async fn a_task_is_seen_through_to_its_end_and_its_container_removed() {
+        let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+        fake.state().output = "hello\n".into();
+        let status = run_task(
+            &executor(&fake),
+            &task("image: busybox\ncleanup: Always"),
+            Reporter::new(OutputFormat::Json),
+            &Interrupt::default(),
+        )
+        .await;
+        assert_eq!(status.phase, Some(Phase::Succeeded));
+        assert_eq!(status.log_tail.as_deref(), Some("hello\n"));
+        assert!(
+            fake.state().containers.is_empty(),
+            "removed as cleanup says"
+        );
+        let creates = fake
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("create"))
+            .count();
+        assert_eq!(creates, 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_task_keeps_its_container_for_inspection() {
+        let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+        fake.state().exit_code = 3;
+        let status = run_task(
+            &executor(&fake),
+            &task("image: busybox"),
+            Reporter::new(OutputFormat::Json),
+            &Interrupt::default(),
+        )
+        .await;
+        assert_eq!(
+            (status.phase, status.reason, status.exit_code),
+            (Some(Phase::Failed), Some(Reason::Error), Some(3))
+        );
+        assert_eq!(fake.state().containers.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_daemon_that_stops_answering_gives_the_task_up_after_a_few_tries() {
+        let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+        fake.state().answers.insert("inspect", Answer::Unreachable);
+        let status = run_task(
+            &executor(&fake),
+            &task("image: busybox"),
+            Reporter::new(OutputFormat::Json),
+            &Interrupt::default(),
+        )
+        .await;
+        assert_eq!(status.reason, Some(Reason::DaemonUnavailable));
+        assert_eq!(fake.calls().len(), ATTEMPTS as usize);
     }
 }

@@ -1,0 +1,54 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use super::client::DockerError;
+use super::container::{ContainerTemplate, ObservedContainer};
+use super::naming::ContainerOwner;
+
+/// What the operator asks of a node's Docker daemon: one method per Docker verb. The real
+/// daemon answers through [`super::DockerClient`]; tests may answer from memory.
+#[async_trait]
+pub trait Daemon: Send + Sync {
+    /// Whether the daemon answers.
+    async fn ping(&self) -> Result<(), DockerError>;
+
+    /// The container with this name, or `None` when there is none.
+    async fn inspect_container(&self, name: &str)
+    -> Result<Option<ObservedContainer>, DockerError>;
+
+    /// Whether the daemon has the image.
+    async fn has_image(&self, image: &str) -> Result<bool, DockerError>;
+
+    /// Pulls the image, giving up after `timeout`.
+    async fn pull_image(&self, image: &str, timeout: Duration) -> Result<(), DockerError>;
+
+    /// Creates the container and returns its ID. A name already taken answers 409.
+    async fn create_container(&self, template: &ContainerTemplate) -> Result<String, DockerError>;
+
+    /// Starts a created container.
+    async fn start_container(&self, name: &str) -> Result<(), DockerError>;
+
+    /// Sends SIGTERM, then SIGKILL after `grace`. A container already stopped or gone is fine.
+    async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), DockerError>;
+
+    /// Removes the container, killing it if it still runs. A container already gone is fine.
+    async fn remove_container(&self, name: &str) -> Result<(), DockerError>;
+
+    /// The last [`super::LOG_TAIL_BYTES`] of the container's stdout and stderr, interleaved
+    /// as written.
+    async fn log_tail(&self, name: &str) -> Result<String, DockerError>;
+
+    /// Returns once the container is no longer running.
+    async fn wait_until_stopped(&self, name: &str) -> Result<(), DockerError>;
+
+    /// The containers this operator created for `node`: their IDs and owners.
+    async fn list_managed(&self, node: &str) -> Result<Vec<(String, ContainerOwner)>, DockerError>;
+
+    /// Owners of this node's containers as they stop or disappear, as the daemon reports them.
+    fn container_stops(
+        &self,
+        node: &str,
+    ) -> BoxStream<'static, Result<ContainerOwner, DockerError>>;
+}

@@ -1,0 +1,286 @@
+//! An in-memory Docker daemon for unit tests: containers by name, the images it has, scripted
+//! answers, and a record of every call. The real daemon stays the truth in end-to-end tests.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::errors::Error as BollardError;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use jiff::Timestamp;
+
+use super::client::DockerError;
+use super::container::{ContainerState, ContainerTemplate, ObservedContainer};
+use super::daemon::Daemon;
+use super::naming::ContainerOwner;
+
+/// How the fake answers one verb instead of doing it.
+#[derive(Clone, Debug)]
+pub enum Answer {
+    /// The daemon answers with this HTTP status and message.
+    Status(u16, String),
+    /// The daemon does not answer at all.
+    Unreachable,
+}
+
+/// A container the fake holds.
+#[derive(Clone, Debug)]
+pub struct FakeContainer {
+    pub id: String,
+    pub template: ContainerTemplate,
+    pub state: ContainerState,
+}
+
+/// What the fake holds and how it is told to answer.
+#[derive(Debug, Default)]
+pub struct FakeState {
+    pub images: HashSet<String>,
+    /// Images a pull can fetch.
+    pub pullable: HashSet<String>,
+    pub containers: HashMap<String, FakeContainer>,
+    /// Answers by verb (`inspect_image`, `pull`, `create`, `start`, ...) in place of doing it.
+    pub answers: HashMap<&'static str, Answer>,
+    /// The exit code a started container ends with once waited for.
+    pub exit_code: i64,
+    pub output: String,
+    /// Every call, as `verb target`.
+    pub calls: Vec<String>,
+}
+
+/// The in-memory daemon.
+#[derive(Debug, Default)]
+pub struct FakeDaemon {
+    pub state: Mutex<FakeState>,
+}
+
+impl FakeDaemon {
+    /// A daemon that has `images`.
+    pub fn with_images(images: &[&str]) -> Self {
+        let fake = Self::default();
+        fake.state().images = images.iter().map(|i| i.to_string()).collect();
+        fake
+    }
+
+    /// The state, to arrange or inspect.
+    pub fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.state.lock().unwrap()
+    }
+
+    /// The calls made so far.
+    pub fn calls(&self) -> Vec<String> {
+        self.state().calls.clone()
+    }
+
+    /// Records the call; the scripted answer for `verb`, if any, as the error of `wrap`.
+    fn call(
+        &self,
+        verb: &'static str,
+        target: &str,
+        wrap: impl FnOnce(BollardError) -> DockerError,
+    ) -> Result<(), DockerError> {
+        let mut state = self.state();
+        state.calls.push(format!("{verb} {target}"));
+        match state.answers.get(verb) {
+            None => Ok(()),
+            Some(Answer::Unreachable) => Err(wrap(BollardError::RequestTimeoutError)),
+            Some(Answer::Status(status_code, message)) => {
+                Err(wrap(BollardError::DockerResponseServerError {
+                    status_code: *status_code,
+                    message: message.clone(),
+                }))
+            }
+        }
+    }
+}
+
+fn refused(status_code: u16, message: &str) -> BollardError {
+    BollardError::DockerResponseServerError {
+        status_code,
+        message: message.to_string(),
+    }
+}
+
+#[async_trait]
+impl Daemon for FakeDaemon {
+    async fn ping(&self) -> Result<(), DockerError> {
+        self.call("ping", "", DockerError::Connect)
+    }
+
+    async fn inspect_container(
+        &self,
+        name: &str,
+    ) -> Result<Option<ObservedContainer>, DockerError> {
+        self.call("inspect", name, |source| DockerError::InspectContainer {
+            name: name.to_string(),
+            source,
+        })?;
+        Ok(self
+            .state()
+            .containers
+            .get(name)
+            .map(|c| ObservedContainer {
+                id: c.id.clone(),
+                name: name.to_string(),
+                owner: Some(c.template.owner.clone()),
+                state: c.state.clone(),
+            }))
+    }
+
+    async fn has_image(&self, image: &str) -> Result<bool, DockerError> {
+        self.call("inspect_image", image, |source| DockerError::InspectImage {
+            image: image.to_string(),
+            source,
+        })?;
+        Ok(self.state().images.contains(image))
+    }
+
+    async fn pull_image(&self, image: &str, _timeout: Duration) -> Result<(), DockerError> {
+        let error = |source| DockerError::PullImage {
+            image: image.to_string(),
+            source,
+        };
+        self.call("pull", image, error)?;
+        let mut state = self.state();
+        if !state.pullable.contains(image) {
+            return Err(error(BollardError::DockerStreamError {
+                error: format!("pull access denied for {image}"),
+            }));
+        }
+        state.images.insert(image.to_string());
+        Ok(())
+    }
+
+    async fn create_container(&self, template: &ContainerTemplate) -> Result<String, DockerError> {
+        let name = template.owner.container_name();
+        let error = |source| DockerError::CreateContainer {
+            name: name.clone(),
+            source,
+        };
+        self.call("create", &name, error)?;
+        let mut state = self.state();
+        if state.containers.contains_key(&name) {
+            return Err(error(refused(
+                409,
+                "Conflict. The container name is already in use",
+            )));
+        }
+        if !state.images.contains(&template.image) {
+            return Err(error(refused(404, "No such image")));
+        }
+        let id = format!("id-{name}");
+        state.containers.insert(
+            name.clone(),
+            FakeContainer {
+                id: id.clone(),
+                template: template.clone(),
+                state: ContainerState::Created { error: None },
+            },
+        );
+        Ok(id)
+    }
+
+    async fn start_container(&self, name: &str) -> Result<(), DockerError> {
+        let error = |source| DockerError::StartContainer {
+            name: name.to_string(),
+            source,
+        };
+        if let Err(e) = self.call("start", name, error) {
+            if let Some(container) = self.state().containers.get_mut(name) {
+                container.state = ContainerState::Created {
+                    error: e.daemon_message(),
+                };
+            }
+            return Err(e);
+        }
+        let mut state = self.state();
+        let container = state
+            .containers
+            .get_mut(name)
+            .ok_or_else(|| error(refused(404, "No such container")))?;
+        container.state = ContainerState::Running {
+            started_at: Timestamp::now(),
+        };
+        Ok(())
+    }
+
+    async fn stop_container(&self, name: &str, _grace: Duration) -> Result<(), DockerError> {
+        self.call("stop", name, |source| DockerError::StopContainer {
+            name: name.to_string(),
+            source,
+        })?;
+        if let Some(container) = self.state().containers.get_mut(name)
+            && let ContainerState::Running { started_at } = container.state
+        {
+            container.state = ContainerState::Exited {
+                exit_code: 143,
+                oom_killed: false,
+                started_at: Some(started_at),
+                finished_at: Some(Timestamp::now()),
+                error: None,
+            };
+        }
+        Ok(())
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<(), DockerError> {
+        self.call("remove", name, |source| DockerError::RemoveContainer {
+            name: name.to_string(),
+            source,
+        })?;
+        let mut state = self.state();
+        state
+            .containers
+            .retain(|key, c| key != name && c.id != name);
+        Ok(())
+    }
+
+    async fn log_tail(&self, name: &str) -> Result<String, DockerError> {
+        self.call("logs", name, |source| DockerError::ReadLogs {
+            name: name.to_string(),
+            source,
+        })?;
+        Ok(self.state().output.clone())
+    }
+
+    /// The task ends as soon as someone waits for it, with the scripted exit code.
+    async fn wait_until_stopped(&self, name: &str) -> Result<(), DockerError> {
+        self.call("wait", name, |source| DockerError::WaitContainer {
+            name: name.to_string(),
+            source,
+        })?;
+        let mut state = self.state();
+        let exit_code = state.exit_code;
+        if let Some(container) = state.containers.get_mut(name)
+            && let ContainerState::Running { started_at } = container.state
+        {
+            container.state = ContainerState::Exited {
+                exit_code,
+                oom_killed: false,
+                started_at: Some(started_at),
+                finished_at: Some(Timestamp::now()),
+                error: None,
+            };
+        }
+        Ok(())
+    }
+
+    async fn list_managed(&self, node: &str) -> Result<Vec<(String, ContainerOwner)>, DockerError> {
+        self.call("list", node, DockerError::ListContainers)?;
+        Ok(self
+            .state()
+            .containers
+            .values()
+            .filter(|c| c.template.owner.node == node)
+            .map(|c| (c.id.clone(), c.template.owner.clone()))
+            .collect())
+    }
+
+    fn container_stops(
+        &self,
+        _node: &str,
+    ) -> BoxStream<'static, Result<ContainerOwner, DockerError>> {
+        futures::stream::empty().boxed()
+    }
+}

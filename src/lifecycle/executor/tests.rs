@@ -1,0 +1,290 @@
+use std::sync::Arc;
+
+use jiff::Timestamp;
+
+use super::*;
+use crate::api::{Phase, Reason, TaskRunSpec, TaskRunStatus};
+use crate::docker::ContainerState;
+use crate::docker::fake::{Answer, FakeDaemon};
+
+const UID: &str = "u1";
+const NAME: &str = "taskrun-u1";
+
+fn executor(fake: &Arc<FakeDaemon>) -> Executor {
+    Executor::new(fake.clone(), "node-a", Duration::from_secs(5), 1 << 20)
+}
+
+fn spec(yaml: &str) -> TaskRunSpec {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+fn run<'a>(spec: &'a TaskRunSpec, status: &'a TaskRunStatus) -> Run<'a> {
+    Run {
+        namespace: "team",
+        name: "hello",
+        uid: UID,
+        generation: Some(1),
+        spec,
+        status,
+    }
+}
+
+async fn perform(
+    fake: &Arc<FakeDaemon>,
+    spec_yaml: &str,
+    action: Action,
+) -> Result<Outcome, DockerError> {
+    let spec = spec(spec_yaml);
+    let status = TaskRunStatus::default();
+    executor(fake)
+        .perform(run(&spec, &status), action, Timestamp::UNIX_EPOCH)
+        .await
+}
+
+fn ended_with(outcome: &Outcome) -> (Option<Phase>, Option<Reason>, String) {
+    let status = outcome.status.as_ref().expect("a status");
+    (
+        status.phase,
+        status.reason,
+        status.message.clone().unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn a_launch_with_the_image_present_creates_and_starts_without_pulling() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    let outcome = perform(&fake, "image: busybox\ntimeoutSeconds: 30", Action::Launch)
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.calls(),
+        [
+            "inspect_image busybox",
+            "create taskrun-u1",
+            "start taskrun-u1"
+        ]
+    );
+    let status = outcome.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Running));
+    assert_eq!(status.container_id.as_deref(), Some("id-taskrun-u1"));
+    assert_eq!(status.node_name.as_deref(), Some("node-a"));
+    assert!(outcome.recheck_at.is_some(), "looks again at the deadline");
+    assert!(matches!(
+        outcome.transition,
+        Some(Transition::Started { .. })
+    ));
+}
+
+#[tokio::test]
+async fn the_container_carries_the_limits_labels_and_log_cap_of_the_spec() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    perform(
+        &fake,
+        "image: busybox\nenv: [{name: A, value: b}]\nresources: {limits: {cpu: 250m, memory: 64Mi}}",
+        Action::Launch,
+    )
+    .await
+    .unwrap();
+    let template = fake.state().containers[NAME].template.clone();
+    assert_eq!(template.nano_cpus, Some(250_000_000));
+    assert_eq!(template.memory_bytes, Some(64 << 20));
+    assert_eq!(template.log_max_bytes, 1 << 20);
+    assert_eq!(template.env, [("A".to_string(), "b".to_string())]);
+    assert_eq!(template.owner.uid, UID);
+    assert_eq!(template.owner.node, "node-a");
+}
+
+#[tokio::test]
+async fn a_limit_that_is_not_a_quantity_never_reaches_docker_as_no_limit() {
+    for limits in ["{cpu: lots}", "{memory: 12Qi}"] {
+        let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+        let outcome = perform(
+            &fake,
+            &format!("image: busybox\nresources: {{limits: {limits}}}"),
+            Action::Launch,
+        )
+        .await
+        .unwrap();
+        let (phase, reason, message) = ended_with(&outcome);
+        assert_eq!(
+            (phase, reason),
+            (Some(Phase::Failed), Some(Reason::StartFailed))
+        );
+        assert!(message.contains("is not a quantity"), "{message}");
+        assert!(
+            fake.state().containers.is_empty(),
+            "no container for {limits}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn missing_images_are_pulled_unless_the_policy_is_never() {
+    let fake = Arc::new(FakeDaemon::default());
+    fake.state().pullable.insert("tool".into());
+    let outcome = perform(&fake, "image: tool", Action::Launch).await.unwrap();
+    assert_eq!(ended_with(&outcome).0, Some(Phase::Running));
+    assert_eq!(fake.calls()[..2], ["inspect_image tool", "pull tool"]);
+
+    let fake = Arc::new(FakeDaemon::default());
+    let outcome = perform(&fake, "image: tool\nimagePullPolicy: Never", Action::Launch)
+        .await
+        .unwrap();
+    let (phase, reason, message) = ended_with(&outcome);
+    assert_eq!(
+        (phase, reason),
+        (Some(Phase::Failed), Some(Reason::ImageNotPresent))
+    );
+    assert!(message.contains("node-a"), "{message}");
+    assert_eq!(fake.calls(), ["inspect_image tool"]);
+
+    let fake = Arc::new(FakeDaemon::default());
+    let outcome = perform(
+        &fake,
+        "image: tool\nimagePullPolicy: Always",
+        Action::Launch,
+    )
+    .await
+    .unwrap();
+    let (_, reason, message) = ended_with(&outcome);
+    assert_eq!(reason, Some(Reason::ImagePullFailed));
+    assert!(message.contains("pull access denied"), "{message}");
+}
+
+#[tokio::test]
+async fn a_refused_image_reference_ends_the_run_and_a_silent_daemon_is_retried() {
+    let fake = Arc::new(FakeDaemon::default());
+    fake.state().answers.insert(
+        "inspect_image",
+        Answer::Status(400, "invalid reference format".into()),
+    );
+    let outcome = perform(&fake, "image: tool", Action::Launch).await.unwrap();
+    assert_eq!(ended_with(&outcome).1, Some(Reason::InvalidImage));
+
+    for answer in [Answer::Status(500, "internal".into()), Answer::Unreachable] {
+        let fake = Arc::new(FakeDaemon::default());
+        fake.state().answers.insert("inspect_image", answer.clone());
+        let failed = perform(&fake, "image: tool", Action::Launch).await;
+        assert!(
+            failed.is_err(),
+            "{answer:?} is the daemon's trouble, retried"
+        );
+    }
+
+    let fake = Arc::new(FakeDaemon::default());
+    fake.state().answers.insert(
+        "pull",
+        Answer::Status(400, "invalid reference format".into()),
+    );
+    let outcome = perform(
+        &fake,
+        "image: tool\nimagePullPolicy: Always",
+        Action::Launch,
+    )
+    .await
+    .unwrap();
+    assert_eq!(ended_with(&outcome).1, Some(Reason::InvalidImage));
+}
+
+#[tokio::test]
+async fn a_container_left_by_an_earlier_pass_is_looked_at_again_not_recreated() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    perform(&fake, "image: busybox", Action::Launch)
+        .await
+        .unwrap();
+    let again = perform(&fake, "image: busybox", Action::Launch)
+        .await
+        .unwrap();
+    assert_eq!(again.status, None);
+    assert!(again.recheck_now);
+    assert_eq!(fake.state().containers.len(), 1);
+}
+
+#[tokio::test]
+async fn a_start_the_daemon_refuses_fails_the_run_with_its_words() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    fake.state().answers.insert(
+        "start",
+        Answer::Status(
+            500,
+            "OCI runtime create failed: exec: \"nope\": not found".into(),
+        ),
+    );
+    let outcome = perform(&fake, "image: busybox", Action::Launch)
+        .await
+        .unwrap();
+    let (phase, reason, message) = ended_with(&outcome);
+    assert_eq!(
+        (phase, reason),
+        (Some(Phase::Failed), Some(Reason::StartFailed))
+    );
+    assert!(message.contains("OCI runtime create failed"), "{message}");
+    assert!(outcome.recheck_now, "looks again to clean up the container");
+
+    fake.state().answers.insert("start", Answer::Unreachable);
+    let retried = perform(
+        &fake,
+        "image: busybox",
+        Action::Start {
+            container_id: "id-taskrun-u1".into(),
+        },
+    )
+    .await;
+    assert!(retried.is_err());
+}
+
+#[tokio::test]
+async fn an_exit_is_recorded_with_the_output_tail() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    fake.state().output = "last words\n".into();
+    let ending = Ending {
+        phase: Phase::Failed,
+        reason: Reason::Error,
+        message: "exited with code 3".into(),
+        exit_code: Some(3),
+        started_at: None,
+        finished_at: Timestamp::UNIX_EPOCH,
+    };
+    let outcome = perform(
+        &fake,
+        "image: busybox",
+        Action::RecordExit {
+            ending,
+            container_id: "c1".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let status = outcome.status.unwrap();
+    assert_eq!(status.exit_code, Some(3));
+    assert_eq!(status.log_tail.as_deref(), Some("last words\n"));
+    assert_eq!(fake.calls(), ["logs taskrun-u1"]);
+}
+
+#[tokio::test]
+async fn deletion_stops_and_removes_only_the_runs_own_container() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    perform(&fake, "image: busybox", Action::Launch)
+        .await
+        .unwrap();
+    let executor = executor(&fake);
+    let observed = executor.observe(UID).await.unwrap();
+    assert!(matches!(
+        observed.as_ref().map(|c| &c.state),
+        Some(ContainerState::Running { .. })
+    ));
+    let spec = spec("image: busybox\nterminationGracePeriodSeconds: 3");
+    let deletion = super::super::decide_deletion(UID, &spec, observed.as_ref());
+    assert_eq!(
+        deletion,
+        Deletion::Remove {
+            container_id: "id-taskrun-u1".into(),
+            grace: Duration::from_secs(3)
+        }
+    );
+    assert!(executor.delete(deletion).await.unwrap());
+    assert!(fake.state().containers.is_empty());
+
+    let foreign = super::super::decide_deletion("other-uid", &spec, observed.as_ref());
+    assert_eq!(foreign, Deletion::Nothing);
+}
