@@ -1,12 +1,14 @@
 //! The operator: watches TaskRuns, runs each as a container on this node's Docker daemon and
 //! records what happened in the TaskRun's status.
 
+mod claims;
 mod context;
 mod error;
 mod events;
 mod http;
 mod leases;
 mod reconcile;
+mod status_writer;
 mod sweep;
 mod triggers;
 
@@ -182,3 +184,6 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
     info!("controller stopped; running containers are left for the next controller to adopt");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

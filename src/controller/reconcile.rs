@@ -2,7 +2,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
@@ -10,14 +9,15 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Span, field, info, instrument, warn};
 
+use super::claims::{self, claim_run, claimed_by, confirm_gone, patch_metadata_guarded};
 use super::context::Context;
 use super::error::{Error, Result};
 use super::events::EventType;
-use super::{FIELD_MANAGER, leases};
-use crate::api::{FINALIZER, Reason, TaskRun, TaskRunStatus};
+use super::status_writer::write_status;
+use crate::api::{FINALIZER, Reason, TaskRun};
 use crate::lifecycle::{
-    self, Action, CLAIM_ANNOTATION, Claim, Ending, NodeState, Observed, Outcome, Placement, Run,
-    StopCause, Transition, decide, decide_deletion, place,
+    self, Action, Claim, Ending, NodeState, Observed, Outcome, Placement, Run, StopCause,
+    Transition, decide, decide_deletion, place,
 };
 
 /// How long a run that waits on nothing but Docker events goes before it is looked at again.
@@ -28,7 +28,7 @@ const LEASE_WAIT: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
 
 /// How long an unclaimed run waits for room before it is looked at again, should no run on
 /// this node end sooner.
-const WAIT_FOR_ROOM: Duration = Duration::from_secs(5);
+pub(super) const WAIT_FOR_ROOM: Duration = Duration::from_secs(5);
 
 /// One pass over a TaskRun: observe, decide, act, record.
 #[instrument(skip(guard, context), fields(namespace = field::Empty, name = field::Empty))]
@@ -102,18 +102,8 @@ async fn place_and_act(
         Placement::Full => Ok(Requeue::requeue(WAIT_FOR_ROOM)),
         Placement::Elsewhere => Ok(Requeue::requeue(RESYNC)),
         Placement::Release { node: absent } => {
-            if !confirm_gone(context, &absent, NodeState::Absent).await? {
-                return Ok(Requeue::await_change());
-            }
-            let metadata = json!({ "annotations": { CLAIM_ANNOTATION: null } });
-            if patch_metadata_guarded(api, taskrun, metadata)
-                .await
-                .map_err(|source| Error::Claim {
-                    name: taskrun.name_any(),
-                    source,
-                })?
-            {
-                info!(node = %absent, "released a run claimed by a node no agent ever announced");
+            if confirm_gone(context, &absent, NodeState::Absent).await? {
+                claims::release(taskrun, api, &absent).await?;
             }
             Ok(Requeue::await_change())
         }
@@ -158,82 +148,6 @@ async fn place_and_act(
     }
 }
 
-/// Reads the Lease of `node` afresh before a run is taken from it: the watch may lag behind
-/// an agent that came back.
-async fn confirm_gone(context: &Context, node: &str, expected: NodeState) -> Result<bool> {
-    leases::confirm(&context.leases, node, expected)
-        .await
-        .map_err(|source| Error::ReadLease {
-            node: node.to_string(),
-            source,
-        })
-}
-
-/// Claims the run for this node: one write adds the finalizer and the claim annotation, and
-/// carries the resourceVersion this agent saw, so of several agents exactly one succeeds.
-async fn claim_run(
-    taskrun: &TaskRun,
-    uid: &str,
-    api: &Api<TaskRun>,
-    context: &Context,
-) -> Result<Requeue> {
-    if !context.nodes.reserve(uid) {
-        return Ok(Requeue::requeue(WAIT_FOR_ROOM));
-    }
-    let mut finalizers = taskrun.finalizers().to_vec();
-    if !finalizers.iter().any(|f| f == FINALIZER) {
-        finalizers.push(FINALIZER.to_string());
-    }
-    let node = context.executor.node();
-    let metadata = json!({ "finalizers": finalizers, "annotations": { CLAIM_ANNOTATION: node } });
-    match patch_metadata_guarded(api, taskrun, metadata).await {
-        Ok(true) => {
-            publish(
-                taskrun,
-                EventType::Normal,
-                "Claimed",
-                format!("claimed by node {node}"),
-                context,
-            );
-            Ok(Requeue::await_change())
-        }
-        Ok(false) => {
-            context.nodes.release(uid);
-            Ok(Requeue::await_change())
-        }
-        Err(source) => {
-            context.nodes.release(uid);
-            Err(Error::Claim {
-                name: taskrun.name_any(),
-                source,
-            })
-        }
-    }
-}
-
-/// Merges `metadata` into the TaskRun if it is still at the resourceVersion this agent saw.
-/// False when another writer came first (or the object is gone): there is nothing left to do.
-async fn patch_metadata_guarded(
-    api: &Api<TaskRun>,
-    taskrun: &TaskRun,
-    mut metadata: serde_json::Value,
-) -> Result<bool, kube::Error> {
-    metadata["resourceVersion"] = json!(taskrun.resource_version());
-    let patch = json!({ "metadata": metadata });
-    match api
-        .patch(
-            &taskrun.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// A TaskRun being deleted: the agent holding it stops and removes its container, then lets
 /// the object go. A run nobody holds, or whose node is lost, is let go by any agent.
 async fn delete(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Result<Requeue> {
@@ -268,15 +182,6 @@ async fn delete(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Res
         context.nodes.release(&uid);
     }
     Ok(Requeue::await_change())
-}
-
-fn claimed_by(taskrun: &TaskRun) -> Option<&str> {
-    taskrun
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(CLAIM_ANNOTATION)
-        .map(String::as_str)
 }
 
 /// Logs and counts the failure, then retries the TaskRun with a growing delay.
@@ -376,45 +281,6 @@ async fn cleanup(taskrun: &TaskRun, context: &Context) -> Result<()> {
     Ok(())
 }
 
-/// Writes the whole status with server-side apply, as the one owner of every status field,
-/// unless the TaskRun already shows it. The write happens only if the TaskRun is still at the
-/// resourceVersion this agent saw, so an agent never writes over a claim that moved to another
-/// node, nor from a copy older than its own last write. Returns whether the status was
-/// written (or already shown); when not, the newer TaskRun is on its way through the watch.
-async fn write_status(
-    api: &Api<TaskRun>,
-    taskrun: &TaskRun,
-    status: &TaskRunStatus,
-    context: &Context,
-) -> Result<bool> {
-    if taskrun.status.as_ref() == Some(status) {
-        return Ok(true);
-    }
-    let patch = json!({
-        "apiVersion": TaskRun::api_version(&()),
-        "kind": TaskRun::kind(&()),
-        "metadata": { "resourceVersion": taskrun.resource_version() },
-        "status": status,
-    });
-    let name = taskrun.name_any();
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    match api
-        .patch_status(&name, &params, &Patch::Apply(&patch))
-        .await
-    {
-        Ok(_) => {
-            context.metrics.status_writes.inc();
-            Ok(true)
-        }
-        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
-        Err(source) => Err(Error::WriteStatus {
-            namespace: taskrun.namespace().unwrap_or_default(),
-            name,
-            source,
-        }),
-    }
-}
-
 /// When to look at the run again.
 fn requeue_after(outcome: &Outcome, now: Timestamp) -> Requeue {
     if outcome.recheck_now {
@@ -451,8 +317,13 @@ fn announce(taskrun: &TaskRun, transition: &Transition, context: &Context) {
             .metrics
             .observe_run(finished_at.duration_since(*started).unsigned_abs());
     }
-    let node = context.executor.node();
-    let (type_, reason, note) = match transition {
+    let (type_, reason, note) = describe(transition, context.executor.node());
+    context.events.publish(taskrun, type_, reason, &note);
+}
+
+/// The Event that tells of a step of a run on `node`.
+fn describe<'a>(transition: &'a Transition, node: &str) -> (EventType, &'a str, String) {
+    match transition {
         Transition::Started { container_name } => (
             EventType::Normal,
             "Started",
@@ -495,11 +366,5 @@ fn announce(taskrun: &TaskRun, transition: &Transition, context: &Context) {
             "ContainerRemoved",
             format!("removed container {container_name}"),
         ),
-    };
-    publish(taskrun, type_, reason, note, context);
-}
-
-/// Publishes a Kubernetes Event about the TaskRun, without holding up the reconcile.
-fn publish(taskrun: &TaskRun, type_: EventType, reason: &str, note: String, context: &Context) {
-    context.events.publish(taskrun, type_, reason, &note);
+    }
 }

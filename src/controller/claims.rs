@@ -1,0 +1,116 @@
+//! Claims: which agent acts on a run. A claim is one metadata write, guarded by the
+//! resourceVersion the agent saw, so of several agents exactly one wins.
+
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use tracing::info;
+
+use super::context::Context;
+use super::error::{Error, Result};
+use super::events::EventType;
+use super::leases;
+use super::reconcile::WAIT_FOR_ROOM;
+use crate::api::{FINALIZER, TaskRun};
+use crate::lifecycle::{CLAIM_ANNOTATION, NodeState};
+
+/// Claims the run for this node: one write adds the finalizer and the claim annotation, and
+/// carries the resourceVersion this agent saw, so of several agents exactly one succeeds.
+pub async fn claim_run(
+    taskrun: &TaskRun,
+    uid: &str,
+    api: &Api<TaskRun>,
+    context: &Context,
+) -> Result<Requeue> {
+    if !context.nodes.reserve(uid) {
+        return Ok(Requeue::requeue(WAIT_FOR_ROOM));
+    }
+    let mut finalizers = taskrun.finalizers().to_vec();
+    if !finalizers.iter().any(|f| f == FINALIZER) {
+        finalizers.push(FINALIZER.to_string());
+    }
+    let node = context.executor.node();
+    let metadata = json!({ "finalizers": finalizers, "annotations": { CLAIM_ANNOTATION: node } });
+    match patch_metadata_guarded(api, taskrun, metadata).await {
+        Ok(true) => {
+            context.events.publish(
+                taskrun,
+                EventType::Normal,
+                "Claimed",
+                &format!("claimed by node {node}"),
+            );
+            Ok(Requeue::await_change())
+        }
+        Ok(false) => {
+            context.nodes.release(uid);
+            Ok(Requeue::await_change())
+        }
+        Err(source) => {
+            context.nodes.release(uid);
+            Err(Error::Claim {
+                name: taskrun.name_any(),
+                source,
+            })
+        }
+    }
+}
+
+/// Merges `metadata` into the TaskRun if it is still at the resourceVersion this agent saw.
+/// False when another writer came first (or the object is gone): there is nothing left to do.
+pub async fn patch_metadata_guarded(
+    api: &Api<TaskRun>,
+    taskrun: &TaskRun,
+    mut metadata: serde_json::Value,
+) -> Result<bool, kube::Error> {
+    metadata["resourceVersion"] = json!(taskrun.resource_version());
+    let patch = json!({ "metadata": metadata });
+    match api
+        .patch(
+            &taskrun.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Frees a run claimed by a node no agent ever announced, for any node to take.
+pub async fn release(taskrun: &TaskRun, api: &Api<TaskRun>, absent: &str) -> Result<()> {
+    let metadata = json!({ "annotations": { CLAIM_ANNOTATION: null } });
+    let released = patch_metadata_guarded(api, taskrun, metadata)
+        .await
+        .map_err(|source| Error::Claim {
+            name: taskrun.name_any(),
+            source,
+        })?;
+    if released {
+        info!(node = %absent, "released a run claimed by a node no agent ever announced");
+    }
+    Ok(())
+}
+
+/// Reads the Lease of `node` afresh before a run is taken from it: the watch may lag behind
+/// an agent that came back.
+pub async fn confirm_gone(context: &Context, node: &str, expected: NodeState) -> Result<bool> {
+    leases::confirm(&context.leases, node, expected)
+        .await
+        .map_err(|source| Error::ReadLease {
+            node: node.to_string(),
+            source,
+        })
+}
+
+/// The node named in the run's claim, if any.
+pub fn claimed_by(taskrun: &TaskRun) -> Option<&str> {
+    taskrun
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(CLAIM_ANNOTATION)
+        .map(String::as_str)
+}

@@ -1,0 +1,228 @@
+//! Reconcile passes against an API server that answers from a script and an in-memory Docker
+//! daemon: the exact writes each step of a run costs, and none when nothing changed.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, StatusCode};
+use jiff::Timestamp;
+use kube::client::Body;
+use kube::core::DeserializeGuard;
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use super::context::Context;
+use super::reconcile::reconcile;
+use crate::api::{Phase, TaskRun, TaskRunStatus};
+use crate::docker::fake::FakeDaemon;
+use crate::docker::{ContainerState, container_name};
+use crate::lifecycle::Executor;
+
+const NODE: &str = "node-a";
+
+/// A request the agent made: method, path and body.
+#[derive(Clone, Debug)]
+struct Made {
+    method: String,
+    path: String,
+    body: Value,
+}
+
+/// The requests made so far, and how status writes are answered.
+#[derive(Default)]
+struct ApiServer {
+    made: Mutex<Vec<Made>>,
+    refuse_status_writes: bool,
+}
+
+impl ApiServer {
+    /// The writes to the TaskRun (Events apart).
+    fn taskrun_writes(&self) -> Vec<Made> {
+        self.made
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.path.contains("/taskruns/") && m.method != "GET")
+            .cloned()
+            .collect()
+    }
+}
+
+/// A client whose API server is `server`, answering each request as a real one would in
+/// shape: the patched TaskRun back, an Event created, a 409 for refused status writes.
+fn client(server: Arc<ApiServer>, taskrun: &TaskRun) -> Client {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let answer = serde_json::to_vec(taskrun).unwrap();
+    tokio::spawn(async move {
+        while let Some((request, respond)) = handle.next_request().await {
+            let method = request.method().to_string();
+            let path = request.uri().path().to_string();
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            server.made.lock().unwrap().push(Made {
+                method,
+                path: path.clone(),
+                body: body.clone(),
+            });
+            let (status, reply) = if path.ends_with("/events") {
+                (StatusCode::CREATED, serde_json::to_vec(&body).unwrap())
+            } else if path.ends_with("/status") && server.refuse_status_writes {
+                let conflict = json!({
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "message": "the object has been modified", "reason": "Conflict", "code": 409
+                });
+                (StatusCode::CONFLICT, serde_json::to_vec(&conflict).unwrap())
+            } else {
+                (StatusCode::OK, answer.clone())
+            };
+            let response = Response::builder()
+                .status(status)
+                .body(Body::from(reply))
+                .unwrap();
+            respond.send_response(response);
+        }
+    });
+    Client::new(service, "team")
+}
+
+fn taskrun(yaml: &str) -> TaskRun {
+    let mut taskrun: TaskRun = serde_yaml::from_str(yaml).unwrap();
+    taskrun.metadata.namespace = Some("team".into());
+    taskrun.metadata.uid = Some("u1".into());
+    taskrun.metadata.resource_version = Some("7".into());
+    taskrun.metadata.generation = Some(1);
+    taskrun
+}
+
+const NEW: &str = "metadata: {name: hello}\nspec: {image: busybox}";
+const CLAIMED: &str = "metadata: {name: hello, annotations: {taskrun.dev/node: node-a}, finalizers: [taskrun.dev/container]}\nspec: {image: busybox}";
+
+/// One pass over `taskrun` by the agent of [`NODE`].
+async fn pass(taskrun: &TaskRun, fake: &Arc<FakeDaemon>, server: &Arc<ApiServer>) {
+    let client = client(server.clone(), taskrun);
+    let executor = Executor::new(fake.clone(), NODE, Duration::from_secs(5), 1 << 20);
+    let leases = Api::namespaced(client.clone(), "team");
+    let context = Arc::new(Context::new(
+        client,
+        executor,
+        leases,
+        8,
+        Duration::from_secs(15),
+    ));
+    context.nodes.renewed(Instant::now());
+    let guard = Arc::new(DeserializeGuard(Ok(taskrun.clone())));
+    reconcile(guard, context).await.expect("the pass succeeds");
+}
+
+/// The status a status write applied.
+fn written_status(made: &Made) -> TaskRunStatus {
+    serde_json::from_value(made.body["status"].clone()).unwrap()
+}
+
+#[tokio::test]
+async fn a_new_run_costs_one_guarded_claim_and_nothing_else() {
+    let (fake, server) = (
+        Arc::new(FakeDaemon::with_images(&["busybox"])),
+        Arc::default(),
+    );
+    pass(&taskrun(NEW), &fake, &server).await;
+    let writes = server.taskrun_writes();
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    assert_eq!(writes[0].method, "PATCH");
+    assert!(writes[0].path.ends_with("/namespaces/team/taskruns/hello"));
+    let metadata = &writes[0].body["metadata"];
+    assert_eq!(metadata["resourceVersion"], "7");
+    assert_eq!(metadata["annotations"]["taskrun.dev/node"], NODE);
+    assert_eq!(metadata["finalizers"], json!(["taskrun.dev/container"]));
+    assert!(
+        fake.state().containers.is_empty(),
+        "nothing starts before the claim lands"
+    );
+}
+
+#[tokio::test]
+async fn a_claimed_run_starts_its_container_and_writes_running_once() {
+    let (fake, server) = (
+        Arc::new(FakeDaemon::with_images(&["busybox"])),
+        Arc::default(),
+    );
+    pass(&taskrun(CLAIMED), &fake, &server).await;
+    let writes = server.taskrun_writes();
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    assert!(writes[0].path.ends_with("/taskruns/hello/status"));
+    assert_eq!(writes[0].body["metadata"]["resourceVersion"], "7");
+    let status = written_status(&writes[0]);
+    assert_eq!(status.phase, Some(Phase::Running));
+    assert_eq!(status.node_name.as_deref(), Some(NODE));
+    assert_eq!(fake.state().containers.len(), 1);
+}
+
+#[tokio::test]
+async fn a_second_pass_over_what_the_first_wrote_writes_nothing() {
+    let (fake, first) = (
+        Arc::new(FakeDaemon::with_images(&["busybox"])),
+        Arc::<ApiServer>::default(),
+    );
+    let mut run = taskrun(CLAIMED);
+    pass(&run, &fake, &first).await;
+    run.status = Some(written_status(&first.taskrun_writes()[0]));
+
+    let second = Arc::<ApiServer>::default();
+    pass(&run, &fake, &second).await;
+    assert_eq!(
+        second.taskrun_writes().len(),
+        0,
+        "{:#?}",
+        second.taskrun_writes()
+    );
+}
+
+#[tokio::test]
+async fn an_exit_is_recorded_once_then_the_container_is_removed() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    let mut run = taskrun(CLAIMED);
+    let started = Arc::<ApiServer>::default();
+    pass(&run, &fake, &started).await;
+    run.status = Some(written_status(&started.taskrun_writes()[0]));
+    fake.state().output = "done\n".into();
+    {
+        let mut state = fake.state();
+        let container = state.containers.get_mut(&container_name("u1")).unwrap();
+        container.state = ContainerState::Exited {
+            exit_code: 0,
+            oom_killed: false,
+            started_at: Some(Timestamp::now()),
+            finished_at: Some(Timestamp::now()),
+            error: None,
+        };
+    }
+
+    let exited = Arc::<ApiServer>::default();
+    pass(&run, &fake, &exited).await;
+    let writes = exited.taskrun_writes();
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    let status = written_status(&writes[0]);
+    assert_eq!(status.phase, Some(Phase::Succeeded));
+    assert_eq!(status.log_tail.as_deref(), Some("done\n"));
+
+    run.status = Some(status);
+    let removed = Arc::<ApiServer>::default();
+    pass(&run, &fake, &removed).await;
+    assert_eq!(removed.taskrun_writes().len(), 0);
+    assert!(fake.state().containers.is_empty(), "removed once recorded");
+}
+
+#[tokio::test]
+async fn a_status_write_refused_for_a_newer_taskrun_is_not_retried_in_the_pass() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    let server = Arc::new(ApiServer {
+        refuse_status_writes: true,
+        ..ApiServer::default()
+    });
+    pass(&taskrun(CLAIMED), &fake, &server).await;
+    assert_eq!(
+        server.taskrun_writes().len(),
+        1,
+        "one attempt, then the watch brings the news"
+    );
+}
