@@ -2,6 +2,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
+
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::core::DeserializeGuard;
@@ -313,8 +315,13 @@ impl Context {
             at: now,
         });
         retry.failures = retry.failures.saturating_add(1);
-        let delay = Duration::from_secs(1u64 << retry.failures.clamp(1, 7).saturating_sub(1))
-            .min(MAX_BACKOFF);
+        let delay = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(MAX_BACKOFF)
+            .without_max_times()
+            .build()
+            .nth(usize::try_from(retry.failures - 1).unwrap_or(usize::MAX))
+            .unwrap_or(MAX_BACKOFF);
         retry.at = now + delay;
         delay
     }

@@ -15,6 +15,7 @@ mod triggers;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
 use kube::Api;
 use kube::Resource;
@@ -62,18 +63,16 @@ pub struct ControllerConfig {
 
 /// Connects to the node's Docker daemon, waiting for it as long as it takes: an agent whose
 /// daemon is down has nothing to do but wait, and exiting would only make a crash loop.
-async fn connect_docker() -> DockerClient {
-    let mut delay = Duration::from_millis(500);
-    loop {
-        match DockerClient::connect().await {
-            Ok(docker) => return docker,
-            Err(e) => {
-                warn!(error = %e, retry_in = ?delay, "waiting for the Docker daemon");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
+async fn connect_docker() -> Result<DockerClient> {
+    let waiting = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .without_max_times();
+    DockerClient::connect
+        .retry(waiting)
+        .notify(|e, delay| warn!(error = %e, retry_in = ?delay, "waiting for the Docker daemon"))
+        .await
+        .map_err(Error::Docker)
 }
 
 /// Most TaskRuns reconciled at once. Each pass may hold a Docker connection; unbounded, a
@@ -108,7 +107,7 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
     let client = kube::Client::try_default()
         .await
         .map_err(Error::KubeConfig)?;
-    let docker = connect_docker().await;
+    let docker = connect_docker().await?;
     let executor = Executor::new(
         Arc::new(docker),
         config.node_name.clone(),

@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
@@ -23,13 +24,17 @@ pub async fn follow_container_stops(
     stopped: mpsc::Sender<ObjectRef<DeserializeGuard<TaskRun>>>,
     resync: mpsc::Sender<()>,
 ) {
-    let mut delay = Duration::from_millis(250);
+    let reconnect = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(10))
+        .without_max_times();
+    let mut delays = reconnect.build();
     loop {
         let mut events = executor.container_stops();
         while let Some(event) = events.next().await {
             match event {
                 Ok(owner) => {
-                    delay = Duration::from_millis(250);
+                    delays = reconnect.build();
                     debug!(namespace = %owner.namespace, name = %owner.name, "container stopped");
                     let object = ObjectRef::new(&owner.name).within(&owner.namespace);
                     if stopped.send(object).await.is_err() {
@@ -42,8 +47,7 @@ pub async fn follow_container_stops(
                 }
             }
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
+        tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(10))).await;
         // Exits while the stream was broken were missed: once the daemon answers again, every
         // TaskRun is looked at (a resync already queued is enough).
         if executor.ping().await.is_ok() && resync.try_send(()).is_err() && resync.is_closed() {

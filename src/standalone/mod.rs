@@ -10,6 +10,7 @@ mod report;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
 use jiff::Timestamp;
 use tokio::signal::unix::{SignalKind, signal};
@@ -27,7 +28,7 @@ use report::Reporter;
 const PULL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How many times in a row the Docker daemon may fail to answer before a task is given up.
-const ATTEMPTS: u32 = 5;
+const ATTEMPTS: usize = 5;
 
 /// Exit status when every task succeeded.
 const EXIT_SUCCEEDED: u8 = 0;
@@ -146,19 +147,21 @@ async fn run_task(
     interrupt: &Interrupt,
 ) -> TaskRunStatus {
     let mut run = LocalRun::new(task);
-    let mut failures = 0;
-    while failures < ATTEMPTS {
+    let retries = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_times(ATTEMPTS - 1);
+    let mut delays = retries.build();
+    loop {
         match run.step(executor, reporter, interrupt).await {
-            Ok(Step::Continue) => failures = 0,
+            Ok(Step::Continue) => delays = retries.build(),
             Ok(Step::Done) => break,
-            Err(error) => {
-                failures += 1;
-                if failures == ATTEMPTS {
+            Err(error) => match delays.next() {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => {
                     run.give_up(&error, reporter);
-                } else {
-                    tokio::time::sleep(Duration::from_millis(250) * 2u32.pow(failures)).await;
+                    break;
                 }
-            }
+            },
         }
     }
     reporter.finished(&task.name, &run.status);
@@ -376,6 +379,6 @@ mod tests {
         )
         .await;
         assert_eq!(status.reason, Some(Reason::DaemonUnavailable));
-        assert_eq!(fake.calls().len(), ATTEMPTS as usize);
+        assert_eq!(fake.calls().len(), ATTEMPTS);
     }
 }
