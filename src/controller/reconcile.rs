@@ -113,14 +113,14 @@ async fn place_and_act(
             }
             let ending = lifecycle::node_lost(&status, &lost, Timestamp::now());
             let container = status.container_name.clone().unwrap_or_default();
-            let placement = lifecycle::status::Placement {
+            let location = lifecycle::status::Location {
                 node: &lost,
                 container_name: &container,
                 generation: taskrun.meta().generation,
             };
             let ended = lifecycle::status::ended(
                 &status,
-                placement,
+                location,
                 &ending,
                 None,
                 status.log_tail.clone(),

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::decide::{Action, Deletion, Ending, LaunchFailure, StopCause, launch_failed};
-use super::status::{self, Placement};
+use super::status::{self, Location};
 use crate::api::{
     ImagePullPolicy, TaskRunSpec, TaskRunStatus, parse_cpu_nanos, parse_memory_bytes,
 };
@@ -140,7 +140,7 @@ impl Executor {
     ) -> Result<Outcome, DockerError> {
         let owner = self.owner(run);
         let name = owner.container_name();
-        let placement = Placement {
+        let location = Location {
             node: &self.node,
             container_name: &name,
             generation: run.generation,
@@ -148,14 +148,14 @@ impl Executor {
         match action {
             Action::Launch => {
                 let launched = self.launch(run, owner).await?;
-                Ok(self.launched(run, placement, launched, now))
+                Ok(self.launched(run, location, launched, now))
             }
             Action::Start { container_id } => {
                 let started = match self.docker.start_container(&name).await {
                     Ok(()) => Launched::Started(container_id),
                     Err(e) => Launched::Failed(LaunchFailure::StartFailed(answer(e)?)),
                 };
-                Ok(self.launched(run, placement, started, now))
+                Ok(self.launched(run, location, started, now))
             }
             Action::RecordRunning {
                 container_id,
@@ -164,7 +164,7 @@ impl Executor {
             } => Ok(Outcome {
                 status: Some(status::running(
                     run.status,
-                    placement,
+                    location,
                     &container_id,
                     started_at,
                     now,
@@ -190,14 +190,14 @@ impl Executor {
                 let log_tail = self.docker.log_tail(&name).await?;
                 Ok(ended(
                     run,
-                    placement,
+                    location,
                     ending,
                     Some(&container_id),
                     Some(log_tail),
                     now,
                 ))
             }
-            Action::RecordEnd(ending) => Ok(ended(run, placement, ending, None, None, now)),
+            Action::RecordEnd(ending) => Ok(ended(run, location, ending, None, None, now)),
             Action::Remove => {
                 self.docker.remove_container(&name).await?;
                 Ok(Outcome {
@@ -272,7 +272,7 @@ impl Executor {
     fn launched(
         &self,
         run: Run<'_>,
-        placement: Placement<'_>,
+        location: Location<'_>,
         launched: Launched,
         now: Timestamp,
     ) -> Outcome {
@@ -280,7 +280,7 @@ impl Executor {
             // The run's start time is when the daemon accepted the start, which a pull may
             // have put well after the pass began: the one time the executor reads the clock.
             Launched::Started(container_id) => {
-                started(run, placement, &container_id, Timestamp::now())
+                started(run, location, &container_id, Timestamp::now())
             }
             // An earlier attempt created it; the next look decides what it needs.
             Launched::AlreadyCreated => Outcome {
@@ -289,7 +289,7 @@ impl Executor {
             },
             Launched::Failed(failure) => {
                 let ending = launch_failed(failure, run.spec, &self.node, now);
-                ended(run, placement, ending, None, None, now)
+                ended(run, location, ending, None, None, now)
             }
         }
     }
@@ -322,7 +322,7 @@ fn answer(error: DockerError) -> Result<String, DockerError> {
 }
 
 /// The outcome of starting the container: the run is Running from now, until its deadline.
-fn started(run: Run<'_>, placement: Placement<'_>, container_id: &str, now: Timestamp) -> Outcome {
+fn started(run: Run<'_>, location: Location<'_>, container_id: &str, now: Timestamp) -> Outcome {
     let deadline = run
         .spec
         .timeout_seconds
@@ -330,13 +330,13 @@ fn started(run: Run<'_>, placement: Placement<'_>, container_id: &str, now: Time
     Outcome {
         status: Some(status::running(
             run.status,
-            placement,
+            location,
             container_id,
             now,
             now,
         )),
         transition: Some(Transition::Started {
-            container_name: placement.container_name.to_string(),
+            container_name: location.container_name.to_string(),
         }),
         recheck_at: deadline,
         recheck_now: false,
@@ -382,7 +382,7 @@ fn container_template(
 
 fn ended(
     run: Run<'_>,
-    placement: Placement<'_>,
+    location: Location<'_>,
     ending: Ending,
     container_id: Option<&str>,
     log_tail: Option<String>,
@@ -391,7 +391,7 @@ fn ended(
     Outcome {
         status: Some(status::ended(
             run.status,
-            placement,
+            location,
             &ending,
             container_id,
             log_tail,

@@ -15,7 +15,7 @@ const MESSAGE_BYTES: usize = 1024;
 
 /// Where a run's container lives.
 #[derive(Clone, Copy, Debug)]
-pub struct Placement<'a> {
+pub struct Location<'a> {
     pub node: &'a str,
     pub container_name: &'a str,
     pub generation: Option<i64>,
@@ -24,7 +24,7 @@ pub struct Placement<'a> {
 /// The status of a run whose container has started.
 pub fn running(
     previous: &TaskRunStatus,
-    placement: Placement<'_>,
+    location: Location<'_>,
     container_id: &str,
     started_at: Timestamp,
     now: Timestamp,
@@ -32,14 +32,14 @@ pub fn running(
     let status = TaskRunStatus {
         phase: Some(Phase::Running),
         reason: Some(Reason::Running),
-        message: Some(format!("container {} is running", placement.container_name)),
+        message: Some(format!("container {} is running", location.container_name)),
         exit_code: None,
-        node_name: Some(placement.node.to_string()),
-        container_name: Some(placement.container_name.to_string()),
+        node_name: Some(location.node.to_string()),
+        container_name: Some(location.container_name.to_string()),
         container_id: Some(container_id.to_string()),
         start_time: Some(Time(started_at)),
         completion_time: None,
-        observed_generation: placement.generation,
+        observed_generation: location.generation,
         log_tail: None,
         conditions: Vec::new(),
     };
@@ -49,7 +49,7 @@ pub fn running(
 /// The final status of a run.
 pub fn ended(
     previous: &TaskRunStatus,
-    placement: Placement<'_>,
+    location: Location<'_>,
     ending: &Ending,
     container_id: Option<&str>,
     log_tail: Option<String>,
@@ -60,8 +60,8 @@ pub fn ended(
         reason: Some(ending.reason),
         message: Some(api_safe(&ending.message, MESSAGE_BYTES)),
         exit_code: ending.exit_code,
-        node_name: Some(placement.node.to_string()),
-        container_name: Some(placement.container_name.to_string()),
+        node_name: Some(location.node.to_string()),
+        container_name: Some(location.container_name.to_string()),
         container_id: container_id
             .map(str::to_string)
             .or_else(|| previous.container_id.clone()),
@@ -70,7 +70,7 @@ pub fn ended(
             .map(Time)
             .or_else(|| previous.start_time.clone()),
         completion_time: Some(Time(ending.finished_at)),
-        observed_generation: placement.generation,
+        observed_generation: location.generation,
         log_tail: log_tail
             .map(|t| api_safe_tail(&t, LOG_TAIL_BYTES))
             .filter(|t| !t.is_empty()),
@@ -145,7 +145,7 @@ fn with_conditions(
 mod tests {
     use super::*;
 
-    const PLACEMENT: Placement<'static> = Placement {
+    const LOCATION: Location<'static> = Location {
         node: "node-a",
         container_name: "taskrun-u1",
         generation: Some(1),
@@ -161,7 +161,7 @@ mod tests {
 
     #[test]
     fn running_is_succeeded_unknown_and_not_done() {
-        let status = running(&TaskRunStatus::default(), PLACEMENT, "c1", at(100), at(101));
+        let status = running(&TaskRunStatus::default(), LOCATION, "c1", at(100), at(101));
         assert_eq!(status.phase, Some(Phase::Running));
         assert_eq!(status.start_time, Some(Time(at(100))));
         assert_eq!(
@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn failure_is_succeeded_false_and_done_true_with_the_reason() {
-        let before = running(&TaskRunStatus::default(), PLACEMENT, "c1", at(100), at(101));
+        let before = running(&TaskRunStatus::default(), LOCATION, "c1", at(100), at(101));
         let ending = Ending {
             phase: Phase::Failed,
             reason: Reason::Error,
@@ -188,7 +188,7 @@ mod tests {
         };
         let status = ended(
             &before,
-            PLACEMENT,
+            LOCATION,
             &ending,
             Some("c1"),
             Some("boom\n".into()),
@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn unchanged_conditions_keep_their_transition_time() {
-        let first = running(&TaskRunStatus::default(), PLACEMENT, "c1", at(100), at(101));
+        let first = running(&TaskRunStatus::default(), LOCATION, "c1", at(100), at(101));
         let held = held_up(
             &first,
             Reason::DaemonUnavailable,
