@@ -260,7 +260,7 @@ pub async fn create_finished_taskruns(
 /// The status the operator records for a busybox `true` run, built with its own functions.
 fn finished_status(node: &str, uid: &str, generation: Option<i64>) -> TaskRunStatus {
     let container_name = taskrun_operator::docker::container_name(uid);
-    let placement = lifecycle::status::Placement {
+    let location = lifecycle::status::Location {
         node,
         container_name: &container_name,
         generation,
@@ -269,7 +269,7 @@ fn finished_status(node: &str, uid: &str, generation: Option<i64>) -> TaskRunSta
     let container_id = format!("{:0>64}", uid.replace('-', ""));
     let running = lifecycle::status::running(
         &TaskRunStatus::default(),
-        placement,
+        location,
         &container_id,
         started,
         started,
@@ -282,7 +282,7 @@ fn finished_status(node: &str, uid: &str, generation: Option<i64>) -> TaskRunSta
         started_at: Some(started),
         finished_at: started,
     };
-    lifecycle::status::ended(&running, placement, &ending, None, None, started)
+    lifecycle::status::ended(&running, location, &ending, None, None, started)
 }
 
 /// Deletes TaskRuns, `concurrency` requests in flight. Gone already is fine.
