@@ -46,11 +46,11 @@ pub async fn claim_run(
             context.nodes.release(uid);
             Ok(Requeue::await_change())
         }
-        Err(source) => {
+        Err(cause) => {
             context.nodes.release(uid);
             Err(Error::Claim {
                 name: taskrun.name_any(),
-                source,
+                cause,
             })
         }
     }
@@ -84,9 +84,9 @@ pub async fn release(taskrun: &TaskRun, api: &Api<TaskRun>, absent: &str) -> Res
     let metadata = json!({ "annotations": { CLAIM_ANNOTATION: null } });
     let released = patch_metadata_guarded(api, taskrun, metadata)
         .await
-        .map_err(|source| Error::Claim {
+        .map_err(|cause| Error::Claim {
             name: taskrun.name_any(),
-            source,
+            cause,
         })?;
     if released {
         info!(node = %absent, "released a run claimed by a node no agent ever announced");
@@ -99,9 +99,9 @@ pub async fn release(taskrun: &TaskRun, api: &Api<TaskRun>, absent: &str) -> Res
 pub async fn confirm_gone(context: &Context, node: &str, expected: NodeState) -> Result<bool> {
     leases::confirm(&context.leases, node, expected)
         .await
-        .map_err(|source| Error::ReadLease {
+        .map_err(|cause| Error::ReadLease {
             node: node.to_string(),
-            source,
+            cause,
         })
 }
 

@@ -174,9 +174,9 @@ async fn delete(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Res
         .collect();
     patch_metadata_guarded(api, taskrun, json!({ "finalizers": remaining }))
         .await
-        .map_err(|source| Error::ReleaseFinalizer {
+        .map_err(|cause| Error::ReleaseFinalizer {
             name: taskrun.name_any(),
-            source,
+            cause,
         })?;
     if let Some(uid) = taskrun.uid() {
         context.nodes.release(&uid);

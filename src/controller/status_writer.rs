@@ -40,10 +40,10 @@ pub async fn write_status(
             Ok(true)
         }
         Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
-        Err(source) => Err(Error::WriteStatus {
+        Err(cause) => Err(Error::WriteStatus {
             namespace: taskrun.namespace().unwrap_or_default(),
             name,
-            source,
+            cause,
         }),
     }
 }

@@ -16,50 +16,51 @@ use super::container::{ContainerTemplate, ObservedContainer};
 use super::daemon::Daemon;
 use super::naming::{ContainerOwner, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY};
 
-/// A failed call to the Docker daemon, named after the operation.
+/// A failed call to the Docker daemon, named after the operation, with the daemon's cause in
+/// its message (and so not again as a source).
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
     #[error("failed to connect to the Docker daemon: {0}")]
-    Connect(#[source] BollardError),
-    #[error("failed to inspect container {name}: {source}")]
-    InspectContainer { name: String, source: BollardError },
-    #[error("failed to inspect image {image}: {source}")]
-    InspectImage { image: String, source: BollardError },
-    #[error("failed to pull image {image}: {source}")]
-    PullImage { image: String, source: BollardError },
+    Connect(BollardError),
+    #[error("failed to inspect container {name}: {cause}")]
+    InspectContainer { name: String, cause: BollardError },
+    #[error("failed to inspect image {image}: {cause}")]
+    InspectImage { image: String, cause: BollardError },
+    #[error("failed to pull image {image}: {cause}")]
+    PullImage { image: String, cause: BollardError },
     #[error("pulling image {image} did not finish within {seconds} s")]
     PullTimeout { image: String, seconds: u64 },
-    #[error("failed to create container {name}: {source}")]
-    CreateContainer { name: String, source: BollardError },
-    #[error("failed to start container {name}: {source}")]
-    StartContainer { name: String, source: BollardError },
-    #[error("failed to stop container {name}: {source}")]
-    StopContainer { name: String, source: BollardError },
-    #[error("failed to remove container {name}: {source}")]
-    RemoveContainer { name: String, source: BollardError },
-    #[error("failed to read the logs of container {name}: {source}")]
-    ReadLogs { name: String, source: BollardError },
-    #[error("failed to wait for container {name}: {source}")]
-    WaitContainer { name: String, source: BollardError },
+    #[error("failed to create container {name}: {cause}")]
+    CreateContainer { name: String, cause: BollardError },
+    #[error("failed to start container {name}: {cause}")]
+    StartContainer { name: String, cause: BollardError },
+    #[error("failed to stop container {name}: {cause}")]
+    StopContainer { name: String, cause: BollardError },
+    #[error("failed to remove container {name}: {cause}")]
+    RemoveContainer { name: String, cause: BollardError },
+    #[error("failed to read the logs of container {name}: {cause}")]
+    ReadLogs { name: String, cause: BollardError },
+    #[error("failed to wait for container {name}: {cause}")]
+    WaitContainer { name: String, cause: BollardError },
     #[error("failed to list containers: {0}")]
-    ListContainers(#[source] BollardError),
+    ListContainers(BollardError),
     #[error("failed to follow Docker events: {0}")]
-    Events(#[source] BollardError),
+    Events(BollardError),
 }
 
 impl DockerError {
     fn cause(&self) -> Option<&BollardError> {
         match self {
             Self::Connect(e) | Self::ListContainers(e) | Self::Events(e) => Some(e),
-            Self::InspectContainer { source, .. }
-            | Self::InspectImage { source, .. }
-            | Self::PullImage { source, .. }
-            | Self::CreateContainer { source, .. }
-            | Self::StartContainer { source, .. }
-            | Self::StopContainer { source, .. }
-            | Self::RemoveContainer { source, .. }
-            | Self::ReadLogs { source, .. }
-            | Self::WaitContainer { source, .. } => Some(source),
+            Self::InspectContainer { cause, .. }
+            | Self::InspectImage { cause, .. }
+            | Self::PullImage { cause, .. }
+            | Self::CreateContainer { cause, .. }
+            | Self::StartContainer { cause, .. }
+            | Self::StopContainer { cause, .. }
+            | Self::RemoveContainer { cause, .. }
+            | Self::ReadLogs { cause, .. }
+            | Self::WaitContainer { cause, .. } => Some(cause),
             Self::PullTimeout { .. } => None,
         }
     }
@@ -140,9 +141,9 @@ impl Daemon for DockerClient {
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
-            Err(source) => Err(DockerError::InspectContainer {
+            Err(cause) => Err(DockerError::InspectContainer {
                 name: name.to_string(),
-                source,
+                cause,
             }),
         }
     }
@@ -153,9 +154,9 @@ impl Daemon for DockerClient {
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(false),
-            Err(source) => Err(DockerError::InspectImage {
+            Err(cause) => Err(DockerError::InspectImage {
                 image: image.to_string(),
-                source,
+                cause,
             }),
         }
     }
@@ -171,9 +172,9 @@ impl Daemon for DockerClient {
             .create_image(Some(options), None, None)
             .try_for_each(|_| async { Ok(()) });
         match tokio::time::timeout(timeout, pull).await {
-            Ok(result) => result.map_err(|source| DockerError::PullImage {
+            Ok(result) => result.map_err(|cause| DockerError::PullImage {
                 image: image.to_string(),
-                source,
+                cause,
             }),
             Err(_) => Err(DockerError::PullTimeout {
                 image: image.to_string(),
@@ -211,16 +212,16 @@ impl Daemon for DockerClient {
             .create_container(Some(options), body)
             .await
             .map(|created| created.id)
-            .map_err(|source| DockerError::CreateContainer { name, source })
+            .map_err(|cause| DockerError::CreateContainer { name, cause })
     }
 
     async fn start_container(&self, name: &str) -> Result<(), DockerError> {
         self.docker
             .start_container(name, None)
             .await
-            .map_err(|source| DockerError::StartContainer {
+            .map_err(|cause| DockerError::StartContainer {
                 name: name.to_string(),
-                source,
+                cause,
             })
     }
 
@@ -238,9 +239,9 @@ impl Daemon for DockerClient {
                 status_code: 304 | 404,
                 ..
             }) => Ok(()),
-            Err(source) => Err(DockerError::StopContainer {
+            Err(cause) => Err(DockerError::StopContainer {
                 name: name.to_string(),
-                source,
+                cause,
             }),
         }
     }
@@ -259,9 +260,9 @@ impl Daemon for DockerClient {
             Err(BollardError::DockerResponseServerError {
                 status_code: 409, ..
             }) => Ok(()),
-            Err(source) => Err(DockerError::RemoveContainer {
+            Err(cause) => Err(DockerError::RemoveContainer {
                 name: name.to_string(),
-                source,
+                cause,
             }),
         }
     }
@@ -276,9 +277,9 @@ impl Daemon for DockerClient {
         let mut logs = self.docker.logs(name, Some(options));
         let mut tail = Vec::with_capacity(2 * LOG_TAIL_BYTES);
         while let Some(chunk) = logs.next().await {
-            let chunk = chunk.map_err(|source| DockerError::ReadLogs {
+            let chunk = chunk.map_err(|cause| DockerError::ReadLogs {
                 name: name.to_string(),
-                source,
+                cause,
             })?;
             tail.extend_from_slice(&chunk.into_bytes());
             if tail.len() > 2 * LOG_TAIL_BYTES {
@@ -298,9 +299,9 @@ impl Daemon for DockerClient {
             Some(Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             })) => Ok(()),
-            Some(Err(source)) => Err(DockerError::WaitContainer {
+            Some(Err(cause)) => Err(DockerError::WaitContainer {
                 name: name.to_string(),
-                source,
+                cause,
             }),
         }
     }

@@ -112,9 +112,9 @@ impl Daemon for FakeDaemon {
         &self,
         name: &str,
     ) -> Result<Option<ObservedContainer>, DockerError> {
-        self.call("inspect", name, |source| DockerError::InspectContainer {
+        self.call("inspect", name, |cause| DockerError::InspectContainer {
             name: name.to_string(),
-            source,
+            cause,
         })?;
         Ok(self
             .state()
@@ -129,17 +129,17 @@ impl Daemon for FakeDaemon {
     }
 
     async fn has_image(&self, image: &str) -> Result<bool, DockerError> {
-        self.call("inspect_image", image, |source| DockerError::InspectImage {
+        self.call("inspect_image", image, |cause| DockerError::InspectImage {
             image: image.to_string(),
-            source,
+            cause,
         })?;
         Ok(self.state().images.contains(image))
     }
 
     async fn pull_image(&self, image: &str, _timeout: Duration) -> Result<(), DockerError> {
-        let error = |source| DockerError::PullImage {
+        let error = |cause| DockerError::PullImage {
             image: image.to_string(),
-            source,
+            cause,
         };
         self.call("pull", image, error)?;
         let mut state = self.state();
@@ -154,9 +154,9 @@ impl Daemon for FakeDaemon {
 
     async fn create_container(&self, template: &ContainerTemplate) -> Result<String, DockerError> {
         let name = template.owner.container_name();
-        let error = |source| DockerError::CreateContainer {
+        let error = |cause| DockerError::CreateContainer {
             name: name.clone(),
-            source,
+            cause,
         };
         self.call("create", &name, error)?;
         let mut state = self.state();
@@ -182,9 +182,9 @@ impl Daemon for FakeDaemon {
     }
 
     async fn start_container(&self, name: &str) -> Result<(), DockerError> {
-        let error = |source| DockerError::StartContainer {
+        let error = |cause| DockerError::StartContainer {
             name: name.to_string(),
-            source,
+            cause,
         };
         if let Err(e) = self.call("start", name, error) {
             if let Some(container) = self.state().containers.get_mut(name) {
@@ -206,9 +206,9 @@ impl Daemon for FakeDaemon {
     }
 
     async fn stop_container(&self, name: &str, _grace: Duration) -> Result<(), DockerError> {
-        self.call("stop", name, |source| DockerError::StopContainer {
+        self.call("stop", name, |cause| DockerError::StopContainer {
             name: name.to_string(),
-            source,
+            cause,
         })?;
         if let Some(container) = self.state().containers.get_mut(name)
             && let ContainerState::Running { started_at } = container.state
@@ -225,9 +225,9 @@ impl Daemon for FakeDaemon {
     }
 
     async fn remove_container(&self, name: &str) -> Result<(), DockerError> {
-        self.call("remove", name, |source| DockerError::RemoveContainer {
+        self.call("remove", name, |cause| DockerError::RemoveContainer {
             name: name.to_string(),
-            source,
+            cause,
         })?;
         let mut state = self.state();
         state
@@ -237,18 +237,18 @@ impl Daemon for FakeDaemon {
     }
 
     async fn log_tail(&self, name: &str) -> Result<String, DockerError> {
-        self.call("logs", name, |source| DockerError::ReadLogs {
+        self.call("logs", name, |cause| DockerError::ReadLogs {
             name: name.to_string(),
-            source,
+            cause,
         })?;
         Ok(self.state().output.clone())
     }
 
     /// The task ends as soon as someone waits for it, with the scripted exit code.
     async fn wait_until_stopped(&self, name: &str) -> Result<(), DockerError> {
-        self.call("wait", name, |source| DockerError::WaitContainer {
+        self.call("wait", name, |cause| DockerError::WaitContainer {
             name: name.to_string(),
-            source,
+            cause,
         })?;
         let mut state = self.state();
         let exit_code = state.exit_code;
