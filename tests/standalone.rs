@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
+use std::num::NonZeroU16;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -13,6 +14,10 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::ChildStdout;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The size of the pseudo-terminal of [`Node::run_on_terminal`].
+const COLUMNS: NonZeroU16 = NonZeroU16::new(100).unwrap();
+const ROWS: NonZeroU16 = NonZeroU16::new(30).unwrap();
 
 /// A node name of the test's own; dropping it removes every container labelled with it.
 struct Node {
@@ -49,6 +54,41 @@ impl Node {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         command.spawn().expect("start taskrun")
+    }
+
+    /// `taskrun run` with this node's name and `args` on a terminal of [`COLUMNS`] by [`ROWS`]
+    /// of the kind `term`: script(1) gives it a pseudo-terminal and copies all it draws there to
+    /// its own stdout, and exits with its exit status.
+    fn run_on_terminal(&self, term: &str, args: &[&str]) -> Output {
+        let taskrun = [
+            env!("CARGO_BIN_EXE_taskrun"),
+            "run",
+            "--node-name",
+            &self.name,
+        ];
+        let words: Vec<String> = taskrun
+            .iter()
+            .chain(args)
+            .map(|w| shell_quoted(w))
+            .collect();
+        let command = format!(
+            "stty cols {COLUMNS} rows {ROWS} && exec {}",
+            words.join(" ")
+        );
+        Command::new("script")
+            .args([
+                "--quiet",
+                "--flush",
+                "--return",
+                "--command",
+                &command,
+                "/dev/null",
+            ])
+            .env("TERM", term)
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run script(1), from util-linux")
     }
 
     /// The containers labelled with this node, by the task name in their labels.
@@ -114,6 +154,21 @@ fn stdout(output: &Output) -> String {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `word` as one word for sh.
+fn shell_quoted(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// The screen's rows, without trailing blanks, and without blank rows.
+fn shown_rows(terminal: &vt100::Parser) -> Vec<String> {
+    terminal
+        .screen()
+        .rows(0, COLUMNS.get())
+        .map(|row| row.trim_end().to_string())
+        .filter(|row| !row.is_empty())
+        .collect()
 }
 
 /// Asserts that `lines` appear in `output` in this order, each as a whole line.
@@ -549,4 +604,105 @@ async fn a_second_interrupt_kills_without_waiting_out_the_grace_period() {
         &["stopped task – stubborn", "cleanup task – stubborn"],
     );
     assert!(node.containers().is_empty());
+}
+
+#[test]
+fn on_a_terminal_each_task_has_a_live_line_that_ends_in_the_summary() {
+    let node = Node::new("terminal");
+    let task_yaml = "version: v0.0.1\ntasks:\n  - name: talker\n    runner: busybox\n    command: [sh, -c, \"echo working on step 1; sleep 2\"]\n    cleanup: true\n  - name: failing\n    runner: busybox\n    command: [sh, -c, \"echo something went wrong; exit 3\"]\n    cleanup: true\n";
+    let file = TempFile::new(&node, "terminal", task_yaml);
+    let output = node.run_on_terminal("xterm-256color", &[file.path()]);
+    let drawn = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{drawn:?}{}",
+        stderr(&output)
+    );
+
+    // Every redraw of the live view starts at the start of a line: look at the screen after
+    // each one, as a person watching it would.
+    let live_line = regex::Regex::new(r"^\S talker +Running +\d+s +working on step 1$").unwrap();
+    let mut terminal = vt100::Parser::new(ROWS, COLUMNS, 0);
+    let mut saw_live_line = false;
+    for redraw in output.stdout.split_inclusive(|&b| b == b'\r') {
+        terminal.process(redraw);
+        saw_live_line |= shown_rows(&terminal)
+            .iter()
+            .any(|row| live_line.is_match(row));
+    }
+    assert!(
+        saw_live_line,
+        "no live line of talker with its output in:\n{drawn:?}"
+    );
+
+    let screen = shown_rows(&terminal);
+    let expected = [
+        r"^✘ failing +Failed +\d+s +exit 3: Error – something went wrong$",
+        r"^✔ talker +Succeeded +\d+s$",
+        r"^2 tasks in \d+s: 1 succeeded, 1 failed$",
+    ];
+    assert_eq!(
+        screen.len(),
+        expected.len(),
+        "the screen at the end:\n{}",
+        screen.join("\n")
+    );
+    for (row, pattern) in screen.iter().zip(expected) {
+        assert!(
+            regex::Regex::new(pattern).unwrap().is_match(row),
+            "{row:?} is not {pattern:?}; the screen at the end:\n{}",
+            screen.join("\n")
+        );
+    }
+    assert!(node.containers().is_empty());
+}
+
+/// What `taskrun run` draws of examples/task.yaml on a terminal of the kind `term`, asserting
+/// that it succeeded with nothing but lines: no escape sequence of a live view.
+fn drawn_as_lines(node: &Node, term: &str, args: &[&str]) -> String {
+    let args = [args, &["examples/task.yaml"]].concat();
+    let output = node.run_on_terminal(term, &args);
+    let drawn = stdout(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{drawn:?}{}",
+        stderr(&output)
+    );
+    assert!(!drawn.contains('\x1b'), "{drawn:?}");
+    // The terminal turns each newline into a carriage return and a newline.
+    drawn.replace("\r\n", "\n")
+}
+
+#[test]
+fn a_terminal_that_cannot_redraw_lines_gets_the_step_lines() {
+    let node = Node::new("dumb-terminal");
+    let drawn = drawn_as_lines(&node, "dumb", &[]);
+    assert_lines_in_order(
+        &drawn,
+        &[
+            "preparing task – gopher-loops",
+            "starting task – gopher-loops",
+            "completed task – gopher-loops",
+            "cleanup task – gopher-loops",
+        ],
+    );
+    assert_eq!(drawn.lines().count(), 7, "{drawn}");
+}
+
+#[test]
+fn json_output_on_a_terminal_is_one_object_per_task() {
+    let node = Node::new("json-terminal");
+    let drawn = drawn_as_lines(&node, "xterm-256color", &["--output", "json"]);
+    let mut names: Vec<String> = drawn
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+            value["name"].as_str().expect("a name").to_string()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["gopher-loops", "hello-gopher"], "{drawn}");
 }

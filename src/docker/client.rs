@@ -289,6 +289,31 @@ impl Daemon for DockerClient {
         Ok(String::from_utf8_lossy(last_bytes(&tail, LOG_TAIL_BYTES)).into_owned())
     }
 
+    async fn last_line(&self, name: &str) -> Result<Option<String>, DockerError> {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail("1")
+            .build();
+        let mut logs = self.docker.logs(name, Some(options));
+        let mut line = Vec::new();
+        while let Some(chunk) = logs.next().await {
+            match chunk {
+                Ok(chunk) => line.extend_from_slice(&chunk.into_bytes()),
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => return Ok(None),
+                Err(source) => {
+                    return Err(DockerError::ReadLogs {
+                        name: name.to_string(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(Some(String::from_utf8_lossy(&line).into_owned()))
+    }
+
     async fn wait_until_stopped(&self, name: &str) -> Result<(), DockerError> {
         let mut wait = Box::pin(self.docker.wait_container(name, None));
         match wait.next().await {

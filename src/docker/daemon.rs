@@ -40,6 +40,10 @@ pub trait Daemon: Send + Sync {
     /// as written.
     async fn log_tail(&self, name: &str) -> Result<String, DockerError>;
 
+    /// The last line the container wrote to stdout or stderr (empty before it wrote any),
+    /// `None` when there is no such container. It is at most 16 KiB: Docker splits longer lines.
+    async fn last_line(&self, name: &str) -> Result<Option<String>, DockerError>;
+
     /// Returns once the container is no longer running.
     async fn wait_until_stopped(&self, name: &str) -> Result<(), DockerError>;
 

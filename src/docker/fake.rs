@@ -244,6 +244,18 @@ impl Daemon for FakeDaemon {
         Ok(self.state().output.clone())
     }
 
+    async fn last_line(&self, name: &str) -> Result<Option<String>, DockerError> {
+        self.call("last_line", name, |source| DockerError::ReadLogs {
+            name: name.to_string(),
+            source,
+        })?;
+        let state = self.state();
+        Ok(state.containers.contains_key(name).then(|| {
+            let output = state.output.strip_suffix('\n').unwrap_or(&state.output);
+            output.rsplit('\n').next().unwrap_or_default().to_string()
+        }))
+    }
+
     /// The task ends as soon as someone waits for it, with the scripted exit code.
     async fn wait_until_stopped(&self, name: &str) -> Result<(), DockerError> {
         self.call("wait", name, |cause| DockerError::WaitContainer {

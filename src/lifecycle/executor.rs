@@ -100,6 +100,12 @@ impl Executor {
         self.docker.wait_until_stopped(&container_name(uid)).await
     }
 
+    /// The last line the run's container wrote (empty before it wrote any), `None` when it
+    /// has no container.
+    pub async fn last_line(&self, uid: &str) -> Result<Option<String>, DockerError> {
+        self.docker.last_line(&container_name(uid)).await
+    }
+
     /// This node's containers, by ID, with the TaskRun each belongs to.
     pub async fn containers(&self) -> Result<Vec<(String, ContainerOwner)>, DockerError> {
         self.docker.list_managed(&self.node).await

@@ -22,7 +22,7 @@ use crate::api::{Phase, Reason, TaskRunSpec, TaskRunStatus};
 use crate::docker::{DEFAULT_CONTAINER_LOG_BYTES, DockerClient, DockerError};
 use crate::lifecycle::{self, Action, Executor, Observed, Run, decide};
 use input::{Task, load};
-use report::Reporter;
+use report::{Reporter, TaskReport};
 
 /// Longest an image pull may take before the task fails with `ImagePullFailed`.
 const PULL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -65,8 +65,9 @@ pub async fn run(options: RunOptions) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
+    let reporter = Reporter::new(options.output, tasks.iter().map(|task| task.name.as_str()));
     let interrupt = Interrupt::default();
-    let signals = match watch_signals(interrupt.clone()) {
+    let signals = match watch_signals(interrupt.clone(), reporter.clone()) {
         Ok(signals) => signals,
         Err(e) => {
             eprintln!("taskrun: cannot handle SIGINT and SIGTERM: {e}");
@@ -86,14 +87,14 @@ pub async fn run(options: RunOptions) -> ExitCode {
         PULL_TIMEOUT,
         DEFAULT_CONTAINER_LOG_BYTES,
     );
-    let reporter = Reporter::new(options.output);
 
     let statuses: Vec<TaskRunStatus> = futures::stream::iter(&tasks)
-        .map(|task| run_task(&executor, task, reporter, &interrupt))
+        .map(|task| run_task(&executor, task, &reporter, &interrupt))
         .buffer_unordered(options.parallel.max(1))
         .collect()
         .await;
     signals.abort();
+    reporter.summary(&statuses);
 
     if interrupt.stop.is_cancelled() {
         ExitCode::from(EXIT_INTERRUPTED)
@@ -114,7 +115,10 @@ struct Interrupt {
 
 /// Takes over SIGINT and SIGTERM now, before any container exists, so that neither can end
 /// the process with containers left running.
-fn watch_signals(interrupt: Interrupt) -> std::io::Result<tokio::task::JoinHandle<()>> {
+fn watch_signals(
+    interrupt: Interrupt,
+    reporter: Reporter,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     Ok(tokio::spawn(async move {
@@ -133,7 +137,7 @@ fn watch_signals(interrupt: Interrupt) -> std::io::Result<tokio::task::JoinHandl
                 _ = sigint.recv() => {}
                 _ = sigterm.recv() => {}
             }
-            eprintln!("taskrun: {note}");
+            reporter.note(note);
             token.cancel();
         }
     }))
@@ -143,28 +147,29 @@ fn watch_signals(interrupt: Interrupt) -> std::io::Result<tokio::task::JoinHandl
 async fn run_task(
     executor: &Executor,
     task: &Task,
-    reporter: Reporter,
+    reporter: &Reporter,
     interrupt: &Interrupt,
 ) -> TaskRunStatus {
+    let report = reporter.task(&task.name);
     let mut run = LocalRun::new(task);
     let retries = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(500))
         .with_max_times(ATTEMPTS - 1);
     let mut delays = retries.build();
     loop {
-        match run.step(executor, reporter, interrupt).await {
+        match run.step(executor, &report, interrupt).await {
             Ok(Step::Continue) => delays = retries.build(),
             Ok(Step::Done) => break,
             Err(error) => match delays.next() {
                 Some(delay) => tokio::time::sleep(delay).await,
                 None => {
-                    run.give_up(&error, reporter);
+                    run.give_up(&error, &report);
                     break;
                 }
             },
         }
     }
-    reporter.finished(&task.name, &run.status);
+    report.finished(&run.status);
     run.status
 }
 
@@ -208,7 +213,7 @@ impl<'a> LocalRun<'a> {
     async fn step(
         &mut self,
         executor: &Executor,
-        reporter: Reporter,
+        report: &TaskReport<'_>,
         interrupt: &Interrupt,
     ) -> Result<Step, DockerError> {
         // An interrupt is a cancel, which the lifecycle already knows how to carry out.
@@ -228,8 +233,7 @@ impl<'a> LocalRun<'a> {
                 // A container kept by its cleanup policy is still removed after an interrupt:
                 // this process started it and will not be around to look after it.
                 if self.spec.cancel && container.is_some() {
-                    self.perform(executor, Action::Remove, now, reporter)
-                        .await?;
+                    self.perform(executor, Action::Remove, now, report).await?;
                 }
                 return Ok(Step::Done);
             }
@@ -238,6 +242,7 @@ impl<'a> LocalRun<'a> {
                     stopped = executor.wait_for_exit(&self.uid) => stopped?,
                     () = sleep_until(until) => {}
                     () = interrupt.stop.cancelled(), if !self.spec.cancel => {}
+                    () = report.show_output(executor, &self.uid) => {}
                 }
                 return Ok(Step::Continue);
             }
@@ -248,12 +253,12 @@ impl<'a> LocalRun<'a> {
             action => action,
         };
         if action == Action::Launch {
-            reporter.preparing(&self.task.name);
+            report.preparing();
         }
         let stopping = matches!(action, Action::Stop { .. });
         let cancelling = self.spec.cancel;
         tokio::select! {
-            performed = self.perform(executor, action, now, reporter) => performed?,
+            performed = self.perform(executor, action, now, report) => performed?,
             // A launch may take as long as a pull; the next pass sees what it left behind.
             () = interrupt.stop.cancelled(), if !cancelling => {}
             // The grace period is cut short; the next pass stops with none.
@@ -267,20 +272,20 @@ impl<'a> LocalRun<'a> {
         executor: &Executor,
         action: Action,
         now: Timestamp,
-        reporter: Reporter,
+        report: &TaskReport<'_>,
     ) -> Result<(), DockerError> {
         let outcome = executor.perform(self.as_run(), action, now).await?;
         if let Some(status) = outcome.status {
             self.status = status;
         }
         if let Some(transition) = &outcome.transition {
-            reporter.transition(&self.task.name, transition);
+            report.transition(transition);
         }
         Ok(())
     }
 
     /// Records that the Docker daemon stopped answering; the task counts as failed.
-    fn give_up(&mut self, error: &DockerError, reporter: Reporter) {
+    fn give_up(&mut self, error: &DockerError, report: &TaskReport<'_>) {
         let message = error.to_string();
         self.status = lifecycle::status::held_up(
             &self.status,
@@ -289,7 +294,7 @@ impl<'a> LocalRun<'a> {
             None,
             Timestamp::now(),
         );
-        reporter.gave_up(&self.task.name, error);
+        report.gave_up(error);
     }
 }
 
@@ -331,7 +336,7 @@ mod tests {
         let status = run_task(
             &executor(&fake),
             &task("image: busybox\ncleanup: Always"),
-            Reporter::new(OutputFormat::Json),
+            &Reporter::new(OutputFormat::Json, ["hello"]),
             &Interrupt::default(),
         )
         .await;
@@ -356,7 +361,7 @@ mod tests {
         let status = run_task(
             &executor(&fake),
             &task("image: busybox"),
-            Reporter::new(OutputFormat::Json),
+            &Reporter::new(OutputFormat::Json, ["hello"]),
             &Interrupt::default(),
         )
         .await;
@@ -374,7 +379,7 @@ mod tests {
         let status = run_task(
             &executor(&fake),
             &task("image: busybox"),
-            Reporter::new(OutputFormat::Json),
+            &Reporter::new(OutputFormat::Json, ["hello"]),
             &Interrupt::default(),
         )
         .await;
