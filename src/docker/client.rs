@@ -303,10 +303,10 @@ impl Daemon for DockerClient {
                 Err(BollardError::DockerResponseServerError {
                     status_code: 404, ..
                 }) => return Ok(None),
-                Err(source) => {
+                Err(cause) => {
                     return Err(DockerError::ReadLogs {
                         name: name.to_string(),
-                        source,
+                        cause,
                     });
                 }
             }

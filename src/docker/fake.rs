@@ -245,9 +245,9 @@ impl Daemon for FakeDaemon {
     }
 
     async fn last_line(&self, name: &str) -> Result<Option<String>, DockerError> {
-        self.call("last_line", name, |source| DockerError::ReadLogs {
+        self.call("last_line", name, |cause| DockerError::ReadLogs {
             name: name.to_string(),
-            source,
+            cause,
         })?;
         let state = self.state();
         Ok(state.containers.contains_key(name).then(|| {
