@@ -286,21 +286,18 @@ async fn cleanup_policies_and_ttl_decide_which_containers_remain() {
     for (name, ..) in cases {
         ns.wait_done(name).await;
     }
-    // Removal follows the final status write; give it a moment to land.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Removal follows the final status write.
     for (name, _, cleanup, expected) in cases {
-        assert_eq!(
-            container_count(&ns, name).await,
-            expected,
-            "{name} with cleanup {cleanup}"
-        );
+        let what = format!("{name} with cleanup {cleanup} keeping {expected} containers");
+        common::eventually(&what, || async {
+            container_count(&ns, name).await == expected
+        })
+        .await;
     }
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(
-        container_count(&ns, "ttl").await,
-        0,
-        "the TTL removed the container"
-    );
+    common::eventually("the TTL removing the container", || async {
+        container_count(&ns, "ttl").await == 0
+    })
+    .await;
     assert!(
         ns.taskruns().get_opt("ttl").await.unwrap().is_some(),
         "the TaskRun itself stays"
@@ -418,8 +415,14 @@ async fn kill_9_while_starting_and_running_still_gives_one_container_and_the_rig
     })
     .await;
     controller.kill();
-    // Runs finish while no controller is watching.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let docker = common::docker().await;
+    common::eventually("the runs finishing while no controller watches", || async {
+        let containers = ns.containers(&docker).await;
+        containers
+            .iter()
+            .all(|c| c.state.as_ref().is_none_or(|s| s.to_string() != "running"))
+    })
+    .await;
     let _controller = ns.start_controller();
     for (name, code) in &runs {
         let done = ns.wait_done(name).await;
@@ -529,8 +532,17 @@ async fn foreign_containers_are_untouched_and_orphans_are_swept() {
     ))
     .await;
     ns.wait_done("live").await;
-    // The sweep runs every 2 s in tests.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let docker = common::docker().await;
+    common::eventually("the sweep removing the orphan", || async {
+        let ids: Vec<String> = ns
+            .containers(&docker)
+            .await
+            .into_iter()
+            .filter_map(|c| c.id)
+            .collect();
+        !ids.contains(&orphan)
+    })
+    .await;
     let remaining: Vec<String> = ns
         .containers(&common::docker().await)
         .await

@@ -496,3 +496,21 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
             .ok()
     })
 }
+
+/// Waits until `check` holds, looking again every 100 ms, for at most [`TIMEOUT`]; panics
+/// naming `what` when it never does. For conditions no watch reports, such as a container's
+/// removal.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "{what} did not happen within {TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
