@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use bollard::models::ContainerSummaryStateEnum;
 use futures::{StreamExt, TryStreamExt};
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams, WatchEvent, WatchParams};
@@ -420,7 +421,7 @@ async fn kill_9_while_starting_and_running_still_gives_one_container_and_the_rig
         let containers = ns.containers(&docker).await;
         containers
             .iter()
-            .all(|c| c.state.as_ref().is_none_or(|s| s.to_string() != "running"))
+            .all(|c| c.state != Some(ContainerSummaryStateEnum::RUNNING))
     })
     .await;
     let _controller = ns.start_controller();
