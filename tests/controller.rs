@@ -594,21 +594,6 @@ async fn a_daemon_outage_is_shown_and_retried_not_failed() {
     );
 }
 
-async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    Some((code, body))
-}
-
 #[tokio::test]
 async fn health_readiness_and_metrics_are_served() {
     let ns = TestNamespace::new("endpoints").await;
@@ -619,7 +604,7 @@ async fn health_readiness_and_metrics_are_served() {
     let _controller = common::ControllerProcess::start_serving(&ns.name, &ns.node(), &address);
     let mut ready = None;
     for _ in 0..100 {
-        ready = http_get(&address, "/readyz").await;
+        ready = common::http_get(&address, "/readyz").await;
         if ready.as_ref().is_some_and(|(code, _)| *code == 200) {
             break;
         }
@@ -631,11 +616,15 @@ async fn health_readiness_and_metrics_are_served() {
         "ready once the watch synced and Docker answers"
     );
     assert_eq!(
-        http_get(&address, "/healthz").await.map(|(code, _)| code),
+        common::http_get(&address, "/healthz")
+            .await
+            .map(|(code, _)| code),
         Some(200)
     );
     assert_eq!(
-        http_get(&address, "/nope").await.map(|(code, _)| code),
+        common::http_get(&address, "/nope")
+            .await
+            .map(|(code, _)| code),
         Some(404)
     );
 
@@ -647,7 +636,7 @@ async fn health_readiness_and_metrics_are_served() {
     ns.wait_done("measured").await;
     // The controller counts a write once the API server answers it, and lets go of a run once
     // it sees the final status: both may be just after the watch shows it.
-    let mut scraped = http_get(&address, "/metrics").await.unwrap();
+    let mut scraped = common::http_get(&address, "/metrics").await.unwrap();
     for _ in 0..20 {
         if scraped.1.contains("taskrun_status_writes_total 2")
             && scraped.1.contains("taskrun_runs_held 0")
@@ -655,7 +644,7 @@ async fn health_readiness_and_metrics_are_served() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        scraped = http_get(&address, "/metrics").await.unwrap();
+        scraped = common::http_get(&address, "/metrics").await.unwrap();
     }
     let (code, metrics) = scraped;
     assert_eq!(code, 200);
