@@ -59,13 +59,14 @@ pub struct Violation {
     pub seen: String,
 }
 
-/// How long runs may take beyond their own duration.
+/// How long runs may take beyond their own duration, counted in time free of faults.
 #[derive(Clone, Copy, Debug)]
 pub struct Bounds {
     /// For any run: claim, create, start, record.
     pub base: Duration,
-    /// For each fault that overlaps the run, beyond the fault's own length: recovery.
-    pub per_fault: Duration,
+    /// After each fault is healed, how long the agents may take to recover: that time does
+    /// not count either.
+    pub recovery: Duration,
 }
 
 /// Counts for the report.
@@ -462,8 +463,9 @@ impl Judged<'_> {
     }
 }
 
-/// The latest moment a run that began at `from` may end: its own length, the base bound, and
-/// for each fault that overlaps it that fault's length plus recovery.
+/// The latest moment a run that began at `from` may end: when it has had its own length plus
+/// the base bound of time free of faults, a fault lasting from its injection until
+/// `recovery` after it was healed (`now` for one still under way).
 pub fn bound(
     ledger: &Ledger,
     from: Timestamp,
@@ -471,14 +473,26 @@ pub fn bound(
     bounds: Bounds,
     now: Timestamp,
 ) -> Timestamp {
-    let mut allowed = own + bounds.base;
-    for fault in &ledger.faults {
-        let until = fault.until(now);
-        if fault.injected < after(from, allowed) && until > from {
-            allowed += until.duration_since(fault.injected).unsigned_abs() + bounds.per_fault;
+    let mut disturbed: Vec<(Timestamp, Timestamp)> = ledger
+        .faults
+        .iter()
+        .map(|f| (f.injected, after(f.until(now), bounds.recovery)))
+        .filter(|(_, end)| *end > from)
+        .collect();
+    disturbed.sort();
+    let mut needed = own + bounds.base;
+    let mut at = from;
+    for (start, end) in disturbed {
+        if start > at {
+            let free = start.duration_since(at).unsigned_abs();
+            if free >= needed {
+                break;
+            }
+            needed -= free;
         }
+        at = at.max(end);
     }
-    after(from, allowed)
+    after(at, needed)
 }
 
 /// Containers left on a daemon whose TaskRun is gone (or never had this UID).
@@ -563,7 +577,7 @@ mod tests {
 
     const BOUNDS: Bounds = Bounds {
         base: Duration::from_secs(30),
-        per_fault: Duration::from_secs(30),
+        recovery: Duration::from_secs(20),
     };
 
     fn at(second: i64) -> Timestamp {
@@ -681,6 +695,35 @@ mod tests {
             .faults
             .push(fault(FaultKind::CutApi, Some("chaos-a")));
         assert_eq!(invariants(&plan, &ledger), []);
+    }
+
+    #[test]
+    fn time_under_a_fault_and_its_recovery_does_not_count_against_a_run() {
+        let mut ledger = Ledger::default();
+        assert_eq!(
+            bound(&ledger, at(0), Duration::ZERO, BOUNDS, at(100)),
+            at(30)
+        );
+        ledger.faults.push(FaultRecord {
+            plan: FaultPlan {
+                kind: FaultKind::RestartEtcd,
+                node: None,
+                at: Duration::ZERO,
+                hold: Duration::ZERO,
+            },
+            injected: at(10),
+            healed: Some(at(15)),
+        });
+        // 10 s before the fault, then 20 s after its 20 s of recovery.
+        assert_eq!(
+            bound(&ledger, at(0), Duration::ZERO, BOUNDS, at(100)),
+            at(55)
+        );
+        assert_eq!(
+            bound(&ledger, at(40), Duration::ZERO, BOUNDS, at(100)),
+            at(70),
+            "a run that began after it is not held to it"
+        );
     }
 
     #[test]
