@@ -47,6 +47,9 @@ const STUCK_AFTER: Duration = Duration::from_secs(45);
 /// orphan sweep runs every 2 s.
 const SWEEP_GRACE: Duration = Duration::from_secs(20);
 
+/// How many violations of each invariant the printed report shows; report.txt has them all.
+const SHOWN: usize = 12;
+
 /// The size and seed of a run, from the environment.
 struct Settings {
     seed: u64,
@@ -173,16 +176,19 @@ async fn run(plan: &Plan, namespace: &str) -> (String, Vec<Violation>) {
 
     let ledger = ledger.lock().unwrap();
     let (violations, tally) = verdict::judge(plan, &ledger, BOUNDS, Timestamp::now());
-    let report = report(
+    let elapsed = started.elapsed();
+    let full = report(
         plan,
         &ledger,
         &violations,
         &tally,
         &agents,
-        started.elapsed(),
+        elapsed,
+        usize::MAX,
     );
-    let _ = std::fs::write(env.dir.join("report.txt"), &report);
-    (report, violations)
+    let _ = std::fs::write(env.dir.join("report.txt"), full);
+    let short = report(plan, &ledger, &violations, &tally, &agents, elapsed, SHOWN);
+    (short, violations)
 }
 
 /// Creates each run at its time, and cancels or deletes it when its plan says.
@@ -359,8 +365,8 @@ async fn sweep(plan: &Plan, env: &ChaosEnv, ledger: &Shared) {
     }
 }
 
-/// The report: the plan in numbers, the faults as they happened, the outcomes and every
-/// violation.
+/// The report: the plan in numbers, the faults as they happened, the outcomes and the
+/// violations, at most `shown` of each invariant.
 fn report(
     plan: &Plan,
     ledger: &Ledger,
@@ -368,6 +374,7 @@ fn report(
     tally: &Tally,
     agents: &[String],
     elapsed: Duration,
+    shown: usize,
 ) -> String {
     let mut out = String::new();
     let count = |items: &mut dyn Iterator<Item = String>| {
@@ -449,11 +456,23 @@ fn report(
         violations.len(),
         count(&mut violations.iter().map(|v| v.invariant.to_string()))
     );
+    let mut listed: BTreeMap<Invariant, usize> = BTreeMap::new();
     for v in violations {
+        let count = listed.entry(v.invariant).or_default();
+        *count += 1;
+        if *count <= shown {
+            let _ = writeln!(
+                out,
+                "  [{}] {}: expected {}; seen {}",
+                v.invariant, v.run, v.expected, v.seen
+            );
+        }
+    }
+    for (invariant, count) in listed.into_iter().filter(|(_, count)| *count > shown) {
         let _ = writeln!(
             out,
-            "  [{}] {}: expected {}; seen {}",
-            v.invariant, v.run, v.expected, v.seen
+            "  [{invariant}] ... and {} more, in report.txt",
+            count - shown
         );
     }
     out
