@@ -4,6 +4,8 @@ SHELL := /bin/bash
 
 TOOLS_BIN = $(shell bash -c 'source scripts/lib.sh && tools_bin_dir')
 KUBECONFIG_LOCAL = $(CURDIR)/.cluster/kubeconfig
+# Size of `make chaos`.
+N ?= 1000
 export PATH := $(TOOLS_BIN):$(PATH)
 
 .PHONY: help
@@ -58,6 +60,11 @@ lint: ## Check formatting and clippy warnings
 .PHONY: test
 test: ## Bring up Docker and the control plane, lint, and run every test
 	@scripts/test.sh
+
+.PHONY: chaos
+chaos: tools docker-up ## Fault injection: N TaskRuns (default 1000) while agents, dockerd, API server and etcd fail; SEED= replays a run
+	TASKRUN_CHAOS_RUNS=$(N) $(if $(SEED),TASKRUN_CHAOS_SEED=$(SEED)) \
+		cargo test --test chaos -- --nocapture --exact chaos_stream_keeps_every_invariant
 
 .PHONY: bench
 bench: tools ## Measure the operator against raw Docker (release build): table, ratios, target/bench/results.json

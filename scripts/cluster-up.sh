@@ -5,21 +5,11 @@
 # A second run while the cluster answers does nothing. Stop it with scripts/cluster-down.sh.
 #
 # Ports can be overridden: TASKRUN_APISERVER_PORT (6443), TASKRUN_ETCD_PORT (2379),
-# TASKRUN_ETCD_PEER_PORT (2380).
+# TASKRUN_ETCD_PEER_PORT (2380); TASKRUN_CLUSTER_DIR puts a second, separate cluster's state
+# (and its kubeconfig) in another folder than .cluster/.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-
-apiserver_port="${TASKRUN_APISERVER_PORT:-6443}"
-etcd_port="${TASKRUN_ETCD_PORT:-2379}"
-etcd_peer_port="${TASKRUN_ETCD_PEER_PORT:-2380}"
-
-dir="$(cluster_dir)"
-pki="$dir/pki"
-kubeconfig="$dir/kubeconfig"
-bin_dir="$(tools_bin_dir)"
-etcd_bin="$bin_dir/etcd"
-apiserver_bin="$bin_dir/kube-apiserver"
-kubectl_bin="$bin_dir/kubectl"
+source "$(dirname "$0")/cluster-lib.sh"
 
 need openssl
 need curl
@@ -29,12 +19,8 @@ for b in "$etcd_bin" "$apiserver_bin" "$kubectl_bin"; do
   [[ -x "$b" ]] || die "$b not found; build the tools first with scripts/tools.sh"
 done
 
-# Serialize with other cluster-up/cluster-down runs on this checkout. The lock lives outside
-# .cluster/ because cluster-down removes that folder.
-lock_file="${TMPDIR:-/tmp}/taskrun-cluster-$(echo -n "$repo_root" | sha256sum | cut -c1-16).lock"
-exec 9>"$lock_file"
-flock 9
-export TASKRUN_CLUSTER_LOCK_HELD=1 # tells cluster-down.sh (run below) not to take it again
+# Serialize with other cluster-up/cluster-down/cluster-ctl runs on this state folder.
+take_cluster_lock
 
 # --- Already up? -------------------------------------------------------------------------
 if [[ -f "$kubeconfig" ]] &&
@@ -60,6 +46,7 @@ done
 start=$SECONDS
 mkdir -p "$pki" "$dir/etcd"
 chmod 700 "$dir" "$dir/etcd"
+save_ports
 
 # --- PKI ---------------------------------------------------------------------------------
 # EC P-256 for the CA and TLS certs (fast to generate); RSA 2048 for service-account tokens.
@@ -104,101 +91,15 @@ CNF
   rm -f ca.cnf ca.srl
 )
 
-# Starts "$@" in its own session (setsid, so it outlives the caller's process group and
-# terminal) with SIGHUP ignored, output to LOG, and its pid written to PIDFILE by the process
-# itself: `exec` keeps the pid, so the file is right even if setsid had to fork.
-spawn() {
-  local pidfile="$1" logfile="$2"
-  shift 2
-  # From here "$1" is the binary.
-  # 9>&-: the daemon must not inherit the lock fd, or it would hold the lock forever.
-  setsid bash -c 'echo $$ > "$0"; exec nohup "$@"' "$pidfile" "$@" </dev/null >"$logfile" 2>&1 9>&- &
-  for _ in $(seq 1 50); do
-    [[ -s "$pidfile" ]] && return 0
-    sleep 0.1
-  done
-  die "$(basename "$1") did not start (no pid in $pidfile)"
-}
-
-# alive PIDFILE: true while the recorded process runs (zombies count as dead).
-alive() {
-  local pid
-  pid="$(cat "$1" 2>/dev/null)" || return 1
-  [[ -r "/proc/$pid/stat" ]] || return 1
-  [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]]
-}
-
-fail_with_log() {
-  echo "---- last lines of $2 ----" >&2
-  tail -n 40 "$2" >&2 || true
-  echo "----" >&2
-  die "$1 (cluster state left in $dir; scripts/cluster-down.sh cleans it up)"
-}
-
 # --- etcd --------------------------------------------------------------------------------
-etcd_url="http://127.0.0.1:$etcd_port"
-peer_url="http://127.0.0.1:$etcd_peer_port"
 log "starting etcd on $etcd_url (log: $dir/etcd.log)"
-# --unsafe-no-fsync: throwaway test data, skipping fsync makes writes much faster.
-spawn "$dir/etcd.pid" "$dir/etcd.log" "$etcd_bin" \
-  --name=taskrun \
-  --data-dir="$dir/etcd" \
-  --listen-client-urls="$etcd_url" \
-  --advertise-client-urls="$etcd_url" \
-  --listen-peer-urls="$peer_url" \
-  --initial-advertise-peer-urls="$peer_url" \
-  --initial-cluster="taskrun=$peer_url" \
-  --initial-cluster-state=new \
-  --unsafe-no-fsync \
-  --log-level=warn
-
-for _ in $(seq 1 150); do
-  alive "$dir/etcd.pid" || fail_with_log "etcd exited during startup" "$dir/etcd.log"
-  curl -sf --max-time 2 "$etcd_url/health" 2>/dev/null | grep -q '"health":"true"' && break
-  sleep 0.2
-done
-curl -sf --max-time 2 "$etcd_url/health" 2>/dev/null | grep -q '"health":"true"' ||
-  fail_with_log "etcd not healthy after 30 s" "$dir/etcd.log"
+start_etcd new
+wait_etcd
 
 # --- kube-apiserver ----------------------------------------------------------------------
-server="https://127.0.0.1:$apiserver_port"
-issuer="https://kubernetes.default.svc.cluster.local"
 log "starting kube-apiserver on $server (log: $dir/kube-apiserver.log)"
-# --enable-admission-plugins adds to the default-on set (which already has NamespaceLifecycle,
-# LimitRanger, ServiceAccount, DefaultStorageClass, ResourceQuota, the webhook and policy
-# plugins, ...); NodeRestriction is the one extra that pairs with the Node authorizer.
-# --endpoint-reconciler-type=none: the default reconciler refuses a loopback advertise
-# address ("may not be in the loopback range"); without it the `kubernetes` Service still
-# exists but has no Endpoints, which nothing here needs (there are no pods).
-spawn "$dir/kube-apiserver.pid" "$dir/kube-apiserver.log" "$apiserver_bin" \
-  --bind-address=127.0.0.1 \
-  --advertise-address=127.0.0.1 \
-  --endpoint-reconciler-type=none \
-  --secure-port="$apiserver_port" \
-  --etcd-servers="$etcd_url" \
-  --tls-cert-file="$pki/apiserver.crt" \
-  --tls-private-key-file="$pki/apiserver.key" \
-  --client-ca-file="$pki/ca.crt" \
-  --authorization-mode=Node,RBAC \
-  --service-account-issuer="$issuer" \
-  --api-audiences="$issuer" \
-  --service-account-key-file="$pki/sa.pub" \
-  --service-account-signing-key-file="$pki/sa.key" \
-  --service-cluster-ip-range=10.96.0.0/12 \
-  --enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,DefaultTolerationSeconds,NodeRestriction,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota \
-  --allow-privileged=true \
-  --profiling=false
-
-readyz() {
-  curl -sf --max-time 3 --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
-    "$server/readyz" >/dev/null 2>&1
-}
-for _ in $(seq 1 180); do
-  alive "$dir/kube-apiserver.pid" || fail_with_log "kube-apiserver exited during startup" "$dir/kube-apiserver.log"
-  readyz && break
-  sleep 0.5
-done
-readyz || fail_with_log "kube-apiserver not ready after 90 s" "$dir/kube-apiserver.log"
+start_apiserver
+wait_apiserver
 
 # --- kubeconfig --------------------------------------------------------------------------
 # Written last (and atomically): its presence plus a ready /readyz is what marks "up".

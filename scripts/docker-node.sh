@@ -2,7 +2,8 @@
 # `docker-node.sh up NAME` starts a second Docker daemon as another "node" on this machine, in a
 # network namespace of its own (a daemon in the host namespace would take over docker0), and
 # loads the local test images into it; prints its DOCKER_HOST. `docker-node.sh down NAME` stops
-# exactly that daemon. Idempotent.
+# exactly that daemon. `docker-node.sh kill NAME` ends it with SIGKILL, as a crash would (its
+# containers keep running until `up` starts the daemon again). Idempotent.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -13,6 +14,16 @@ root="${XDG_CACHE_HOME:-$HOME/.cache}/taskrun-operator/nodes/$name"
 socket="$root/docker.sock"
 pidfile="$root/dockerd.pid"
 netns="taskrun-$name"
+
+# our_pid: the daemon's pid while it runs as started here (its command line names our pidfile).
+our_pid() {
+  local pid
+  [[ -f "$pidfile" ]] || return 1
+  pid="$(tr -dc '0-9' <"$pidfile")"
+  [[ -n "$pid" && -r /proc/$pid/cmdline ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "--pidfile $pidfile" || return 1
+  echo "$pid"
+}
 
 answers() { DOCKER_HOST="unix://$socket" docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
@@ -37,17 +48,23 @@ case "$action" in
     echo "unix://$socket"
     ;;
   down)
-    if [[ -f "$pidfile" ]]; then
-      pid="$(cat "$pidfile")"
-      if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "--pidfile $pidfile"; then
-        kill -TERM "$pid"
-        for _ in $(seq 1 40); do [[ -e /proc/$pid ]] || break; sleep 0.25; done
-      fi
+    if pid="$(our_pid)"; then
+      kill -TERM "$pid"
+      for _ in $(seq 1 40); do [[ -e /proc/$pid ]] || break; sleep 0.25; done
     fi
     ip netns list | grep -qw "$netns" && ip netns delete "$netns"
     log "$name stopped"
     ;;
+  kill)
+    if pid="$(our_pid)"; then
+      kill -KILL "$pid"
+      for _ in $(seq 1 50); do [[ -e /proc/$pid ]] || break; sleep 0.1; done
+      # The daemon refuses to start while its pidfile names a process that /proc still shows.
+      rm -f "$pidfile"
+      log "$name killed (pid $pid)"
+    fi
+    ;;
   *)
-    die "usage: $0 up|down NAME"
+    die "usage: $0 up|down|kill NAME"
     ;;
 esac

@@ -10,4 +10,10 @@ tools_cache_dir() {
   echo "${XDG_CACHE_HOME:-$HOME/.cache}/taskrun-operator/kubernetes-$KUBERNETES_VERSION-etcd-$ETCD_VERSION"
 }
 tools_bin_dir() { echo "$(tools_cache_dir)/bin"; }
-cluster_dir() { echo "$repo_root/.cluster"; }
+# The control plane's state folder: .cluster/, or TASKRUN_CLUSTER_DIR for a second, separate one.
+cluster_dir() { echo "${TASKRUN_CLUSTER_DIR:-$repo_root/.cluster}"; }
+# The lock that serializes cluster-up, cluster-down and cluster-ctl on one state folder. It
+# lives outside that folder because cluster-down removes it.
+cluster_lock_file() {
+  echo "${TMPDIR:-/tmp}/taskrun-cluster-$(echo -n "$(cluster_dir)" | sha256sum | cut -c1-16).lock"
+}

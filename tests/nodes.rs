@@ -24,26 +24,9 @@ fn node_b_docker() -> String {
     if let Some(host) = host.as_ref() {
         return host.clone();
     }
-    let output = std::process::Command::new(common::repo_root().join("scripts/docker-node.sh"))
-        .args(["up", "node-b"])
-        .output()
-        .expect("run scripts/docker-node.sh");
-    assert!(
-        output.status.success(),
-        "second daemon: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let started = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let started = common::docker_node("up", "node-b");
     *host = Some(started.clone());
     started
-}
-
-async fn docker_at(host: &str) -> bollard::Docker {
-    bollard::Docker::connect_with_host(host)
-        .unwrap()
-        .negotiate_version()
-        .await
-        .unwrap()
 }
 
 /// Removes the test's containers from the second daemon when the test ends, however it ends.
@@ -60,7 +43,7 @@ impl Drop for NodeBCleanup {
 
 /// The test's containers on one daemon: TaskRun name -> (started, finished) times.
 async fn runs_on(host: &str, namespace: &str) -> HashMap<String, (String, String)> {
-    let docker = docker_at(host).await;
+    let docker = common::docker_at(host).await;
     let filters = HashMap::from([("label", vec![format!("taskrun.dev/namespace={namespace}")])]);
     let options = ListContainersOptionsBuilder::default()
         .all(true)

@@ -2,7 +2,8 @@
 //! fresh namespace per test, and the operator binary run as a user would run it.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -32,8 +33,13 @@ pub fn kubeconfig() -> PathBuf {
 
 /// A client for the test cluster.
 pub async fn client() -> Client {
+    client_from(&kubeconfig()).await
+}
+
+/// A client for the cluster of this kubeconfig.
+pub async fn client_from(kubeconfig: &Path) -> Client {
     let options = kube::config::KubeConfigOptions::default();
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig())
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)
         .expect("read the test kubeconfig; run `make cluster-up`");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
@@ -48,6 +54,31 @@ pub async fn docker() -> bollard::Docker {
         .negotiate_version()
         .await
         .expect("negotiate the Docker API version; run `make docker-up`")
+}
+
+/// A client for the Docker daemon at `host` (`unix:///path`).
+pub async fn docker_at(host: &str) -> bollard::Docker {
+    bollard::Docker::connect_with_host(host)
+        .expect("connect to Docker")
+        .negotiate_version()
+        .await
+        .expect("negotiate the Docker API version")
+}
+
+/// `scripts/docker-node.sh ACTION NAME`: `up` starts (or finds) the Docker daemon of another
+/// test node in a network namespace of its own and returns its DOCKER_HOST; `kill` crashes
+/// it; `down` stops it.
+pub fn docker_node(action: &str, name: &str) -> String {
+    let output = Command::new(repo_root().join("scripts/docker-node.sh"))
+        .args([action, name])
+        .output()
+        .expect("run scripts/docker-node.sh");
+    assert!(
+        output.status.success(),
+        "docker-node.sh {action} {name}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 /// `kubectl` against the test cluster.
@@ -78,6 +109,18 @@ pub async fn ensure_crd(client: &Client) {
     .expect("watch the CRD");
 }
 
+/// Creates the namespace `name`, labelled `taskrun.dev/test=<kind>`.
+pub async fn create_namespace(client: &Client, name: &str, kind: &str) {
+    let namespace: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name, "labels": { "taskrun.dev/test": kind } }
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("create test namespace");
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A namespace of its own for one test, with the CRD installed. Dropping it removes every
@@ -100,14 +143,7 @@ impl TestNamespace {
             COUNTER.fetch_add(1, Ordering::Relaxed),
             nanos % 0xfffff
         );
-        let namespace: Namespace = serde_json::from_value(serde_json::json!({
-            "metadata": { "name": name, "labels": { "taskrun.dev/test": "true" } }
-        }))
-        .unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &namespace)
-            .await
-            .expect("create test namespace");
+        create_namespace(&client, &name, "true").await;
         Self { client, name }
     }
 
@@ -245,84 +281,133 @@ pub fn remove_containers_labelled_on(docker_host: Option<&str>, label: &str) {
     }
 }
 
+/// How to start one agent: what `taskrun controller` is given.
+#[derive(Clone, Debug)]
+pub struct Agent {
+    pub namespace: String,
+    pub node: String,
+    /// `DOCKER_HOST`; the default daemon when `None`.
+    pub docker_host: Option<String>,
+    /// The kubeconfig the agent reaches the API server with.
+    pub kubeconfig: PathBuf,
+    /// Address of its health and metrics endpoints.
+    pub health_addr: String,
+    /// More flags.
+    pub extra: Vec<String>,
+    /// Where its output goes (appended, so a restarted agent continues the same file).
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// An agent for `node` watching `namespace` on the test cluster and the default daemon.
+    pub fn new(namespace: &str, node: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            node: node.to_string(),
+            docker_host: None,
+            kubeconfig: kubeconfig(),
+            health_addr: "127.0.0.1:0".into(),
+            extra: Vec::new(),
+            log: repo_root().join(format!("target/test-logs/{node}.log")),
+        }
+    }
+
+    /// Starts the agent.
+    pub fn start(self) -> ControllerProcess {
+        let child = self.spawn();
+        ControllerProcess {
+            child,
+            log: self.log.clone(),
+            agent: self,
+        }
+    }
+
+    fn spawn(&self) -> Child {
+        if let Some(dir) = self.log.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_taskrun"));
+        if let Some(host) = &self.docker_host {
+            command.env("DOCKER_HOST", host);
+        }
+        command
+            .args([
+                "controller",
+                "--health-addr",
+                &self.health_addr,
+                "--namespace",
+                &self.namespace,
+                "--class",
+                &self.namespace,
+                "--node-name",
+                &self.node,
+                "--sweep-interval-seconds",
+                "2",
+            ])
+            .args(&self.extra)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info,taskrun_operator=debug")
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .expect("start taskrun controller")
+    }
+}
+
 /// The operator binary, started as `taskrun controller` for one namespace and node.
 pub struct ControllerProcess {
     child: Child,
+    agent: Agent,
     pub log: PathBuf,
 }
 
 impl ControllerProcess {
     pub fn start(namespace: &str, node: &str) -> Self {
-        Self::start_inner(namespace, node, None)
+        Agent::new(namespace, node).start()
     }
 
     /// Starts the controller with its health and metrics endpoints on `health_addr`.
     pub fn start_serving(namespace: &str, node: &str, health_addr: &str) -> Self {
-        Self::spawn(namespace, node, None, health_addr, &[])
+        Agent {
+            health_addr: health_addr.to_string(),
+            ..Agent::new(namespace, node)
+        }
+        .start()
     }
 
     /// Starts the controller on the main Docker daemon with extra flags, its endpoints on
     /// `health_addr`.
     pub fn start_with(namespace: &str, node: &str, health_addr: &str, extra: &[&str]) -> Self {
-        Self::spawn(namespace, node, None, health_addr, extra)
-    }
-
-    fn start_inner(namespace: &str, node: &str, docker_host: Option<String>) -> Self {
-        Self::spawn(namespace, node, docker_host, "127.0.0.1:0", &[])
+        Agent {
+            health_addr: health_addr.to_string(),
+            extra: extra.iter().map(|flag| flag.to_string()).collect(),
+            ..Agent::new(namespace, node)
+        }
+        .start()
     }
 
     /// Starts an agent for `node` on the daemon at `docker_host`, with extra flags.
     pub fn start_node(namespace: &str, node: &str, docker_host: &str, extra: &[&str]) -> Self {
-        Self::spawn(
-            namespace,
-            node,
-            Some(docker_host.to_string()),
-            "127.0.0.1:0",
-            extra,
-        )
+        Agent {
+            docker_host: Some(docker_host.to_string()),
+            extra: extra.iter().map(|flag| flag.to_string()).collect(),
+            ..Agent::new(namespace, node)
+        }
+        .start()
     }
 
-    fn spawn(
-        namespace: &str,
-        node: &str,
-        docker_host: Option<String>,
-        health_addr: &str,
-        extra: &[&str],
-    ) -> Self {
-        let log_dir = repo_root().join("target/test-logs");
-        std::fs::create_dir_all(&log_dir).unwrap();
-        let log = log_dir.join(format!("{node}.log"));
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_taskrun"));
-        if let Some(host) = docker_host {
-            command.env("DOCKER_HOST", host);
+    /// Starts the controller with its Docker daemon reached through `socket`.
+    pub fn start_with_docker(namespace: &str, node: &str, socket: &Path) -> Self {
+        Agent {
+            docker_host: Some(format!("unix://{}", socket.display())),
+            ..Agent::new(namespace, node)
         }
-        let child = command
-            .args([
-                "controller",
-                "--health-addr",
-                health_addr,
-                "--namespace",
-                namespace,
-                "--class",
-                namespace,
-                "--node-name",
-                node,
-                "--sweep-interval-seconds",
-                "2",
-            ])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig())
-            .env("RUST_LOG", "info,taskrun_operator=debug")
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .expect("start taskrun controller");
-        Self { child, log }
+        .start()
     }
 
     /// The process ID.
@@ -334,6 +419,19 @@ impl ControllerProcess {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// How the agent exited, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Starts the same agent again after it ended, as a supervisor would.
+    pub fn restart(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+        self.child = self.agent.spawn();
     }
 
     /// Asks the controller to stop with SIGTERM and waits for it to exit.
@@ -353,44 +451,138 @@ impl Drop for ControllerProcess {
     }
 }
 
-impl ControllerProcess {
-    /// Starts the controller with its Docker daemon reached through `socket`.
-    pub fn start_with_docker(namespace: &str, node: &str, socket: &std::path::Path) -> Self {
-        Self::start_inner(
-            namespace,
-            node,
-            Some(format!("unix://{}", socket.display())),
-        )
+/// Where a [`Proxy`] listens, or what it forwards to.
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+/// A byte stream either way, whatever the socket kind.
+trait Duplex: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Duplex for T {}
+
+impl Endpoint {
+    async fn connect(&self) -> std::io::Result<Box<dyn Duplex>> {
+        Ok(match self {
+            Self::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+            Self::Tcp(address) => Box::new(tokio::net::TcpStream::connect(address).await?),
+        })
     }
 }
 
-/// A stand-in for the Docker socket that forwards to the real daemon, and can be paused to
-/// make the daemon look down to whoever uses it.
-pub struct DockerProxy {
-    socket: PathBuf,
-    upstream: PathBuf,
+enum Listener {
+    Unix(tokio::net::UnixListener),
+    Tcp(tokio::net::TcpListener),
+}
+
+impl Listener {
+    /// Binds `endpoint`, taking the place of a socket file left behind. Must run inside the
+    /// runtime.
+    fn bind(endpoint: &Endpoint) -> std::io::Result<Self> {
+        Ok(match endpoint {
+            Endpoint::Unix(path) => {
+                let _ = std::fs::remove_file(path);
+                Self::Unix(tokio::net::UnixListener::bind(path)?)
+            }
+            Endpoint::Tcp(address) => {
+                // The listener of a paused proxy closes once its aborted task is dropped, which
+                // may be a moment after the pause.
+                let mut attempts = 0;
+                let listener = loop {
+                    match std::net::TcpListener::bind(address) {
+                        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts < 40 => {
+                            attempts += 1;
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        bound => break bound?,
+                    }
+                };
+                listener.set_nonblocking(true)?;
+                Self::Tcp(tokio::net::TcpListener::from_std(listener)?)
+            }
+        })
+    }
+
+    fn local(&self) -> std::io::Result<Endpoint> {
+        Ok(match self {
+            Self::Unix(_) => unreachable!("a Unix proxy is named by its path"),
+            Self::Tcp(listener) => Endpoint::Tcp(listener.local_addr()?),
+        })
+    }
+
+    async fn accept(&self) -> std::io::Result<Box<dyn Duplex>> {
+        Ok(match self {
+            Self::Unix(listener) => Box::new(listener.accept().await?.0),
+            Self::Tcp(listener) => Box::new(listener.accept().await?.0),
+        })
+    }
+}
+
+/// A stand-in for a socket (the Docker daemon's, the API server's) that forwards to the real
+/// one, and can be paused to make it look down to whoever uses it.
+pub struct Proxy {
+    listen: Endpoint,
+    upstream: Endpoint,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-impl DockerProxy {
-    pub async fn start(socket: &std::path::Path) -> Self {
+/// The proxy most tests put before the test Docker daemon.
+pub type DockerProxy = Proxy;
+
+impl Proxy {
+    /// Forwards `socket` to the test Docker daemon (`DOCKER_HOST` or the default socket).
+    pub async fn start(socket: &Path) -> Self {
         let upstream = std::env::var("DOCKER_HOST")
             .ok()
             .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
+        Self::unix(socket, &upstream).await
+    }
+
+    /// Forwards the Unix socket `socket` to the one at `upstream`.
+    pub async fn unix(socket: &Path, upstream: &Path) -> Self {
+        Self::forward(
+            Endpoint::Unix(socket.to_path_buf()),
+            Endpoint::Unix(upstream.to_path_buf()),
+        )
+    }
+
+    /// Forwards a fresh loopback TCP port (see [`Self::address`]) to `upstream`.
+    pub async fn tcp(upstream: SocketAddr) -> Self {
+        Self::forward(
+            Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], 0))),
+            Endpoint::Tcp(upstream),
+        )
+    }
+
+    fn forward(listen: Endpoint, upstream: Endpoint) -> Self {
+        let listener = Listener::bind(&listen).expect("bind proxy socket");
+        let listen = match listen {
+            Endpoint::Tcp(_) => listener.local().expect("proxy address"),
+            unix => unix,
+        };
         let proxy = Self {
-            socket: socket.to_path_buf(),
+            listen,
             upstream,
             tasks: Default::default(),
         };
-        proxy.resume();
+        proxy.serve(listener);
         proxy
+    }
+
+    /// Where the proxy listens; the same after a pause and a resume.
+    pub fn address(&self) -> &Endpoint {
+        &self.listen
     }
 
     /// Starts forwarding again.
     pub fn resume(&self) {
-        let _ = std::fs::remove_file(&self.socket);
-        let listener = tokio::net::UnixListener::bind(&self.socket).expect("bind proxy socket");
+        let listener = Listener::bind(&self.listen).expect("bind proxy socket again");
+        self.serve(listener);
+    }
+
+    fn serve(&self, listener: Listener) {
         let upstream = self.upstream.clone();
         let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::<
             tokio::task::JoinHandle<()>,
@@ -398,10 +590,10 @@ impl DockerProxy {
         let owned = connections.clone();
         let accept = tokio::spawn(async move {
             let _guard = AbortOnDrop(owned);
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok(mut inbound) = listener.accept().await {
                 let upstream = upstream.clone();
                 let connection = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::UnixStream::connect(&upstream).await {
+                    if let Ok(mut outbound) = upstream.connect().await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
@@ -411,16 +603,19 @@ impl DockerProxy {
         self.tasks.lock().unwrap().push(accept);
     }
 
-    /// Refuses new connections and cuts the open ones, as a stopped daemon would.
+    /// Refuses new connections and cuts the open ones, as a stopped daemon or a cut network
+    /// would.
     pub fn pause(&self) {
         for task in self.tasks.lock().unwrap().drain(..) {
             task.abort();
         }
-        let _ = std::fs::remove_file(&self.socket);
+        if let Endpoint::Unix(path) = &self.listen {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
-impl Drop for DockerProxy {
+impl Drop for Proxy {
     fn drop(&mut self) {
         self.pause();
     }
@@ -436,6 +631,22 @@ impl Drop for AbortOnDrop {
             }
         }
     }
+}
+
+/// A plain HTTP GET of `path` from `address` (host:port): the status code and the body.
+pub async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Some((code, body))
 }
 
 /// A TaskRun manifest named `name` with `spec` (YAML lines) as its spec.
@@ -462,22 +673,6 @@ pub fn apply_deploy() {
         "kubectl apply -k deploy/: {}",
         String::from_utf8_lossy(&applied.stderr)
     );
-}
-
-/// A plain HTTP GET of `path` on `address`: the status code and the body.
-pub async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    Some((code, body))
 }
 
 /// A free loopback address for a controller's endpoints.
