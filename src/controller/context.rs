@@ -50,11 +50,19 @@ pub struct Nodes {
     /// The node Leases seen, and whether they have been watched long enough that a node
     /// without one never announced itself.
     leases: RwLock<LeaseView>,
-    /// When this agent's own Lease was last renewed (the renewal's start).
-    own_renewal: Mutex<Option<Instant>>,
+    /// When this agent's own Lease was last renewed (the renewal's start), and since when it
+    /// has been renewed without a lapse.
+    own_renewal: Mutex<Option<Renewal>>,
     lease_duration: Duration,
     /// Woken when this node has room for another run.
     pub room: Notify,
+}
+
+/// This agent's own renewals.
+#[derive(Clone, Copy, Debug)]
+struct Renewal {
+    last: Instant,
+    current_since: Instant,
 }
 
 /// The other agents' Leases as last seen.
@@ -87,22 +95,57 @@ impl Nodes {
                 .is_ok_and(|held| held.len() < self.max_running)
     }
 
-    /// Whether this agent renewed its own Lease recently enough to start containers: within
-    /// two thirds of the Lease duration, a margin for the other agents' clocks.
+    /// Whether this agent renewed its own Lease recently enough to start containers.
     pub fn own_lease_current(&self, now: Instant) -> bool {
-        self.own_renewal
-            .lock()
-            .ok()
-            .and_then(|r| *r)
-            .is_some_and(|renewed| {
-                now.saturating_duration_since(renewed) < self.lease_duration * 2 / 3
-            })
+        self.renewal()
+            .is_some_and(|renewal| self.current_at(renewal.last, now))
+    }
+
+    /// Whether this agent may judge another lost by its expired Lease: only once its own
+    /// Lease has been renewed without a lapse for a whole Lease duration. Right after this
+    /// agent's start, or after the API server was out of reach for everyone, the others have
+    /// not had that long to renew theirs.
+    pub fn may_judge_others(&self, now: Instant) -> bool {
+        self.renewal().is_some_and(|renewal| {
+            self.current_at(renewal.last, now)
+                && now.saturating_duration_since(renewal.current_since) >= self.lease_duration
+        })
     }
 
     /// Records a renewal of this agent's Lease that began at `started`.
     pub fn renewed(&self, started: Instant) {
         if let Ok(mut renewal) = self.own_renewal.lock() {
-            *renewal = Some(started);
+            let current_since = match *renewal {
+                Some(previous) if self.current_at(previous.last, started) => previous.current_since,
+                _ => started,
+            };
+            *renewal = Some(Renewal {
+                last: started,
+                current_since,
+            });
+        }
+    }
+
+    fn renewal(&self) -> Option<Renewal> {
+        self.own_renewal.lock().ok().and_then(|renewal| *renewal)
+    }
+
+    /// Whether a renewal at `renewed` still counts at `now`: within two thirds of the Lease
+    /// duration, a margin for the other agents' clocks.
+    fn current_at(&self, renewed: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(renewed) < self.lease_duration * 2 / 3
+    }
+
+    /// Gives up the places of runs this node no longer holds (ended, deleted, or taken
+    /// from it), keeping those in `held`.
+    pub fn hold_only(&self, held: &HashSet<String>) {
+        let released = self.held.lock().is_ok_and(|mut mine| {
+            let before = mine.len();
+            mine.retain(|uid| held.contains(uid));
+            mine.len() < before
+        });
+        if released {
+            self.room.notify_waiters();
         }
     }
 
@@ -387,5 +430,32 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn others_are_judged_only_after_a_whole_lease_of_own_renewals() {
+        let nodes = Nodes::new(4, Duration::from_secs(3));
+        let start = Instant::now();
+        assert!(!nodes.own_lease_current(start) && !nodes.may_judge_others(start));
+        for second in 0..=3 {
+            nodes.renewed(start + Duration::from_secs(second));
+        }
+        let now = start + Duration::from_secs(3);
+        assert!(nodes.own_lease_current(now) && nodes.may_judge_others(now));
+
+        // Out of reach of the API server for longer than the Lease: judge no one at once.
+        let back = start + Duration::from_secs(10);
+        assert!(!nodes.own_lease_current(back));
+        nodes.renewed(back);
+        assert!(nodes.own_lease_current(back) && !nodes.may_judge_others(back));
+    }
+
+    #[test]
+    fn places_of_runs_no_longer_held_are_given_up() {
+        let nodes = Nodes::new(2, Duration::from_secs(3));
+        assert!(nodes.reserve("a") && nodes.reserve("b") && !nodes.reserve("c"));
+        nodes.hold_only(&HashSet::from(["b".to_string()]));
+        assert_eq!(nodes.held(), 1);
+        assert!(nodes.reserve("c"));
     }
 }

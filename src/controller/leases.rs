@@ -57,9 +57,17 @@ pub async fn keep_lease(context: Arc<Context>, duration: Duration, resync: mpsc:
         let Some(since) = watched_since else {
             continue;
         };
+        // Expired Leases say nothing while this agent could not renew its own either.
+        let judging = context.nodes.may_judge_others(Instant::now());
         let view = LeaseView {
-            states: node_states(&store, Timestamp::now()),
-            settled: since.elapsed() >= duration,
+            states: node_states(&store, Timestamp::now())
+                .into_iter()
+                .map(|(node, state)| match state {
+                    NodeState::Lost if !judging => (node, NodeState::Unknown),
+                    state => (node, state),
+                })
+                .collect(),
+            settled: judging && since.elapsed() >= duration,
         };
         let summary = format!("{:?}", view.states);
         if context.nodes.set_leases(view) {

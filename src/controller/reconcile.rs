@@ -100,7 +100,10 @@ async fn place_and_act(
         }
         Placement::Claim => claim_run(taskrun, &uid, api, context).await,
         Placement::Full => Ok(Requeue::requeue(WAIT_FOR_ROOM)),
-        Placement::Elsewhere => Ok(Requeue::requeue(RESYNC)),
+        Placement::Elsewhere => {
+            context.nodes.release(&uid);
+            Ok(Requeue::requeue(RESYNC))
+        }
         Placement::Release { node: absent } => {
             if confirm_gone(context, &absent, NodeState::Absent).await? {
                 claims::release(taskrun, api, &absent).await?;

@@ -7,12 +7,15 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
+use super::claims::claimed_by;
 use super::context::Context;
 use crate::api::TaskRun;
 use crate::docker::ContainerOwner;
 
-/// Removes this node's containers whose TaskRun no longer exists (deleted while the
-/// controller was down, say). Containers without our labels are never looked at.
+/// Forgets what the agent keeps about TaskRuns that are gone or no longer its own (failure
+/// counts, places held), and removes this node's containers whose TaskRun no longer exists
+/// (deleted while the controller was down, say). Containers without our labels are never
+/// looked at.
 pub async fn sweep_orphans(
     context: Arc<Context>,
     store: Store<DeserializeGuard<TaskRun>>,
@@ -27,6 +30,9 @@ pub async fn sweep_orphans(
             .map(|guard| ObjectRef::from_obj(&**guard))
             .collect();
         context.forget_failures_except(&existing);
+        context
+            .nodes
+            .hold_only(&still_held(&store, context.executor.node()));
         let containers = match context.executor.containers().await {
             Ok(containers) => containers,
             Err(e) => {
@@ -70,4 +76,23 @@ async fn taskrun_exists(
     let api: Api<TaskRun> = Api::namespaced(client.clone(), &owner.namespace);
     let found = api.get_metadata_opt(&owner.name).await?;
     Ok(found.is_some_and(|taskrun| taskrun.uid().as_deref() == Some(owner.uid.as_str())))
+}
+
+/// The runs whose places this node may still hold: those in the cache that are unfinished and
+/// claimed by it or by no one yet (a claim of its own may be on its way).
+fn still_held(store: &Store<DeserializeGuard<TaskRun>>, node: &str) -> HashSet<String> {
+    store
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|taskrun| {
+            let ended = taskrun
+                .status
+                .as_ref()
+                .is_some_and(|s| s.phase().is_final());
+            let claim = claimed_by(taskrun);
+            !ended && claim.is_none_or(|owner| owner == node)
+        })
+        .filter_map(|taskrun| taskrun.uid())
+        .collect()
 }

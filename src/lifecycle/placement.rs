@@ -66,13 +66,13 @@ pub fn place(claim: Claim<'_>, node_state: impl Fn(&str) -> NodeState) -> Placem
         node,
         can_take,
     } = claim;
+    if claimed_by == Some(node) {
+        return Placement::Mine;
+    }
+    if status.phase().is_final() {
+        return Placement::Elsewhere;
+    }
     if let Some(owner) = claimed_by {
-        if owner == node {
-            return Placement::Mine;
-        }
-        if status.phase().is_final() {
-            return Placement::Elsewhere;
-        }
         let owner = owner.to_string();
         return match node_state(&owner) {
             NodeState::Live | NodeState::Unknown => Placement::Elsewhere,
@@ -285,7 +285,8 @@ mod tests {
                         prop_assert!(matches!(state_of(node), NodeState::Lost | NodeState::Absent));
                         prop_assert!(!status.phase().is_final());
                     }
-                    Placement::Full | Placement::Elsewhere | Placement::Unavailable { .. } => {}
+                    Placement::Unavailable { .. } => prop_assert!(!status.phase().is_final()),
+                    Placement::Full | Placement::Elsewhere => {}
                 }
                 if claimed_by.as_deref().is_some_and(|owner| owner != "a") {
                     prop_assert!(!matches!(placement, Placement::Mine | Placement::Claim));

@@ -80,7 +80,8 @@ pub fn ended(
 }
 
 /// The status of a run held up by something that may pass, such as the Docker daemon not
-/// answering. The phase stays; the reason and message say what is wrong.
+/// answering. The phase stays; the reason and message say what is wrong. An ended run is
+/// held up by nothing: its status stays as it is.
 pub fn held_up(
     previous: &TaskRunStatus,
     reason: Reason,
@@ -88,6 +89,9 @@ pub fn held_up(
     generation: Option<i64>,
     now: Timestamp,
 ) -> TaskRunStatus {
+    if previous.phase().is_final() {
+        return previous.clone();
+    }
     let status = TaskRunStatus {
         phase: Some(previous.phase()),
         reason: Some(reason),
@@ -229,6 +233,34 @@ mod tests {
             condition(&held, ConditionType::Succeeded).reason,
             "DaemonUnavailable"
         );
+    }
+
+    #[test]
+    fn an_ended_run_is_never_held_up() {
+        let ending = Ending {
+            phase: Phase::Succeeded,
+            reason: Reason::Completed,
+            message: "exited with code 0".into(),
+            exit_code: Some(0),
+            started_at: Some(at(100)),
+            finished_at: at(105),
+        };
+        let done = ended(
+            &TaskRunStatus::default(),
+            LOCATION,
+            &ending,
+            Some("c1"),
+            None,
+            at(106),
+        );
+        let held = held_up(
+            &done,
+            Reason::DaemonUnavailable,
+            "no answer",
+            Some(1),
+            at(200),
+        );
+        assert_eq!(held, done);
     }
 
     #[test]
