@@ -310,6 +310,7 @@ impl Judged<'_> {
             Expect::ImageRejected => Allowed::new(
                 Phase::Failed,
                 &[
+                    Reason::InvalidImage,
                     Reason::ImagePullFailed,
                     Reason::ImageNotPresent,
                     Reason::StartFailed,
