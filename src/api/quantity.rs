@@ -4,46 +4,64 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 /// Bytes meant by a memory quantity, rounded up; `None` when it is not a quantity.
 pub fn parse_memory_bytes(quantity: &Quantity) -> Option<i64> {
-    to_integer(parse(&quantity.0)?)
+    to_integer(parse(&quantity.0, 0)?)
 }
 
 /// Billionths of a CPU meant by a CPU quantity, rounded up; `None` when it is not a quantity.
 pub fn parse_cpu_nanos(quantity: &Quantity) -> Option<i64> {
-    to_integer(parse(&quantity.0)? * 1e9)
+    to_integer(parse(&quantity.0, 9)?)
 }
 
 fn to_integer(value: f64) -> Option<i64> {
     (value.is_finite() && value >= 0.0 && value < i64::MAX as f64).then(|| value.ceil() as i64)
 }
 
-fn parse(text: &str) -> Option<f64> {
+/// The amount a quantity means, in units of `10^-unit_exponent`.
+///
+/// The digits are read as one whole number and scaled by a single multiplication or division
+/// by a power of ten, then by a power of 1024, which is exact. So a quantity that means a whole
+/// number of units gets exactly that number (up to 2^53): multiplying by an inexact `1e-3`
+/// first would turn `9m` into 9000001 nanos, and `ceil` would keep the error.
+fn parse(text: &str, unit_exponent: i32) -> Option<f64> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
         .unwrap_or(text.len());
     let (number, suffix) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let multiplier = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        exponent if exponent.starts_with(['e', 'E']) => 10f64.powi(exponent[1..].parse().ok()?),
+    let (ten, binary) = match suffix {
+        "" => (0, 0),
+        "n" => (-9, 0),
+        "u" => (-6, 0),
+        "m" => (-3, 0),
+        "k" => (3, 0),
+        "M" => (6, 0),
+        "G" => (9, 0),
+        "T" => (12, 0),
+        "P" => (15, 0),
+        "E" => (18, 0),
+        "Ki" => (0, 1),
+        "Mi" => (0, 2),
+        "Gi" => (0, 3),
+        "Ti" => (0, 4),
+        "Pi" => (0, 5),
+        "Ei" => (0, 6),
+        exponent if exponent.starts_with(['e', 'E']) => (exponent[1..].parse().ok()?, 0),
         _ => return None,
     };
-    Some(number * multiplier)
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let digits: f64 = format!("{whole}{fraction}").parse().ok()?;
+    let scale = i64::from(ten) + i64::from(unit_exponent) - i64::try_from(fraction.len()).ok()?;
+    // Past 10^400 a float is infinite and its inverse 0, so larger powers change nothing.
+    let power = 10f64.powi(scale.unsigned_abs().min(400) as i32);
+    let scaled = if scale >= 0 {
+        digits * power
+    } else {
+        digits / power
+    };
+    Some(scaled * 1024f64.powi(binary))
 }
 
 #[cfg(test)]
@@ -76,5 +94,33 @@ mod tests {
         assert_eq!(parse_memory_bytes(&q("12Qi")), None);
         assert_eq!(parse_memory_bytes(&q("-1Mi")), None);
         assert_eq!(parse_cpu_nanos(&q("")), None);
+        assert_eq!(parse_memory_bytes(&q("1.2.3Mi")), None);
+        assert_eq!(parse_memory_bytes(&q(".+0Mi")), None);
+        assert_eq!(parse_memory_bytes(&q("1e400")), None);
+    }
+
+    #[test]
+    fn whole_amounts_are_exact() {
+        // Scaling by an inexact 1e-3 and then rounding up used to add one.
+        assert_eq!(parse_cpu_nanos(&q("9m")), Some(9_000_000));
+        assert_eq!(parse_cpu_nanos(&q("13m")), Some(13_000_000));
+        assert_eq!(
+            parse_cpu_nanos(&q("8534577.96")),
+            Some(8_534_577_960_000_000)
+        );
+        assert_eq!(
+            parse_memory_bytes(&q("2783543.72e7")),
+            Some(27_835_437_200_000)
+        );
+        assert_eq!(parse_memory_bytes(&q("1.5Gi")), Some(3 << 29));
+        assert_eq!(parse_memory_bytes(&q("0.5")), Some(1));
+    }
+
+    #[test]
+    fn extreme_exponents_are_refused_or_vanish() {
+        assert_eq!(parse_memory_bytes(&q("1e2147483647")), None);
+        assert_eq!(parse_memory_bytes(&q("1e-2147483648")), Some(0));
+        assert_eq!(parse_cpu_nanos(&q("1e-2147483648")), Some(0));
+        assert_eq!(parse_memory_bytes(&q("1e2147483648")), None);
     }
 }
