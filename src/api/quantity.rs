@@ -66,6 +66,8 @@ fn parse(text: &str, unit_exponent: i32) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn q(text: &str) -> Quantity {
@@ -101,7 +103,7 @@ mod tests {
 
     #[test]
     fn whole_amounts_are_exact() {
-        // Scaling by an inexact 1e-3 and then rounding up used to add one.
+        // Found by the properties below: scaling by an inexact 1e-3 and rounding up added one.
         assert_eq!(parse_cpu_nanos(&q("9m")), Some(9_000_000));
         assert_eq!(parse_cpu_nanos(&q("13m")), Some(13_000_000));
         assert_eq!(
@@ -122,5 +124,181 @@ mod tests {
         assert_eq!(parse_memory_bytes(&q("1e-2147483648")), Some(0));
         assert_eq!(parse_cpu_nanos(&q("1e-2147483648")), Some(0));
         assert_eq!(parse_memory_bytes(&q("1e2147483648")), None);
+    }
+
+    /// What a generated quantity means, worked out in integers, away from the parser's floats.
+    #[derive(Debug)]
+    struct Meaning {
+        /// The quantity as written.
+        text: String,
+        /// `digits × 10^exponent × 1024^binary` in the unit asked for, as a fraction.
+        numerator: u128,
+        denominator: u128,
+    }
+
+    impl Meaning {
+        fn ceil(&self) -> u128 {
+            self.numerator.div_ceil(self.denominator)
+        }
+
+        fn is_whole(&self) -> bool {
+            self.numerator.is_multiple_of(self.denominator)
+        }
+    }
+
+    /// Suffixes as `(suffix, power of ten, power of 1024)`.
+    const SUFFIXES: [(&str, i32, u32); 16] = [
+        ("", 0, 0),
+        ("n", -9, 0),
+        ("u", -6, 0),
+        ("m", -3, 0),
+        ("k", 3, 0),
+        ("M", 6, 0),
+        ("G", 9, 0),
+        ("T", 12, 0),
+        ("P", 15, 0),
+        ("E", 18, 0),
+        ("Ki", 0, 1),
+        ("Mi", 0, 2),
+        ("Gi", 0, 3),
+        ("Ti", 0, 4),
+        ("Pi", 0, 5),
+        ("Ei", 0, 6),
+    ];
+
+    /// A well-formed quantity (up to 9 digits, up to 3 of them after the point, any suffix or
+    /// a decimal exponent) and what it means in units of `10^unit`: 0 for bytes, -9 for nanos.
+    fn quantity(unit: i32) -> impl Strategy<Value = Meaning> {
+        let suffix = prop_oneof![
+            proptest::sample::select(&SUFFIXES[..]).prop_map(|(s, ten, bin)| (
+                s.to_string(),
+                ten,
+                bin
+            )),
+            (prop_oneof![Just('e'), Just('E')], -9i32..=18).prop_map(|(e, ten)| (
+                format!("{e}{ten}"),
+                ten,
+                0
+            )),
+        ];
+        (0u64..1_000_000_000, 0usize..=3, suffix, any::<bool>()).prop_map(
+            move |(digits, fraction, (suffix, ten, binary), plus)| {
+                let padded = format!("{digits:0>width$}", width = fraction + 1);
+                let (whole, part) = padded.split_at(padded.len() - fraction);
+                let number = if part.is_empty() {
+                    whole.to_string()
+                } else {
+                    format!("{whole}.{part}")
+                };
+                let sign = if plus { "+" } else { "" };
+                let exponent = ten - unit - fraction as i32;
+                let mut numerator = u128::from(digits) * 1024u128.pow(binary);
+                let mut denominator = 1;
+                if exponent >= 0 {
+                    numerator *= 10u128.pow(exponent.unsigned_abs());
+                } else {
+                    denominator = 10u128.pow(exponent.unsigned_abs());
+                }
+                Meaning {
+                    text: format!("{sign}{number}{suffix}"),
+                    numerator,
+                    denominator,
+                }
+            },
+        )
+    }
+
+    /// Checks a parsed amount against what the quantity means: exact when it is a whole number
+    /// that a float holds exactly, otherwise rounded up within a float's precision; `None` once
+    /// it cannot be an i64.
+    fn check(parsed: Option<i64>, meaning: &Meaning) -> Result<(), TestCaseError> {
+        let expected = meaning.ceil();
+        if expected > 1 << 64 {
+            prop_assert_eq!(parsed, None, "{} is beyond an i64", meaning.text);
+            return Ok(());
+        }
+        if expected >= 1 << 62 {
+            // Near i64::MAX the float's rounding decides; only a panic would be wrong.
+            return Ok(());
+        }
+        let Some(parsed) = parsed else {
+            return Err(TestCaseError::fail(format!("{} was refused", meaning.text)));
+        };
+        let parsed = u128::try_from(parsed).map_err(|_| TestCaseError::fail("negative"))?;
+        if expected <= 1 << 53 && meaning.is_whole() {
+            prop_assert_eq!(parsed, expected, "{} is a whole number", meaning.text);
+        } else {
+            let tolerance = 1 + expected / (1 << 50);
+            prop_assert!(
+                parsed.abs_diff(expected) <= tolerance,
+                "{} gave {parsed}, expected about {expected}",
+                meaning.text
+            );
+        }
+        Ok(())
+    }
+
+    /// The grammar of a quantity's number: an optional sign, digits, at most one point.
+    fn is_number(text: &str) -> bool {
+        let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
+        let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+        !(whole.is_empty() && fraction.is_empty())
+            && whole.chars().all(|c| c.is_ascii_digit())
+            && fraction.chars().all(|c| c.is_ascii_digit())
+    }
+
+    proptest! {
+        #[test]
+        fn no_text_panics(text in prop_oneof![
+            any::<String>(),
+            "[-+. 0-9eEkKMGTPinum]{0,16}",
+            "[-+]?[0-9.]{0,6}[eE][-+]?[0-9]{1,12}",
+        ]) {
+            let _ = parse_memory_bytes(&q(&text));
+            let _ = parse_cpu_nanos(&q(&text));
+        }
+
+        #[test]
+        fn memory_is_the_bytes_the_quantity_means(meaning in quantity(0)) {
+            check(parse_memory_bytes(&q(&meaning.text)), &meaning)?;
+        }
+
+        #[test]
+        fn cpu_is_the_nanos_the_quantity_means(meaning in quantity(-9)) {
+            check(parse_cpu_nanos(&q(&meaning.text)), &meaning)?;
+        }
+
+        #[test]
+        fn negative_quantities_are_refused(meaning in quantity(0)) {
+            prop_assume!(meaning.numerator > 0);
+            let negative = format!("-{}", meaning.text.trim_start_matches('+'));
+            prop_assert_eq!(parse_memory_bytes(&q(&negative)), None);
+            prop_assert_eq!(parse_cpu_nanos(&q(&negative)), None);
+        }
+
+        #[test]
+        fn text_without_digits_is_refused(text in "[^0-9]*") {
+            prop_assert_eq!(parse_memory_bytes(&q(&text)), None);
+            prop_assert_eq!(parse_cpu_nanos(&q(&text)), None);
+        }
+
+        #[test]
+        fn unknown_suffixes_are_refused(
+            meaning in quantity(0),
+            junk in "[a-zA-Z!%_/]{1,3}",
+        ) {
+            let text = format!("{}{junk}", meaning.text);
+            let suffix = text.trim_start_matches(|c: char| c.is_ascii_digit() || "+-.".contains(c));
+            prop_assume!(!SUFFIXES.iter().any(|(known, _, _)| *known == suffix));
+            prop_assume!(!(suffix.starts_with(['e', 'E']) && suffix[1..].parse::<i32>().is_ok()));
+            prop_assert_eq!(parse_memory_bytes(&q(&text)), None, "{}", text);
+        }
+
+        #[test]
+        fn only_numbers_of_the_grammar_are_taken(number in "[-+.0-9]{1,8}") {
+            let negative = number.starts_with('-') && number.contains(|c: char| ('1'..='9').contains(&c));
+            let taken = parse_memory_bytes(&q(&format!("{number}Mi"))).is_some();
+            prop_assert_eq!(taken, is_number(&number) && !negative, "{}Mi", number);
+        }
     }
 }
