@@ -34,29 +34,39 @@ pub struct Task {
 }
 
 /// A problem with the input. Nothing runs while there is one.
+///
+/// Every message is one line of printable text: what it quotes from the input (names, keys,
+/// values, the parser's own quotes of them) has its control characters and line breaks
+/// escaped, so a hostile file can neither break a message up nor send terminal escape codes.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     /// The file could not be read.
-    #[error("{file}: cannot read it: {source}")]
+    #[error("{}: cannot read it: {source}", printable(.file))]
     Read {
         file: String,
         source: std::io::Error,
     },
     /// The file is not YAML, or its overall shape is wrong.
-    #[error("{file}: {source}")]
+    #[error("{}: {}", printable(.file), printable(.source))]
     Malformed {
         file: String,
         source: serde_yaml::Error,
     },
     /// A task does not have the shape its format requires: an unknown key, a wrong type.
-    #[error("{file}: task {task}: {source}")]
+    #[error("{}: task {}: {}", printable(.file), printable(.task), printable(.source))]
     MalformedTask {
         file: String,
         task: String,
         source: serde_yaml::Error,
     },
     /// A field of a task has a value that cannot run.
-    #[error("{file}: task {task}: {field}: {problem}")]
+    #[error(
+        "{}: task {}: {}: {}",
+        printable(.file),
+        printable(.task),
+        printable(.field),
+        printable(.problem)
+    )]
     Invalid {
         file: String,
         task: String,
@@ -64,16 +74,19 @@ pub enum InputError {
         problem: String,
     },
     /// A task.yaml file of a version other than [`TASK_FILE_VERSION`].
-    #[error("{file}: version: {problem}")]
+    #[error("{}: version: {}", printable(.file), printable(.problem))]
     Version { file: String, problem: String },
     /// A YAML document that is in neither format.
     #[error(
-        "{file}: document {document} is neither a task.yaml (with `version` and `tasks`) nor a TaskRun manifest (with `apiVersion` and `kind`)"
+        "{}: document {document} is neither a task.yaml (with `version` and `tasks`) nor a TaskRun manifest (with `apiVersion` and `kind`)",
+        printable(.file)
     )]
     UnknownFormat { file: String, document: usize },
     /// A manifest of some other kind of object.
     #[error(
-        "{file}: document {document}: {found} is not a TaskRun; expected apiVersion {expected}"
+        "{}: document {document}: {} is not a TaskRun; expected apiVersion {expected}",
+        printable(.file),
+        printable(.found)
     )]
     NotATaskRun {
         file: String,
@@ -82,15 +95,39 @@ pub enum InputError {
         expected: String,
     },
     /// A file without a single task.
-    #[error("{file}: has no tasks")]
+    #[error("{}: has no tasks", printable(.file))]
     NoTasks { file: String },
     /// Two tasks with one name.
-    #[error("{file}: task {task}: the name is already used by a task in {first}")]
+    #[error(
+        "{}: task {}: the name is already used by a task in {}",
+        printable(.file),
+        printable(.task),
+        printable(.first)
+    )]
     DuplicateName {
         file: String,
         task: String,
         first: String,
     },
+}
+
+/// Text with what could break a line or reorder it on a terminal (control characters, line
+/// and paragraph separators, bidirectional overrides) escaped as Rust writes it (`\n`,
+/// `\u{1b}`); everything else as it is.
+fn printable(text: &impl std::fmt::Display) -> String {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    };
+    let mut out = String::new();
+    for c in text.to_string().chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Reads and checks every file (`-` is standard input). Returns every task, or every problem

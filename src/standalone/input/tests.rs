@@ -333,3 +333,25 @@ fn unreadable_files_are_reported_with_the_rest() {
             .starts_with("/nonexistent/task.yaml: cannot read it: ")
     );
 }
+
+#[test]
+fn text_quoted_from_the_input_stays_on_one_line() {
+    assert_eq!(
+        one_error("version: {a: 1, b: [2, 3]}\ntasks: []\n"),
+        r"bad.yaml: version: a: 1\nb:\n- 2\n- 3 is not supported; the only version is v0.0.1"
+    );
+    let error = one_error(&task_file(
+        "  - name: \"clear\\e[2J\\u202Eesrever\"\n    command: [x]\n",
+    ));
+    assert!(
+        error.starts_with(r"bad.yaml: task clear\u{1b}[2J\u{202e}esrever: runner: missing"),
+        "{error}"
+    );
+    let error = one_error(&task_file(
+        "  - name: a\n    runner: b\n    command: [x]\n    \"two\\nlines\": 1\n",
+    ));
+    assert!(
+        error.starts_with(r"bad.yaml: task a: tasks[0]: unknown field `two\nlines`"),
+        "{error}"
+    );
+}
