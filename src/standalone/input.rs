@@ -613,3 +613,6 @@ fn duplicate_names(tasks: &[Task]) -> Vec<InputError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod properties;
