@@ -66,6 +66,12 @@ chaos: tools docker-up ## Fault injection: N TaskRuns (default 1000) while agent
 	TASKRUN_CHAOS_RUNS=$(N) $(if $(SEED),TASKRUN_CHAOS_SEED=$(SEED)) \
 		cargo test --test chaos -- --nocapture --exact chaos_stream_keeps_every_invariant
 
+FUZZ_SECONDS ?= 300
+
+.PHONY: fuzz
+fuzz: ## Fuzz the `taskrun run` input parser for FUZZ_SECONDS (default 300); installs cargo-fuzz if missing
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
 .PHONY: bench
 bench: tools ## Measure the operator against raw Docker (release build): table, ratios, target/bench/results.json
 	@scripts/docker-up.sh

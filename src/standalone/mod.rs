@@ -16,6 +16,8 @@ use jiff::Timestamp;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+// Public so that the fuzz target (fuzz/) can feed it any bytes.
+pub use input::parse;
 pub use report::OutputFormat;
 
 use crate::api::{Phase, Reason, TaskRunSpec, TaskRunStatus};
