@@ -16,6 +16,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
 use serde_json::json;
 use taskrun_operator::api::{FINALIZER, Phase, Reason, TaskRun, TaskRunStatus};
+use taskrun_operator::controller::CLASS_LABEL;
 use taskrun_operator::lifecycle::{self, CLAIM_ANNOTATION, Ending};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -195,11 +196,14 @@ async fn remove_namespace(client: &Client, name: &str) -> Result<()> {
 }
 
 /// A trivial TaskRun: busybox `true`, the image already on the node.
+/// The class of the bench's agents and TaskRuns: agents installed on the cluster never see them.
+pub const CLASS: &str = "taskrun-bench";
+
 pub fn taskrun(name: &str) -> Result<TaskRun> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "taskrun.dev/v1alpha1",
         "kind": "TaskRun",
-        "metadata": { "name": name },
+        "metadata": { "name": name, "labels": { CLASS_LABEL: CLASS } },
         "spec": { "image": docker::IMAGE, "command": ["true"] },
     }))?)
 }

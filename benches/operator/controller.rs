@@ -56,6 +56,7 @@ impl Controller {
             .to_string();
         let child = Command::new(env!("CARGO_BIN_EXE_taskrun"))
             .args(["controller", "--namespace", namespace, "--node-name", node])
+            .args(["--class", crate::cluster::CLASS])
             .args(["--sweep-interval-seconds", "60", "--log-format", "json"])
             .args(["--health-addr", &endpoint])
             .env("KUBECONFIG", kubeconfig)
