@@ -41,23 +41,20 @@ pub struct Task {
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     /// The file could not be read.
-    #[error("{}: cannot read it: {source}", printable(.file))]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
+    #[error("{}: cannot read it: {cause}", printable(.file))]
+    Read { file: String, cause: std::io::Error },
     /// The file is not YAML, or its overall shape is wrong.
-    #[error("{}: {}", printable(.file), printable(.source))]
+    #[error("{}: {}", printable(.file), printable(.cause))]
     Malformed {
         file: String,
-        source: serde_yaml::Error,
+        cause: serde_yaml::Error,
     },
     /// A task does not have the shape its format requires: an unknown key, a wrong type.
-    #[error("{}: task {}: {}", printable(.file), printable(.task), printable(.source))]
+    #[error("{}: task {}: {}", printable(.file), printable(.task), printable(.cause))]
     MalformedTask {
         file: String,
         task: String,
-        source: serde_yaml::Error,
+        cause: serde_yaml::Error,
     },
     /// A field of a task has a value that cannot run.
     #[error(
@@ -143,9 +140,9 @@ pub fn load(files: &[String]) -> Result<Vec<Task>, Vec<InputError>> {
         };
         let parsed = match text {
             Ok(text) => parse(label, &text),
-            Err(source) => Err(vec![InputError::Read {
+            Err(cause) => Err(vec![InputError::Read {
                 file: label.to_string(),
-                source,
+                cause,
             }]),
         };
         match parsed {
@@ -168,10 +165,10 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Task>, Vec<InputError>> {
         match Value::deserialize(document) {
             Ok(value) => values.push(value),
             // The document iterator repeats a syntax error forever instead of ending.
-            Err(source) => {
+            Err(cause) => {
                 return Err(vec![InputError::Malformed {
                     file: file.into(),
-                    source,
+                    cause,
                 }]);
             }
         }
@@ -274,16 +271,16 @@ fn task_file<'de>(
             problem,
         }]);
     }
-    let parsed = TaskFile::deserialize(document).map_err(|source| {
+    let parsed = TaskFile::deserialize(document).map_err(|cause| {
         vec![match first_malformed_task(value) {
             Some(task) => InputError::MalformedTask {
                 file: file.into(),
                 task,
-                source,
+                cause,
             },
             None => InputError::Malformed {
                 file: file.into(),
-                source,
+                cause,
             },
         }]
     })?;
@@ -400,11 +397,11 @@ fn taskrun<'de>(
         .get("metadata")
         .and_then(|m| m.get("name"))
         .and_then(Value::as_str);
-    let taskrun = TaskRun::deserialize(document).map_err(|source| {
+    let taskrun = TaskRun::deserialize(document).map_err(|cause| {
         vec![InputError::MalformedTask {
             file: file.into(),
             task: task_label(name, number),
-            source,
+            cause,
         }]
     })?;
 
