@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use kube::CustomResourceExt;
 use taskrun_operator::api::TaskRun;
@@ -12,20 +11,10 @@ use taskrun_operator::api::TaskRun;
 use common::{TestNamespace, kubectl};
 
 fn apply(namespace: &str, yaml: &str) -> Output {
-    let mut child = kubectl()
-        .args(["apply", "--validate=strict", "-n", namespace, "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    common::kubectl_with_input(
+        &["apply", "--validate=strict", "-n", namespace, "-f", "-"],
+        yaml,
+    )
 }
 
 #[test]

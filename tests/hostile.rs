@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -127,19 +126,12 @@ async fn output_and_daemon_errors_with_any_byte_still_end_the_run() {
 
 /// Applies YAML with kubectl, as an admin would.
 fn kubectl_apply(yaml: &str) {
-    let mut child = kubectl()
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "kubectl apply");
+    let applied = common::kubectl_with_input(&["apply", "-f", "-"], yaml);
+    assert!(
+        applied.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
 }
 
 /// Refuses every status write to TaskRuns labelled `taskrun.dev/test-deny-status`, until
