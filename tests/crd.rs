@@ -316,3 +316,43 @@ async fn the_spec_is_immutable_except_cancel_going_true() {
         "cancel true -> false: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn taskrun_run_refuses_exactly_what_the_api_server_refuses() {
+    let ns = TestNamespace::new("one-source").await;
+    let api = ns.taskruns();
+    let specs = [
+        "image: busybox",
+        "image: BusyBox:latest",
+        "image: 'busybox:'",
+        "image: busybox@sha256:abc",
+        "image: registry.example.com:5000/team/tool:v2",
+        "image: busybox\ntimeoutSeconds: 0",
+        "image: busybox\ntimeoutSeconds: 604800",
+        "image: busybox\nterminationGracePeriodSeconds: 3601",
+        "image: busybox\nworkingDir: tmp",
+        "image: busybox\nenv: [{name: 1A}]",
+        "image: busybox\nenv: [{name: A}, {name: A}]",
+        "image: busybox\nresources: {limits: {cpu: 9m}}",
+        "image: busybox\nresources: {limits: {cpu: 10m}}",
+        "image: busybox\nresources: {limits: {cpu: '1025'}}",
+        "image: busybox\nresources: {limits: {memory: 6Mi}}",
+        "image: busybox\nresources: {limits: {memory: 6291455}}",
+        "image: busybox\nnodeName: Node_A",
+    ];
+    for (index, spec) in specs.iter().enumerate() {
+        let manifest = common::taskrun_yaml(&format!("t{index}"), spec);
+        let taskrun: TaskRun = serde_yaml::from_str(&manifest).unwrap();
+        let dry_run = kube::api::PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        let server = api.create(&dry_run, &taskrun).await;
+        let local = taskrun_operator::api::spec_problems(&taskrun.spec);
+        assert_eq!(
+            server.is_ok(),
+            local.is_empty(),
+            "{spec:?}: the API server says {server:?}, taskrun run says {local:?}"
+        );
+    }
+}

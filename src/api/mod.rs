@@ -14,6 +14,7 @@ pub use spec::{
 };
 pub use status::{ConditionStatus, ConditionType, Phase, Reason, TaskRunStatus};
 pub use text::{api_safe, api_safe_tail};
+pub use validation::{SpecProblem, spec_problems};
 
 /// The finalizer that keeps a TaskRun until its container is gone.
 pub const FINALIZER: &str = "taskrun.dev/container";

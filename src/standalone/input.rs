@@ -9,7 +9,7 @@ use kube::Resource;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use crate::api::{CleanupPolicy, TaskRun, TaskRunSpec, parse_cpu_nanos, parse_memory_bytes};
+use crate::api::{CleanupPolicy, TaskRun, TaskRunSpec, spec_problems};
 
 /// The one version of the original task.yaml format.
 pub const TASK_FILE_VERSION: &str = "v0.0.1";
@@ -478,105 +478,15 @@ impl Problem {
     }
 }
 
-/// What the CRD schema would reject in a spec, by spec field name. A small client-side copy
-/// of the schema's rules, for runs that never meet an API server.
+/// What the API server would refuse in a spec, by spec field name: the CRD's own rules.
 fn check_spec(spec: &TaskRunSpec) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    if let Some(p) = image_problem(&spec.image) {
-        problems.push(problem("image", p));
-    }
-    let mut names = HashMap::new();
-    for (index, var) in spec.env.iter().enumerate() {
-        let field = format!("env[{index}].name");
-        if !is_env_name(&var.name) {
-            problems.push(problem(
-                &field,
-                "must be letters, digits and underscores, not starting with a digit",
-            ));
-        } else if let Some(first) = names.insert(var.name.as_str(), index) {
-            problems.push(problem(
-                &field,
-                &format!("{} is already set by env[{first}]", var.name),
-            ));
-        }
-    }
-    if spec
-        .working_dir
-        .as_ref()
-        .is_some_and(|dir| !dir.starts_with('/'))
-    {
-        problems.push(problem("workingDir", "must be an absolute path"));
-    }
-    let bounds = [
-        ("timeoutSeconds", spec.timeout_seconds, 1, 604_800),
-        (
-            "ttlSecondsAfterFinished",
-            spec.ttl_seconds_after_finished,
-            0,
-            2_592_000,
-        ),
-        (
-            "terminationGracePeriodSeconds",
-            spec.termination_grace_period_seconds,
-            0,
-            3600,
-        ),
-    ];
-    for (field, value, min, max) in bounds {
-        if value.is_some_and(|v| !(min..=max).contains(&v)) {
-            problems.push(problem(field, &format!("must be between {min} and {max}")));
-        }
-    }
-    if let Some(limits) = spec.limits() {
-        let cpu_ok = |nanos: i64| nanos > 0 && nanos <= 1024 * 1_000_000_000;
-        if limits
-            .cpu
-            .as_ref()
-            .is_some_and(|q| !parse_cpu_nanos(q).is_some_and(cpu_ok))
-        {
-            problems.push(problem(
-                "resources.limits.cpu",
-                "must be a quantity above 0 and at most 1024, such as 500m or 2",
-            ));
-        }
-        let memory_ok = |bytes: i64| (6 << 20..=1 << 50).contains(&bytes);
-        if limits
-            .memory
-            .as_ref()
-            .is_some_and(|q| !parse_memory_bytes(q).is_some_and(memory_ok))
-        {
-            problems.push(problem(
-                "resources.limits.memory",
-                "must be a quantity of at least 6Mi, such as 64Mi or 1Gi",
-            ));
-        }
-    }
-    problems
-}
-
-fn image_problem(image: &str) -> Option<&'static str> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || "._:/@-".contains(c);
-    if image.is_empty() {
-        Some("empty; name the image to run, such as busybox")
-    } else if image.chars().any(char::is_whitespace) {
-        Some("contains whitespace")
-    } else if image.len() > 512 {
-        Some("is longer than 512 characters")
-    } else if !image.starts_with(|c: char| c.is_ascii_alphanumeric()) || !image.chars().all(allowed)
-    {
-        Some("is not an image reference such as busybox or registry.example/team/tool:1.2")
-    } else {
-        None
-    }
-}
-
-fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.len() <= 256
+    spec_problems(spec)
+        .into_iter()
+        .map(|p| Problem {
+            field: p.field,
+            problem: p.problem,
+        })
+        .collect()
 }
 
 /// A scalar as written; other values as one line of YAML.

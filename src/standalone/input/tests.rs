@@ -222,7 +222,10 @@ fn every_problem_is_reported_at_once() {
     assert_eq!(errors.len(), 3, "{errors:#?}");
     assert!(errors[0].starts_with("bad.yaml: task a: runner: missing"));
     assert!(errors[1].starts_with("bad.yaml: task a: command: empty"));
-    assert_eq!(errors[2], "bad.yaml: task b: runner: contains whitespace");
+    assert_eq!(
+        errors[2],
+        "bad.yaml: task b: runner: is not of the form it must have: Container image to run, as Docker names it (`busybox`, `busybox:1.36`, `registry.example:5000/team/tool@sha256:...`)."
+    );
 }
 
 #[test]
@@ -266,32 +269,41 @@ fn manifests_of_other_kinds_are_refused() {
 fn taskrun_specs_are_checked_as_the_crd_schema_would() {
     let error = |spec: &str| one_error(&taskrun(spec));
     assert_eq!(
-        error("image: ''"),
-        "bad.yaml: task hello: spec.image: empty; name the image to run, such as busybox"
+        errors(&taskrun("image: ''")),
+        [
+            "bad.yaml: task hello: spec.image: should be at least 1 chars long".to_string(),
+            "bad.yaml: task hello: spec.image: is not of the form it must have: Container image to run, as Docker names it (`busybox`, `busybox:1.36`, `registry.example:5000/team/tool@sha256:...`).".to_string(),
+        ]
     );
-    assert_eq!(
-        error("image: busy box"),
-        "bad.yaml: task hello: spec.image: contains whitespace"
-    );
+    for image in ["busy box", "BusyBox:latest", "busybox@sha256:abc"] {
+        assert_eq!(
+            error(&format!("image: '{image}'")),
+            "bad.yaml: task hello: spec.image: is not of the form it must have: Container image to run, as Docker names it (`busybox`, `busybox:1.36`, `registry.example:5000/team/tool@sha256:...`)."
+        );
+    }
     assert_eq!(
         error("image: busybox\nenv:\n  - name: 1ST\n    value: x"),
-        "bad.yaml: task hello: spec.env[0].name: must be letters, digits and underscores, not starting with a digit"
+        "bad.yaml: task hello: spec.env[0].name: is not of the form it must have: Name of the variable: letters, digits and underscores, not starting with a digit."
     );
     assert_eq!(
         error("image: busybox\nenv:\n  - name: A\n  - name: A"),
-        "bad.yaml: task hello: spec.env[1].name: A is already set by env[0]"
+        "bad.yaml: task hello: spec.env[1]: repeats the name of env[0]"
     );
     assert_eq!(
         error("image: busybox\ntimeoutSeconds: 0"),
-        "bad.yaml: task hello: spec.timeoutSeconds: must be between 1 and 604800"
+        "bad.yaml: task hello: spec.timeoutSeconds: should be greater than or equal to 1"
     );
     assert_eq!(
         error("image: busybox\ntimeoutSeconds: 604801"),
-        "bad.yaml: task hello: spec.timeoutSeconds: must be between 1 and 604800"
+        "bad.yaml: task hello: spec.timeoutSeconds: should be less than or equal to 604800"
     );
     assert_eq!(
         error("image: busybox\nworkingDir: tmp"),
-        "bad.yaml: task hello: spec.workingDir: must be an absolute path"
+        "bad.yaml: task hello: spec.workingDir: is not of the form it must have: Absolute path of the working directory inside the container. The image's is used when unset."
+    );
+    assert_eq!(
+        error("image: busybox\nresources:\n  limits:\n    cpu: 1m"),
+        "bad.yaml: task hello: spec.resources.limits.cpu: cpu must be a quantity of at least 10m (the smallest limit Docker enforces) and at most 1024, such as 500m or 2"
     );
     assert!(
         error("image: busybox\nresources:\n  limits:\n    memory: 1Mi")
