@@ -5,15 +5,14 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::common;
 use futures::{StreamExt, TryStreamExt, stream};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event as KubeEvent;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use taskrun_operator::api::{FINALIZER, Phase, Reason, TaskRun, TaskRunStatus};
 use taskrun_operator::controller::CLASS_LABEL;
@@ -24,9 +23,6 @@ use tokio::task::JoinHandle;
 use crate::Result;
 use crate::docker::{self, ContainerEvents};
 use crate::report::Machine;
-
-/// Field manager of everything the bench itself writes.
-const FIELD_MANAGER: &str = "taskrun-bench";
 
 /// Everything a run of the bench shares: clients, its namespace and node, and what its
 /// watches have seen.
@@ -49,11 +45,11 @@ pub struct Bench {
 impl Bench {
     /// Connects to both daemons, installs the CRD and makes a fresh namespace.
     pub async fn setup(bench_dir: &Path) -> Result<Self> {
-        let kubeconfig = kubeconfig_path();
-        let kube = client(&kubeconfig).await?;
+        let kubeconfig = common::kubeconfig();
+        let kube = common::client_from(&kubeconfig).await;
         let docker = docker::connect().await?;
         docker::ensure_image(&docker).await?;
-        ensure_crd(&kube).await?;
+        common::ensure_crd(&kube).await;
 
         let run = format!(
             "{:06x}",
@@ -131,46 +127,6 @@ fn ignore_not_found(result: Result<(), kube::Error>) -> Result<()> {
     }
 }
 
-/// `KUBECONFIG`, or the local control plane's `.cluster/kubeconfig`.
-pub fn kubeconfig_path() -> PathBuf {
-    std::env::var_os("KUBECONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cluster/kubeconfig"))
-}
-
-async fn client(path: &Path) -> Result<Client> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| {
-        format!(
-            "failed to read the kubeconfig {} (run `make cluster-up`): {e}",
-            path.display()
-        )
-    })?;
-    let options = kube::config::KubeConfigOptions::default();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?;
-    Ok(Client::try_from(config)?)
-}
-
-/// Installs the TaskRun CRD generated from the Rust types and waits until it is served.
-async fn ensure_crd(client: &Client) -> Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = TaskRun::crd();
-    let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .map_err(|e| format!("failed to apply the TaskRun CRD: {e}"))?;
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        await_condition(crds, &name, conditions::is_crd_established()),
-    )
-    .await
-    .map_err(|_| "the TaskRun CRD was not established within 60 s")??;
-    Ok(())
-}
-
 /// Deletes the namespace and finalizes it. A control plane without a controller manager (the
 /// local one) never finalizes namespaces itself; the bench has emptied it by now.
 async fn remove_namespace(client: &Client, name: &str) -> Result<()> {
@@ -195,10 +151,10 @@ async fn remove_namespace(client: &Client, name: &str) -> Result<()> {
     )
 }
 
-/// A trivial TaskRun: busybox `true`, the image already on the node.
 /// The class of the bench's agents and TaskRuns: agents installed on the cluster never see them.
 pub const CLASS: &str = "taskrun-bench";
 
+/// A trivial TaskRun: busybox `true`, the image already on the node.
 pub fn taskrun(name: &str) -> Result<TaskRun> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "taskrun.dev/v1alpha1",

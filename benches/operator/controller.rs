@@ -1,12 +1,11 @@
 //! The operator binary run as `taskrun controller` for the bench's namespace and node, with
 //! what the kernel says about it (CPU time, RSS) and the API requests its log records.
 
+use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 use crate::Result;
@@ -142,7 +141,7 @@ impl Controller {
     pub async fn ready(&mut self, timeout: Duration) -> Result<()> {
         let started = Instant::now();
         loop {
-            if let Ok((200, _)) = http_get(&self.endpoint, "/readyz").await {
+            if let Some((200, _)) = common::http_get(&self.endpoint, "/readyz").await {
                 return Ok(());
             }
             if let Some(status) = self.child.try_wait()? {
@@ -165,7 +164,9 @@ impl Controller {
 
     /// The controller's own counters.
     pub async fn metrics(&self) -> Result<OperatorMetrics> {
-        let (status, body) = http_get(&self.endpoint, "/metrics").await?;
+        let (status, body) = common::http_get(&self.endpoint, "/metrics")
+            .await
+            .ok_or("GET /metrics from the controller failed")?;
         if status != 200 {
             return Err(format!("the controller's /metrics answered {status}").into());
         }
@@ -250,23 +251,4 @@ impl Controller {
 /// Clock ticks from `/proc/PID/stat` as seconds.
 pub fn ticks_to_seconds(ticks: u64) -> f64 {
     ticks as f64 / USER_HZ
-}
-
-/// A one-shot HTTP/1.0 GET to the controller's endpoints: status code and body.
-async fn http_get(address: &str, path: &str) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect(address).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
-        .await
-        .map_err(|_| format!("GET {path} from the controller timed out"))??;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("GET {path} from the controller: no status line"))?;
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    Ok((status, body.to_string()))
 }

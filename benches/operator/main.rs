@@ -24,6 +24,9 @@ macro_rules! say {
 }
 
 mod cluster;
+/// What the end-to-end tests and the bench share: the cluster, the CRD, HTTP to the agent.
+#[path = "../../tests/common/mod.rs"]
+mod common;
 mod controller;
 mod docker;
 mod report;

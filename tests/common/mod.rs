@@ -633,14 +633,18 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A plain HTTP GET of `path` from `address` (host:port): the status code and the body.
+/// A plain HTTP GET of `path` from `address` (host:port): the status code and the body;
+/// `None` when it fails or takes over 5 s.
 pub async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+        .await
+        .ok()?
+        .ok()?;
     let code = response.split_whitespace().nth(1)?.parse().ok()?;
     let body = response
         .split_once("\r\n\r\n")
