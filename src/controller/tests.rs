@@ -226,3 +226,46 @@ async fn a_status_write_refused_for_a_newer_taskrun_is_not_retried_in_the_pass()
         "one attempt, then the watch brings the news"
     );
 }
+
+/// A context whose API server never answers.
+fn silent_context() -> (
+    Context,
+    tower_test::mock::Handle<Request<Body>, Response<Body>>,
+) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "team");
+    let fake = Arc::new(FakeDaemon::default());
+    let executor = Executor::new(fake, NODE, Duration::from_secs(5), 1 << 20);
+    let leases = Api::namespaced(client.clone(), "team");
+    let context = Context::new(client, executor, leases, 8, Duration::from_secs(15));
+    (context, handle)
+}
+
+#[tokio::test]
+async fn events_beyond_the_queue_are_dropped_and_counted_not_spawned() {
+    let (context, _handle) = silent_context();
+    let run = taskrun(NEW);
+    for _ in 0..1100 {
+        context
+            .events
+            .publish(&run, super::events::EventType::Normal, "Started", "note");
+    }
+    let dropped = context.metrics.events_dropped.get();
+    assert!(
+        (60..=1100 - 1024).contains(&dropped),
+        "{dropped} of 1100 dropped with 1024 queued and a few in flight"
+    );
+}
+
+#[tokio::test]
+async fn the_backoff_of_a_deleted_taskrun_is_forgotten() {
+    let (context, _handle) = silent_context();
+    let gone = kube::runtime::reflector::ObjectRef::new("gone").within("team");
+    let kept = kube::runtime::reflector::ObjectRef::new("kept").within("team");
+    let now = Instant::now();
+    context.backoff(&gone, now);
+    context.backoff(&kept, now);
+    context.forget_failures_except(&[kept.clone()].into_iter().collect());
+    assert_eq!(context.retry_wait(&gone, now), None);
+    assert_eq!(context.retry_wait(&kept, now), Some(Duration::from_secs(1)));
+}
