@@ -1,6 +1,8 @@
 //! Claims: which agent acts on a run. A claim is one metadata write, guarded by the
 //! resourceVersion the agent saw, so of several agents exactly one wins.
 
+use std::time::Duration;
+
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::{Api, ResourceExt};
@@ -11,9 +13,12 @@ use super::context::Context;
 use super::error::{Error, Result};
 use super::events::EventType;
 use super::leases;
-use super::reconcile::WAIT_FOR_ROOM;
 use crate::api::{FINALIZER, TaskRun};
 use crate::lifecycle::{CLAIM_ANNOTATION, NodeState};
+
+/// How long an unclaimed run waits for room before it is looked at again, should no run on
+/// this node end sooner.
+pub(super) const WAIT_FOR_ROOM: Duration = Duration::from_secs(5);
 
 /// Claims the run for this node: one write adds the finalizer and the claim annotation, and
 /// carries the resourceVersion this agent saw, so of several agents exactly one succeeds.

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::FIELD_MANAGER;
-use super::context::Metrics;
+use super::metrics::Metrics;
 use crate::api::{TaskRun, api_safe};
 
 /// Longest Event name the API server accepts (a DNS subdomain).

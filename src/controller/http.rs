@@ -16,7 +16,8 @@ use kube::runtime::reflector::Store;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use super::context::{Context, PhaseLabel};
+use super::context::Context;
+use super::metrics::PhaseLabel;
 use crate::api::{Phase, TaskRun};
 
 /// The content type of the OpenMetrics text format.

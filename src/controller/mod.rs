@@ -7,6 +7,7 @@ mod error;
 mod events;
 mod http;
 mod leases;
+mod metrics;
 mod reconcile;
 mod status_writer;
 mod sweep;
@@ -26,8 +27,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{info, warn};
 
-pub use context::{Context, Metrics};
+pub use context::Context;
 pub use error::{Error, Result};
+pub use metrics::Metrics;
 
 use crate::api::TaskRun;
 use crate::docker::DockerClient;

@@ -9,7 +9,9 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Span, field, info, instrument, warn};
 
-use super::claims::{self, claim_run, claimed_by, confirm_gone, patch_metadata_guarded};
+use super::claims::{
+    self, WAIT_FOR_ROOM, claim_run, claimed_by, confirm_gone, patch_metadata_guarded,
+};
 use super::context::Context;
 use super::error::{Error, Result};
 use super::events::EventType;
@@ -25,10 +27,6 @@ const RESYNC: Duration = Duration::from_secs(600);
 
 /// How long a run waits to start while this agent's own Lease is not current.
 const LEASE_WAIT: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
-
-/// How long an unclaimed run waits for room before it is looked at again, should no run on
-/// this node end sooner.
-pub(super) const WAIT_FOR_ROOM: Duration = Duration::from_secs(5);
 
 /// One pass over a TaskRun: observe, decide, act, record.
 #[instrument(skip(guard, context), fields(namespace = field::Empty, name = field::Empty))]

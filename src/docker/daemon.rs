@@ -3,8 +3,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-use super::client::DockerError;
 use super::container::{ContainerTemplate, ObservedContainer};
+use super::error::DockerError;
 use super::naming::ContainerOwner;
 
 /// What the operator asks of a node's Docker daemon: one method per Docker verb. The real

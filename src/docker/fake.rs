@@ -11,9 +11,9 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use jiff::Timestamp;
 
-use super::client::DockerError;
 use super::container::{ContainerState, ContainerTemplate, ObservedContainer};
 use super::daemon::Daemon;
+use super::error::DockerError;
 use super::naming::ContainerOwner;
 
 /// How the fake answers one verb instead of doing it.

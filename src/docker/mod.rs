@@ -4,13 +4,15 @@
 mod client;
 mod container;
 mod daemon;
+mod error;
 #[cfg(test)]
 pub mod fake;
 mod naming;
 
-pub use client::{DEFAULT_CONTAINER_LOG_BYTES, DockerClient, DockerError, LOG_TAIL_BYTES};
+pub use client::{DEFAULT_CONTAINER_LOG_BYTES, DockerClient, LOG_TAIL_BYTES};
 pub use container::{ContainerState, ContainerTemplate, ObservedContainer};
 pub use daemon::Daemon;
+pub use error::DockerError;
 pub use naming::{
     ContainerOwner, LABEL_MANAGED_BY, LABEL_NAME, LABEL_NAMESPACE, LABEL_NODE, LABEL_UID,
     MANAGED_BY, container_name,
