@@ -187,7 +187,11 @@ impl Daemon for FakeDaemon {
             cause,
         };
         if let Err(e) = self.call("start", name, error) {
-            if let Some(container) = self.state().containers.get_mut(name) {
+            // A refused start leaves its error on a created container; one that runs already
+            // keeps running.
+            if let Some(container) = self.state().containers.get_mut(name)
+                && matches!(container.state, ContainerState::Created { .. })
+            {
                 container.state = ContainerState::Created {
                     error: e.daemon_message(),
                 };

@@ -11,7 +11,8 @@ use crate::api::{
     ImagePullPolicy, TaskRunSpec, TaskRunStatus, parse_cpu_nanos, parse_memory_bytes,
 };
 use crate::docker::{
-    ContainerOwner, ContainerTemplate, Daemon, DockerError, ObservedContainer, container_name,
+    ContainerOwner, ContainerState, ContainerTemplate, Daemon, DockerError, ObservedContainer,
+    container_name,
 };
 
 /// Performs the Docker side of each [`Action`] for the runs of one node: the one door
@@ -159,7 +160,7 @@ impl Executor {
             Action::Start { container_id } => {
                 let started = match self.docker.start_container(&name).await {
                     Ok(()) => Launched::Started(container_id),
-                    Err(e) => Launched::Failed(LaunchFailure::StartFailed(answer(e)?)),
+                    Err(e) => self.start_refused(&name, e).await?,
                 };
                 Ok(self.launched(run, location, started, now))
             }
@@ -259,7 +260,7 @@ impl Executor {
         };
         let container_id = match self.docker.create_container(&template).await {
             Ok(id) => id,
-            Err(e) if e.has_status(409) => return Ok(Launched::AlreadyCreated),
+            Err(e) if e.has_status(409) => return Ok(Launched::LookAgain),
             Err(e) if e.has_status(404) => {
                 return Ok(Launched::Failed(LaunchFailure::ImageGone(answer(e)?)));
             }
@@ -271,7 +272,27 @@ impl Executor {
             .await
         {
             Ok(()) => Ok(Launched::Started(container_id)),
-            Err(e) => Ok(Launched::Failed(LaunchFailure::StartFailed(answer(e)?))),
+            Err(e) => {
+                self.start_refused(&template.owner.container_name(), e)
+                    .await
+            }
+        }
+    }
+
+    /// A start the daemon answered with an error may still have gone through (its answer
+    /// lost across a daemon restart, or a retry told "task already exists"): the container's
+    /// own state decides, on the next look, whether the run started.
+    async fn start_refused(&self, name: &str, error: DockerError) -> Result<Launched, DockerError> {
+        let container = self.docker.inspect_container(name).await?;
+        let started = container.is_some_and(|c| match c.state {
+            ContainerState::Running { .. } => true,
+            ContainerState::Exited { started_at, .. } => started_at.is_some(),
+            ContainerState::Created { .. } => false,
+        });
+        if started {
+            Ok(Launched::LookAgain)
+        } else {
+            Ok(Launched::Failed(LaunchFailure::StartFailed(answer(error)?)))
         }
     }
 
@@ -288,8 +309,7 @@ impl Executor {
             Launched::Started(container_id) => {
                 started(run, location, &container_id, Timestamp::now())
             }
-            // An earlier attempt created it; the next look decides what it needs.
-            Launched::AlreadyCreated => Outcome {
+            Launched::LookAgain => Outcome {
                 recheck_now: true,
                 ..Outcome::default()
             },
@@ -313,8 +333,9 @@ impl Executor {
 /// How far a launch got.
 enum Launched {
     Started(String),
-    /// The container exists already: an earlier pass created it.
-    AlreadyCreated,
+    /// The container exists in a state the next look must judge: an earlier pass created it,
+    /// or a start reported as failed went through.
+    LookAgain,
     Failed(LaunchFailure),
 }
 

@@ -47,6 +47,8 @@ pub struct ContainerRecord {
     /// What the container's main process returned, from its `die` event or an inspect.
     pub exit_code: Option<i64>,
     pub destroyed: Option<Timestamp>,
+    /// When the daemon reported the kernel's OOM killer at work in it.
+    pub oom: Option<Timestamp>,
     /// Whether the last inventory found it, and running.
     pub present: bool,
     pub running: bool,
@@ -126,6 +128,7 @@ impl Ledger {
                 record.exit_code = attributes.get("exitCode").and_then(|c| c.parse().ok());
             }
             "destroy" => record.destroyed = Some(at),
+            "oom" => record.oom = Some(at),
             _ => {}
         }
         Some(nanos)

@@ -321,6 +321,13 @@ impl Judged<'_> {
             Expect::OomKilled => Allowed::new(Phase::Failed, &[Reason::OomKilled], Some(Some(137))),
             Expect::Gone => return Vec::new(),
         }];
+        // The operator knows of an OOM kill only what the daemon knows: a SIGKILL the daemon
+        // never reported as an OOM kill (no `oom` event) can only read as an error.
+        if self.run.expect == Expect::OomKilled
+            && self.containers.iter().all(|(_, c)| c.oom.is_none())
+        {
+            allowed.push(exit(137));
+        }
         // A cancel that came after the container had exited on its own (its call held up by a
         // fault) races with the agent recording that exit: either end is right.
         if let (Expect::Cancelled { otherwise }, Some((cancelled, false))) =

@@ -288,3 +288,26 @@ async fn deletion_stops_and_removes_only_the_runs_own_container() {
     let foreign = super::super::decide_deletion("other-uid", &spec, observed.as_ref());
     assert_eq!(foreign, Deletion::Nothing);
 }
+
+#[tokio::test]
+async fn a_start_reported_as_failed_that_went_through_is_looked_at_again_not_failed() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    perform(&fake, "image: busybox", Action::Launch)
+        .await
+        .unwrap();
+    fake.state().answers.insert(
+        "start",
+        Answer::Status(500, "task 7f75303a: already exists".into()),
+    );
+    let outcome = perform(
+        &fake,
+        "image: busybox",
+        Action::Start {
+            container_id: "id-taskrun-u1".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.status, None, "the run is not failed");
+    assert!(outcome.recheck_now);
+}
