@@ -9,12 +9,13 @@ use tracing::{debug, warn};
 
 use std::sync::Arc;
 
+use kube::Resource;
 use kube::runtime::reflector::Store;
-use kube::{Resource, ResourceExt};
 
+use super::claims::claimed_by;
 use super::context::Context;
 use crate::api::TaskRun;
-use crate::lifecycle::{CLAIM_ANNOTATION, Executor};
+use crate::lifecycle::{Claim, Executor, Placement, place};
 
 /// Turns the daemon's container events into reconciles of the owning TaskRuns, so an exit is
 /// seen when it happens. When the event stream breaks (daemon restart), it reconnects and asks
@@ -66,21 +67,20 @@ pub async fn wake_waiting_runs(
     let node = context.executor.node().to_string();
     loop {
         context.nodes.room.notified().await;
+        // The runs this node would claim now that it has room, by the same rule as a pass.
         let waiting = store.state().into_iter().filter(|guard| match &guard.0 {
-            Ok(taskrun) => {
-                let unclaimed = taskrun.annotations().get(CLAIM_ANNOTATION).is_none();
-                let eligible = taskrun
-                    .spec
-                    .node_name
-                    .as_deref()
-                    .is_none_or(|pinned| pinned == node);
-                let ended = taskrun
-                    .status
-                    .as_ref()
-                    .is_some_and(|s| s.phase().is_final());
-                unclaimed && eligible && !ended && taskrun.meta().deletion_timestamp.is_none()
+            Ok(taskrun) if taskrun.meta().deletion_timestamp.is_none() => {
+                let status = taskrun.status.clone().unwrap_or_default();
+                let claim = Claim {
+                    spec: &taskrun.spec,
+                    status: &status,
+                    claimed_by: claimed_by(taskrun),
+                    node: &node,
+                    can_take: true,
+                };
+                place(claim, |other| context.nodes.state(other)) == Placement::Claim
             }
-            Err(_) => false,
+            _ => false,
         });
         for guard in waiting.take(WAKE_AT_ONCE) {
             if wake.send(ObjectRef::from_obj(&*guard)).await.is_err() {
