@@ -291,6 +291,13 @@ impl Executor {
         });
         if started {
             Ok(Launched::LookAgain)
+        } else if error
+            .daemon_message()
+            .is_some_and(|message| message.contains("already exists"))
+        {
+            // The runtime holds a task for it that the daemon has not caught up with (a start
+            // in flight across a daemon restart): the daemon's trouble, retried with backoff.
+            Err(error)
         } else {
             Ok(Launched::Failed(LaunchFailure::StartFailed(answer(error)?)))
         }

@@ -311,3 +311,14 @@ async fn a_start_reported_as_failed_that_went_through_is_looked_at_again_not_fai
     assert_eq!(outcome.status, None, "the run is not failed");
     assert!(outcome.recheck_now);
 }
+
+#[tokio::test]
+async fn a_start_the_runtime_already_holds_is_retried_not_failed() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    fake.state().answers.insert(
+        "start",
+        Answer::Status(500, "task 6861b862: already exists".into()),
+    );
+    let retried = perform(&fake, "image: busybox", Action::Launch).await;
+    assert!(retried.is_err(), "{retried:?}");
+}
