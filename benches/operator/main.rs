@@ -50,6 +50,9 @@ struct Args {
     /// A smoke run of a few seconds with tiny sizes, to prove the harness works.
     #[arg(long)]
     quick: bool,
+    /// Test filters `cargo test` hands every target; the bench has no tests to filter.
+    #[arg(long, hide = true)]
+    skip: Vec<String>,
     /// Sequential TaskRuns in the latency scenario [default: 100; quick: 3].
     #[arg(long, env = "TASKRUN_BENCH_N")]
     n: Option<usize>,
