@@ -232,6 +232,13 @@ impl Context {
         }
     }
 
+    /// Forgets every TaskRun's failures: what they waited for (the daemon) is back.
+    pub fn forget_all_failures(&self) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.clear();
+        }
+    }
+
     /// How long a pass over this TaskRun must still wait after its last failure, if at all.
     /// Every trigger of a pass (a watch event, a container event, a resync) honours it.
     pub fn retry_wait(

@@ -127,7 +127,7 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
     let (stopped_tx, stopped_rx) = mpsc::channel(1024);
     let (resync_tx, resync_rx) = mpsc::channel(1);
     let triggers = tokio::spawn(triggers::follow_container_stops(
-        context.executor.clone(),
+        context.clone(),
         stopped_tx.clone(),
         resync_tx.clone(),
     ));

@@ -268,4 +268,6 @@ async fn the_backoff_of_a_deleted_taskrun_is_forgotten() {
     context.forget_failures_except(&[kept.clone()].into_iter().collect());
     assert_eq!(context.retry_wait(&gone, now), None);
     assert_eq!(context.retry_wait(&kept, now), Some(Duration::from_secs(1)));
+    context.forget_all_failures();
+    assert_eq!(context.retry_wait(&kept, now), None, "the daemon is back");
 }

@@ -1,27 +1,25 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
+use kube::Resource;
 use kube::core::DeserializeGuard;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
-
-use std::sync::Arc;
-
-use kube::Resource;
-use kube::runtime::reflector::Store;
 
 use super::claims::claimed_by;
 use super::context::Context;
 use crate::api::TaskRun;
-use crate::lifecycle::{Claim, Executor, Placement, place};
+use crate::lifecycle::{Claim, Placement, place};
 
 /// Turns the daemon's container events into reconciles of the owning TaskRuns, so an exit is
 /// seen when it happens. When the event stream breaks (daemon restart), it reconnects and asks
-/// for every TaskRun to be looked at again, since events in between are lost.
+/// for every TaskRun to be looked at again, since events in between are lost; the backoff of
+/// runs that failed while the daemon was away is over, since it answers again.
 pub async fn follow_container_stops(
-    executor: Executor,
+    context: Arc<Context>,
     stopped: mpsc::Sender<ObjectRef<DeserializeGuard<TaskRun>>>,
     resync: mpsc::Sender<()>,
 ) {
@@ -30,6 +28,7 @@ pub async fn follow_container_stops(
         .with_max_delay(Duration::from_secs(10))
         .without_max_times();
     let mut delays = reconnect.build();
+    let executor = &context.executor;
     loop {
         let mut events = executor.container_stops();
         while let Some(event) = events.next().await {
@@ -51,8 +50,11 @@ pub async fn follow_container_stops(
         tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(10))).await;
         // Exits while the stream was broken were missed: once the daemon answers again, every
         // TaskRun is looked at (a resync already queued is enough).
-        if executor.ping().await.is_ok() && resync.try_send(()).is_err() && resync.is_closed() {
-            return;
+        if executor.ping().await.is_ok() {
+            context.forget_all_failures();
+            if resync.try_send(()).is_err() && resync.is_closed() {
+                return;
+            }
         }
     }
 }
