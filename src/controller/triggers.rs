@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 
 use super::claims::claimed_by;
 use super::context::Context;
-use crate::api::TaskRun;
+use crate::api::{TaskRun, TaskRunStatus};
 use crate::lifecycle::{Claim, Placement, place};
 
 /// Turns the daemon's container events into reconciles of the owning TaskRuns, so an exit is
@@ -70,12 +70,12 @@ pub async fn wake_waiting_runs(
     loop {
         context.nodes.room.notified().await;
         // The runs this node would claim now that it has room, by the same rule as a pass.
+        let no_status = TaskRunStatus::default();
         let waiting = store.state().into_iter().filter(|guard| match &guard.0 {
             Ok(taskrun) if taskrun.meta().deletion_timestamp.is_none() => {
-                let status = taskrun.status.clone().unwrap_or_default();
                 let claim = Claim {
                     spec: &taskrun.spec,
-                    status: &status,
+                    status: taskrun.status.as_ref().unwrap_or(&no_status),
                     claimed_by: claimed_by(taskrun),
                     node: &node,
                     can_take: true,
