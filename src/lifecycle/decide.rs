@@ -158,7 +158,7 @@ pub fn decide(observed: Observed<'_>) -> Action {
         ContainerState::Created { error: Some(error) } => Action::RecordEnd(Ending {
             phase: Phase::Failed,
             reason: Reason::StartFailed,
-            message: error.clone(),
+            message: start_failure(error),
             exit_code: None,
             started_at: None,
             finished_at: now,
@@ -298,9 +298,10 @@ pub fn launch_failed(
         ),
         LaunchFailure::PullFailed(message) => (Reason::ImagePullFailed, message),
         LaunchFailure::ImageGone(message) => (Reason::ImageNotPresent, message),
-        LaunchFailure::InvalidLimit(message)
-        | LaunchFailure::CreateFailed(message)
-        | LaunchFailure::StartFailed(message) => (Reason::StartFailed, message),
+        LaunchFailure::InvalidLimit(message) | LaunchFailure::CreateFailed(message) => {
+            (Reason::StartFailed, message)
+        }
+        LaunchFailure::StartFailed(message) => (Reason::StartFailed, start_failure(&message)),
     };
     Ending {
         phase: Phase::Failed,
@@ -309,6 +310,21 @@ pub fn launch_failed(
         exit_code: None,
         started_at: None,
         finished_at: now,
+    }
+}
+
+/// The message of a start the daemon refused. A refusal saying the task "already exists"
+/// means the daemon restarted while starting the container and its runtime kept the task:
+/// the task may have begun, so the container is never started again.
+fn start_failure(daemon_said: &str) -> String {
+    if daemon_said.contains("already exists") {
+        format!(
+            "{daemon_said}: the Docker daemon restarted while starting the container and its \
+             runtime still holds the container's task, which may have begun; the container is \
+             not started again so the task never runs twice"
+        )
+    } else {
+        daemon_said.to_string()
     }
 }
 

@@ -280,8 +280,8 @@ impl Executor {
     }
 
     /// A start the daemon answered with an error may still have gone through (its answer
-    /// lost across a daemon restart, or a retry told "task already exists"): the container's
-    /// own state decides, on the next look, whether the run started.
+    /// lost across a daemon restart): the container's own state decides, on the next look,
+    /// whether the run started.
     async fn start_refused(&self, name: &str, error: DockerError) -> Result<Launched, DockerError> {
         let container = self.docker.inspect_container(name).await?;
         let started = container.is_some_and(|c| match c.state {
@@ -291,13 +291,6 @@ impl Executor {
         });
         if started {
             Ok(Launched::LookAgain)
-        } else if error
-            .daemon_message()
-            .is_some_and(|message| message.contains("already exists"))
-        {
-            // The runtime holds a task for it that the daemon has not caught up with (a start
-            // in flight across a daemon restart): the daemon's trouble, retried with backoff.
-            Err(error)
         } else {
             Ok(Launched::Failed(LaunchFailure::StartFailed(answer(error)?)))
         }

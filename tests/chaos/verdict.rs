@@ -361,6 +361,25 @@ impl Judged<'_> {
                     && c.died.is_none_or(|d| d >= f.injected)
             })
         });
+        // A daemon restarted while it was starting the container can leave the runtime
+        // holding the container's task: the operator ends the run rather than risk a second
+        // start.
+        let start_interrupted = self.containers.iter().any(|(_, c)| {
+            c.started.is_none()
+                && self.ledger.faults.iter().any(|f| {
+                    f.plan.kind == FaultKind::RestartDockerd
+                        && f.strikes(c.node)
+                        && c.created.is_some_and(|created| created <= f.injected)
+                        && lived.1 >= f.injected
+                })
+        });
+        if start_interrupted {
+            allowed.push(Allowed::new(
+                Phase::Failed,
+                &[Reason::StartFailed],
+                Some(None),
+            ));
+        }
         if killed_by_restart {
             allowed.push(Allowed::new(
                 Phase::Failed,

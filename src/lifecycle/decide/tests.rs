@@ -95,6 +95,24 @@ fn a_container_that_failed_to_start_fails_the_run_with_the_daemon_message() {
 }
 
 #[test]
+fn a_container_whose_task_the_runtime_kept_across_a_daemon_restart_is_not_started_again() {
+    let c = container(ContainerState::Created {
+        error: Some("task 6861b862: already exists".into()),
+    });
+    let Action::RecordEnd(ending) =
+        decide_at(&spec("image: busybox"), &status("{}"), Some(&c), 100)
+    else {
+        panic!()
+    };
+    assert_eq!(ending.reason, Reason::StartFailed);
+    assert!(
+        ending.message.contains("never runs twice"),
+        "{}",
+        ending.message
+    );
+}
+
+#[test]
 fn a_running_container_not_yet_recorded_is_recorded_with_its_deadline() {
     let c = container(ContainerState::Running {
         started_at: at(100),

@@ -313,12 +313,24 @@ async fn a_start_reported_as_failed_that_went_through_is_looked_at_again_not_fai
 }
 
 #[tokio::test]
-async fn a_start_the_runtime_already_holds_is_retried_not_failed() {
+async fn a_start_the_runtime_already_holds_ends_the_run_without_starting_it_again() {
     let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
     fake.state().answers.insert(
         "start",
         Answer::Status(500, "task 6861b862: already exists".into()),
     );
-    let retried = perform(&fake, "image: busybox", Action::Launch).await;
-    assert!(retried.is_err(), "{retried:?}");
+    let outcome = perform(&fake, "image: busybox", Action::Launch)
+        .await
+        .unwrap();
+    let status = outcome.status.expect("the run ends");
+    assert_eq!(
+        (status.phase, status.reason),
+        (Some(Phase::Failed), Some(Reason::StartFailed))
+    );
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.starts_with("task 6861b862: already exists"),
+        "{message}"
+    );
+    assert!(message.contains("never runs twice"), "{message}");
 }
