@@ -20,6 +20,9 @@ trap report EXIT
 
 phase tools scripts/tools.sh
 export PATH="$(tools_bin_dir):$PATH"
+# kstatus and Argo CD's Lua engine, for the GitOps tests.
+phase gitops bash -c 'scripts/gitops-verdicts.sh >/dev/null'
+
 # The endpoints test parses /metrics with promtool, from Debian's prometheus package.
 if ! command -v promtool >/dev/null 2>&1; then
   [[ $(id -u) == 0 ]] || die "the tests need promtool (Debian's prometheus) and installing it needs root"

@@ -2,9 +2,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// What the operator observed of a TaskRun, written only by the operator.
+/// What the operator observed of a TaskRun, written only by the operator. Until an agent
+/// writes it, the API server shows `observedGeneration: 0`, so tools that compare it with
+/// `metadata.generation` read a new run as in progress from the moment it exists.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("default" = { "observedGeneration": 0 }))]
 pub struct TaskRunStatus {
     /// Where the run is in its life: `Pending`, `Running`, then one of `Succeeded`, `Failed` or `Cancelled`, which are final.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,7 +58,7 @@ pub struct TaskRunStatus {
     #[schemars(length(max = 8192))]
     pub log_tail: Option<String>,
 
-    /// `Succeeded` (True, False, or Unknown while undecided) and `Done` (True once the run ended in any way), so `kubectl wait --for=condition=Done` covers every outcome.
+    /// `Succeeded` (True, False, or Unknown while undecided) and `Done` (True once the run ended in any way), so `kubectl wait --for=condition=Done` covers every outcome; `Ready` (True once the run succeeded), `Reconciling` (True while pending or running) and `Stalled` (True once it failed or was cancelled), as kstatus-based tools read them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 8),
@@ -120,6 +123,8 @@ pub enum Reason {
     NodeLost,
     /// `spec.nodeName` names a node that has no live agent; the run waits for one.
     NodeUnavailable,
+    /// The run's node is cordoned and no other agent is there to take it; it waits.
+    Unschedulable,
 }
 
 /// The condition types a TaskRun reports.
@@ -129,6 +134,13 @@ pub enum ConditionType {
     Succeeded,
     /// True once the run has ended in any way.
     Done,
+    /// True when the run succeeded; what `kubectl wait --for=condition=Ready` and GitOps
+    /// tools wait for.
+    Ready,
+    /// True while the run is pending or running: kstatus reads the run as in progress.
+    Reconciling,
+    /// True once the run failed or was cancelled: kstatus reads the run as failed.
+    Stalled,
 }
 
 /// The status of a condition, as Kubernetes spells it.
@@ -145,6 +157,9 @@ impl ConditionType {
         match self {
             Self::Succeeded => "Succeeded",
             Self::Done => "Done",
+            Self::Ready => "Ready",
+            Self::Reconciling => "Reconciling",
+            Self::Stalled => "Stalled",
         }
     }
 }
@@ -179,6 +194,7 @@ impl Reason {
             Self::DaemonUnavailable => "DaemonUnavailable",
             Self::NodeLost => "NodeLost",
             Self::NodeUnavailable => "NodeUnavailable",
+            Self::Unschedulable => "Unschedulable",
         }
     }
 }

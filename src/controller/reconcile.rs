@@ -97,6 +97,25 @@ async fn place_and_act(
             apply(taskrun, api, context).await
         }
         Placement::Claim => claim_run(taskrun, &uid, api, context).await,
+        Placement::Full if context.nodes.cordoned() => {
+            let pinned_here = taskrun.spec.node_name.as_deref() == Some(node);
+            if (pinned_here || !context.nodes.others_live(node))
+                && status.reason != Some(Reason::Unschedulable)
+            {
+                let message = format!(
+                    "node {node} is cordoned and takes no new runs; waiting for a node that does"
+                );
+                let waiting = lifecycle::status::held_up(
+                    &status,
+                    Reason::Unschedulable,
+                    &message,
+                    taskrun.meta().generation,
+                    Timestamp::now(),
+                );
+                write_status(api, taskrun, &waiting, context).await?;
+            }
+            Ok(Requeue::requeue(RESYNC))
+        }
         Placement::Full => Ok(Requeue::requeue(WAIT_FOR_ROOM)),
         Placement::Elsewhere => {
             context.nodes.release(&uid);
@@ -253,7 +272,13 @@ async fn apply(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Resu
         }
     };
 
-    let recorded = match &outcome.status {
+    // A spec change the step left the status alone for (a cancel of an ended run) is still
+    // recorded as seen.
+    let next = outcome
+        .status
+        .clone()
+        .or_else(|| lifecycle::status::observed(&status, run.generation));
+    let recorded = match &next {
         Some(next) => write_status(api, taskrun, next, context).await?,
         None => true,
     };

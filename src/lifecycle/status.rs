@@ -102,46 +102,69 @@ pub fn held_up(
     with_conditions(previous, status, now)
 }
 
-/// Sets `Succeeded` and `Done` from the phase, keeping each condition's transition time
-/// when its status did not change.
+/// The same status, recording that `generation` of the spec was seen; `None` when it
+/// already says so or no status was recorded yet.
+pub fn observed(previous: &TaskRunStatus, generation: Option<i64>) -> Option<TaskRunStatus> {
+    if previous.phase.is_none() || previous.observed_generation == generation {
+        return None;
+    }
+    let mut status = previous.clone();
+    status.observed_generation = generation;
+    for condition in &mut status.conditions {
+        condition.observed_generation = generation;
+    }
+    Some(status)
+}
+
+/// The conditions a phase shows. `Succeeded` and `Done` tell the run's outcome; `Ready`,
+/// `Reconciling` and `Stalled` are what kstatus and `kubectl wait` read: in progress until
+/// the run ends, then ready on success or stalled on failure.
+fn conditions_of(phase: Phase) -> Vec<(ConditionType, ConditionStatus)> {
+    use ConditionStatus::{False, True, Unknown};
+    use ConditionType::{Done, Ready, Reconciling, Stalled, Succeeded};
+    match phase {
+        Phase::Pending | Phase::Running => vec![
+            (Succeeded, Unknown),
+            (Done, False),
+            (Ready, False),
+            (Reconciling, True),
+        ],
+        Phase::Succeeded => vec![(Succeeded, True), (Done, True), (Ready, True)],
+        Phase::Failed | Phase::Cancelled => vec![
+            (Succeeded, False),
+            (Done, True),
+            (Ready, False),
+            (Stalled, True),
+        ],
+    }
+}
+
+/// Sets the conditions the phase shows, keeping each condition's transition time when its
+/// status did not change.
 fn with_conditions(
     previous: &TaskRunStatus,
     mut status: TaskRunStatus,
     now: Timestamp,
 ) -> TaskRunStatus {
-    let phase = status.phase();
     let reason = status.reason.map_or("Pending", Reason::as_str).to_string();
     let message = status.message.clone().unwrap_or_default();
-    let succeeded = match phase {
-        Phase::Succeeded => ConditionStatus::True,
-        Phase::Failed | Phase::Cancelled => ConditionStatus::False,
-        Phase::Pending | Phase::Running => ConditionStatus::Unknown,
-    };
-    let done = if phase.is_final() {
-        ConditionStatus::True
-    } else {
-        ConditionStatus::False
-    };
-    status.conditions = [
-        (ConditionType::Succeeded, succeeded),
-        (ConditionType::Done, done),
-    ]
-    .into_iter()
-    .map(|(type_, state)| {
-        let last_transition_time = previous
-            .condition(type_)
-            .filter(|c| c.status == state.as_str())
-            .map_or(Time(now), |c| c.last_transition_time.clone());
-        Condition {
-            type_: type_.as_str().to_string(),
-            status: state.as_str().to_string(),
-            reason: reason.clone(),
-            message: message.clone(),
-            observed_generation: status.observed_generation,
-            last_transition_time,
-        }
-    })
-    .collect();
+    status.conditions = conditions_of(status.phase())
+        .into_iter()
+        .map(|(type_, state)| {
+            let last_transition_time = previous
+                .condition(type_)
+                .filter(|c| c.status == state.as_str())
+                .map_or(Time(now), |c| c.last_transition_time.clone());
+            Condition {
+                type_: type_.as_str().to_string(),
+                status: state.as_str().to_string(),
+                reason: reason.clone(),
+                message: message.clone(),
+                observed_generation: status.observed_generation,
+                last_transition_time,
+            }
+        })
+        .collect();
     status
 }
 
@@ -261,6 +284,125 @@ mod tests {
             at(200),
         );
         assert_eq!(held, done);
+    }
+
+    fn shown(status: &TaskRunStatus) -> Vec<(&str, &str)> {
+        status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+            .collect()
+    }
+
+    fn ending(phase: Phase, reason: Reason) -> Ending {
+        Ending {
+            phase,
+            reason,
+            message: "how it ended".into(),
+            exit_code: None,
+            started_at: Some(at(100)),
+            finished_at: at(105),
+        }
+    }
+
+    #[test]
+    fn each_phase_shows_the_conditions_kstatus_and_kubectl_wait_read() {
+        let waiting = held_up(
+            &TaskRunStatus::default(),
+            Reason::DaemonUnavailable,
+            "no answer",
+            Some(1),
+            at(1),
+        );
+        let running = running(&waiting, LOCATION, "c1", at(100), at(101));
+        let in_progress = [
+            ("Succeeded", "Unknown"),
+            ("Done", "False"),
+            ("Ready", "False"),
+            ("Reconciling", "True"),
+        ];
+        assert_eq!(shown(&waiting), in_progress);
+        assert_eq!(shown(&running), in_progress);
+        assert_eq!(
+            condition(&running, ConditionType::Reconciling).reason,
+            "Running"
+        );
+        let end = |phase, reason| {
+            ended(
+                &running,
+                LOCATION,
+                &ending(phase, reason),
+                None,
+                None,
+                at(106),
+            )
+        };
+        assert_eq!(
+            shown(&end(Phase::Succeeded, Reason::Completed)),
+            [("Succeeded", "True"), ("Done", "True"), ("Ready", "True")]
+        );
+        for (phase, reason) in [
+            (Phase::Failed, Reason::Error),
+            (Phase::Failed, Reason::DeadlineExceeded),
+            (Phase::Cancelled, Reason::Cancelled),
+        ] {
+            let status = end(phase, reason);
+            assert_eq!(
+                shown(&status),
+                [
+                    ("Succeeded", "False"),
+                    ("Done", "True"),
+                    ("Ready", "False"),
+                    ("Stalled", "True")
+                ]
+            );
+            let stalled = condition(&status, ConditionType::Stalled);
+            assert_eq!(
+                (stalled.reason.as_str(), stalled.message.as_str()),
+                (reason.as_str(), "how it ended")
+            );
+            assert_eq!(
+                condition(&status, ConditionType::Ready).last_transition_time,
+                Time(at(1)),
+                "Ready has been False since the run was first held up"
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_generation_is_recorded_as_seen_without_changing_anything_else() {
+        let done = ended(
+            &TaskRunStatus::default(),
+            LOCATION,
+            &ending(Phase::Succeeded, Reason::Completed),
+            Some("c1"),
+            None,
+            at(106),
+        );
+        assert_eq!(observed(&done, Some(1)), None, "generation 1 was seen");
+        let seen = observed(&done, Some(2)).unwrap();
+        assert_eq!(seen.observed_generation, Some(2));
+        assert!(
+            seen.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(2))
+        );
+        assert_eq!(
+            TaskRunStatus {
+                observed_generation: Some(1),
+                conditions: done.conditions.clone(),
+                ..seen.clone()
+            },
+            TaskRunStatus {
+                conditions: done.conditions.clone(),
+                ..done.clone()
+            }
+        );
+        let unwritten = TaskRunStatus {
+            observed_generation: Some(0),
+            ..TaskRunStatus::default()
+        };
+        assert_eq!(observed(&unwritten, Some(1)), None, "no agent wrote it yet");
     }
 
     #[test]
