@@ -361,3 +361,120 @@ async fn an_agent_back_after_its_lease_expired_never_shares_a_run_with_a_peer() 
         );
     }
 }
+
+/// A Node object for an agent's node, deleted when the test ends: the agents run as
+/// processes here, so the test plays the part of the kubelet that registers the Node.
+struct NodeObject {
+    nodes: kube::Api<k8s_openapi::api::core::v1::Node>,
+    name: String,
+}
+
+impl NodeObject {
+    async fn create(ns: &TestNamespace, name: &str, unschedulable: bool) -> Self {
+        let nodes = kube::Api::all(ns.client.clone());
+        let node = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": { "name": name },
+            "spec": { "unschedulable": unschedulable },
+        }))
+        .unwrap();
+        nodes
+            .create(&kube::api::PostParams::default(), &node)
+            .await
+            .expect("create the Node object");
+        Self {
+            nodes,
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Drop for NodeObject {
+    fn drop(&mut self) {
+        let _ = common::kubectl()
+            .args([
+                "delete",
+                "node",
+                &self.name,
+                "--ignore-not-found",
+                "--wait=false",
+            ])
+            .output();
+    }
+}
+
+fn reason_is(reason: Reason) -> impl Fn(&TaskRun) -> bool {
+    move |tr| tr.status.as_ref().and_then(|s| s.reason) == Some(reason)
+}
+
+#[tokio::test]
+async fn a_cordoned_node_takes_no_new_runs_until_it_is_uncordoned() {
+    let ns = TestNamespace::new("cordon").await;
+    let node = NodeObject::create(&ns, &ns.node(), true).await;
+    let _agent = ns.start_controller();
+    ns.create(&common::taskrun_yaml(
+        "waits",
+        "image: busybox\ncommand: ['true']",
+    ))
+    .await;
+    let waiting = ns
+        .wait_for("waits", "Unschedulable", reason_is(Reason::Unschedulable))
+        .await;
+    assert!(waiting.annotations().get("taskrun.dev/node").is_none());
+    let status = waiting.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Pending));
+    assert!(status.message.unwrap_or_default().contains("cordoned"));
+    let docker = common::docker().await;
+    assert!(ns.containers(&docker).await.is_empty(), "nothing started");
+
+    let uncordoned = common::kubectl()
+        .args(["uncordon", &node.name])
+        .output()
+        .unwrap();
+    assert!(uncordoned.status.success(), "{uncordoned:?}");
+    let done = ns.wait_done("waits").await;
+    assert_eq!(done.status.and_then(|s| s.phase), Some(Phase::Succeeded));
+}
+
+#[tokio::test]
+async fn a_deleted_node_is_lost_and_its_started_runs_end_node_lost() {
+    let ns = TestNamespace::new("deleted-node").await;
+    let (a, b) = (format!("{}-a", ns.name), format!("{}-b", ns.name));
+    let node_a = NodeObject::create(&ns, &a, false).await;
+    let _node_b = NodeObject::create(&ns, &b, false).await;
+    let _agent_a = ControllerProcess::start_node(&ns.name, &a, MAIN_DOCKER, &LEASE);
+    let _agent_b = ControllerProcess::start_node(&ns.name, &b, MAIN_DOCKER, &LEASE);
+    ns.create(&common::taskrun_yaml(
+        "long",
+        &format!("image: busybox\ncommand: [sleep, '300']\nterminationGracePeriodSeconds: 0\nnodeName: {a}"),
+    ))
+    .await;
+    ns.wait_for("long", "Running", |tr| {
+        tr.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
+    })
+    .await;
+
+    node_a
+        .nodes
+        .delete(&a, &kube::api::DeleteParams::default())
+        .await
+        .expect("delete the Node");
+    let lost = ns.wait_done("long").await;
+    let status = lost.status.unwrap();
+    assert_eq!(
+        (status.phase, status.reason, status.node_name.as_deref()),
+        (
+            Some(Phase::Failed),
+            Some(Reason::NodeLost),
+            Some(a.as_str())
+        )
+    );
+    let docker = common::docker().await;
+    common::eventually("the lost run's container stops", || async {
+        ns.containers(&docker)
+            .await
+            .iter()
+            .all(|c| c.state != Some(bollard::models::ContainerSummaryStateEnum::RUNNING))
+    })
+    .await;
+}

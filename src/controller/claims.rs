@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::{Api, ResourceExt};
@@ -99,9 +100,20 @@ pub async fn release(taskrun: &TaskRun, api: &Api<TaskRun>, absent: &str) -> Res
     Ok(())
 }
 
-/// Reads the Lease of `node` afresh before a run is taken from it: the watch may lag behind
-/// an agent that came back.
+/// Reads the Node object or the Lease of `node` afresh before a run is taken from it: the
+/// watch may lag behind a node or an agent that came back.
 pub async fn confirm_gone(context: &Context, node: &str, expected: NodeState) -> Result<bool> {
+    if context.nodes.node_deleted(node) {
+        let nodes: Api<Node> = Api::all(context.client.clone());
+        return nodes
+            .get_opt(node)
+            .await
+            .map(|found| found.is_none())
+            .map_err(|cause| Error::ReadNode {
+                node: node.to_string(),
+                cause,
+            });
+    }
     leases::confirm(&context.leases, node, expected)
         .await
         .map_err(|cause| Error::ReadLease {

@@ -49,8 +49,20 @@ pub struct Nodes {
     /// has been renewed without a lapse.
     own_renewal: Mutex<Option<Renewal>>,
     lease_duration: Duration,
+    /// What the cluster's Node objects say.
+    node_objects: RwLock<NodeObjects>,
     /// Woken when this node has room for another run.
     pub room: Notify,
+}
+
+/// What the cluster's Node objects say of the agents' nodes.
+#[derive(Debug, Default, PartialEq)]
+pub struct NodeObjects {
+    /// This agent's Node is cordoned (`spec.unschedulable`) or was deleted: it takes no new
+    /// runs.
+    pub cordoned: bool,
+    /// Nodes whose object was seen and then deleted: lost, whatever their Lease says.
+    pub deleted: HashSet<String>,
 }
 
 /// This agent's own renewals.
@@ -76,14 +88,16 @@ impl Nodes {
             leases: RwLock::default(),
             own_renewal: Mutex::default(),
             lease_duration,
+            node_objects: RwLock::default(),
             room: Notify::new(),
         }
     }
 
-    /// Whether this node may take another run: it has room, and its own Lease is current, so
-    /// no other agent can judge it lost while it starts something.
+    /// Whether this node may take another run: it is not cordoned, it has room, and its own
+    /// Lease is current, so no other agent can judge it lost while it starts something.
     pub fn can_take(&self, now: Instant) -> bool {
-        self.own_lease_current(now)
+        !self.cordoned()
+            && self.own_lease_current(now)
             && self
                 .held
                 .lock()
@@ -175,8 +189,44 @@ impl Nodes {
         self.held.lock().map_or(0, |held| held.len())
     }
 
-    /// What is known of the agent of `node`.
+    /// Whether this agent's Node is cordoned or deleted.
+    pub fn cordoned(&self) -> bool {
+        self.node_objects
+            .read()
+            .is_ok_and(|objects| objects.cordoned)
+    }
+
+    /// Whether the Node object of `node` was deleted.
+    pub fn node_deleted(&self, node: &str) -> bool {
+        self.node_objects
+            .read()
+            .is_ok_and(|objects| objects.deleted.contains(node))
+    }
+
+    /// Whether an agent other than `own`'s is live and may take runs.
+    pub fn others_live(&self, own: &str) -> bool {
+        self.leases.read().is_ok_and(|view| {
+            view.states.iter().any(|(node, state)| {
+                node != own && *state == NodeState::Live && !self.node_deleted(node)
+            })
+        })
+    }
+
+    /// Records what the Node objects say now; true when that changed what is known.
+    pub fn set_node_objects(&self, seen: NodeObjects) -> bool {
+        let Ok(mut objects) = self.node_objects.write() else {
+            return false;
+        };
+        let changed = *objects != seen;
+        *objects = seen;
+        changed
+    }
+
+    /// What is known of the agent of `node`. A node whose Node object was deleted is lost.
     pub fn state(&self, node: &str) -> NodeState {
+        if self.node_deleted(node) {
+            return NodeState::Lost;
+        }
         let Ok(view) = self.leases.read() else {
             return NodeState::Unknown;
         };

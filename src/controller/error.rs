@@ -21,6 +21,8 @@ pub enum Error {
     ReleaseFinalizer { name: String, cause: kube::Error },
     #[error("failed to read the Lease of node {node}: {cause}")]
     ReadLease { node: String, cause: kube::Error },
+    #[error("failed to read the Node object {node}: {cause}")]
+    ReadNode { node: String, cause: kube::Error },
     #[error("Docker: {0}")]
     Docker(DockerError),
 }

@@ -38,7 +38,7 @@ pub async fn keep_lease(context: Arc<Context>, duration: Duration, resync: mpsc:
     let (store, writer) = reflector::store();
     let selector = format!("{LEASE_LABEL}=true");
     let watch = watcher(leases.clone(), watcher::Config::default().labels(&selector))
-        .default_backoff()
+        .backoff(super::watch_backoff())
         .reflect(writer)
         .for_each(|_| std::future::ready(()));
     let watching = tokio::spawn(watch);

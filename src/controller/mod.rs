@@ -8,6 +8,7 @@ mod events;
 mod http;
 mod leases;
 mod metrics;
+mod node_objects;
 mod reconcile;
 mod status_writer;
 mod sweep;
@@ -77,6 +78,19 @@ async fn connect_docker() -> Result<DockerClient> {
         .map_err(Error::Docker)
 }
 
+/// How the agent's watches retry after the API server failed them: soon, and never more than
+/// a few seconds apart, so what an agent knows of runs and nodes is current again within
+/// seconds of an outage (client-go's 30 s cap suits thousands of clients, not one per node
+/// deciding on Leases of a few seconds).
+fn watch_backoff() -> watcher::ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .into()
+}
+
 /// Most TaskRuns reconciled at once. Each pass may hold a Docker connection; unbounded, a
 /// burst of thousands of objects opens thousands of them.
 const RECONCILE_CONCURRENCY: u16 = 32;
@@ -134,8 +148,9 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
     let lease = tokio::spawn(leases::keep_lease(
         context.clone(),
         config.lease_duration,
-        resync_tx,
+        resync_tx.clone(),
     ));
+    let node_objects = tokio::spawn(node_objects::follow_nodes(context.clone(), resync_tx));
 
     let taskruns: Api<DeserializeGuard<TaskRun>> = match &config.namespace {
         Some(namespace) => Api::namespaced(client, namespace),
@@ -148,6 +163,7 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         taskruns,
         watcher::Config::default().any_semantic().labels(&selector),
     )
+    .backoff(watch_backoff())
     .modify(slim);
     let controller = Controller::for_stream(reflector(writer, watched).applied_objects(), cache)
         .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
@@ -178,7 +194,7 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
             }
         })
         .await;
-    for task in [triggers, lease, waiting, sweeper] {
+    for task in [triggers, lease, node_objects, waiting, sweeper] {
         task.abort();
     }
     endpoints.abort();

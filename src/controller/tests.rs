@@ -11,7 +11,7 @@ use kube::core::DeserializeGuard;
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
-use super::context::Context;
+use super::context::{Context, NodeObjects};
 use super::reconcile::reconcile;
 use crate::api::{Phase, TaskRun, TaskRunStatus};
 use crate::docker::fake::FakeDaemon;
@@ -110,6 +110,7 @@ async fn pass(taskrun: &TaskRun, fake: &Arc<FakeDaemon>, server: &Arc<ApiServer>
         Duration::from_secs(15),
     ));
     context.nodes.renewed(Instant::now());
+    context.nodes.set_node_objects(NodeObjects::default());
     let guard = Arc::new(DeserializeGuard(Ok(taskrun.clone())));
     reconcile(guard, context).await.expect("the pass succeeds");
 }

@@ -11,8 +11,9 @@ use bollard::query_parameters::{
 };
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use jiff::Timestamp;
 
-use super::container::{ContainerTemplate, ObservedContainer};
+use super::container::{ContainerState, ContainerTemplate, ObservedContainer};
 use super::daemon::Daemon;
 use super::error::DockerError;
 use super::naming::{ContainerOwner, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY};
@@ -61,7 +62,12 @@ impl Daemon for DockerClient {
         name: &str,
     ) -> Result<Option<ObservedContainer>, DockerError> {
         match self.docker.inspect_container(name, None).await {
-            Ok(inspect) => Ok(ObservedContainer::from_inspect(inspect)),
+            Ok(inspect) => match ObservedContainer::from_inspect(inspect) {
+                Some(container) if container.killed_without_oom_flag() => {
+                    self.with_reported_oom(container).await.map(Some)
+                }
+                container => Ok(container),
+            },
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
@@ -289,6 +295,43 @@ impl Daemon for DockerClient {
                 }
             })
             .boxed()
+    }
+}
+
+impl DockerClient {
+    /// The container, marked OOM-killed when the daemon sent an `oom` event for it. The daemon
+    /// sets the flag it reports in an inspect only when the runtime tells of the OOM kill
+    /// before the exit; told after it, the daemon still sends the event, and keeps it among
+    /// its recent events.
+    async fn with_reported_oom(
+        &self,
+        mut container: ObservedContainer,
+    ) -> Result<ObservedContainer, DockerError> {
+        let ContainerState::Exited {
+            started_at: Some(started),
+            oom_killed,
+            ..
+        } = &mut container.state
+        else {
+            return Ok(container);
+        };
+        let filters = HashMap::from([
+            ("container".to_string(), vec![container.id.clone()]),
+            ("event".to_string(), vec!["oom".to_string()]),
+        ]);
+        let options = EventsOptionsBuilder::default()
+            .since(&started.as_second().to_string())
+            .until(&Timestamp::now().as_second().saturating_add(1).to_string())
+            .filters(&filters)
+            .build();
+        let reported = self
+            .docker
+            .events(Some(options))
+            .try_next()
+            .await
+            .map_err(DockerError::Events)?;
+        *oom_killed = reported.is_some();
+        Ok(container)
     }
 }
 

@@ -91,6 +91,20 @@ impl ObservedContainer {
     }
 }
 
+impl ObservedContainer {
+    /// Whether the container exited from a SIGKILL the daemon did not flag as an OOM kill.
+    pub(super) fn killed_without_oom_flag(&self) -> bool {
+        matches!(
+            self.state,
+            ContainerState::Exited {
+                exit_code: 137,
+                oom_killed: false,
+                ..
+            }
+        )
+    }
+}
+
 /// Docker writes `0001-01-01T00:00:00Z` for times that never happened.
 fn parse_docker_time(text: &str) -> Option<Timestamp> {
     text.parse::<Timestamp>().ok().filter(|t| t.as_second() > 0)

@@ -350,7 +350,15 @@ pub async fn take_inventory(node: &'static str, host: &str, namespace: &str, led
 
 /// Follows the namespace's TaskRuns until `stop`, through API server and etcd restarts.
 pub async fn follow_taskruns(api: Api<TaskRun>, ledger: Shared, mut stop: watch::Receiver<bool>) {
-    let mut stream = Box::pin(watcher(api, watcher::Config::default()).default_backoff());
+    // Retried within a second or so, so a deletion is seen when it happens, not when a
+    // backoff grown over many faults runs out.
+    let retry = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(1))
+        .without_max_times();
+    let mut stream = Box::pin(
+        watcher(api, watcher::Config::default()).backoff(watcher::ExponentialBackoff::from(retry)),
+    );
     let mut listed: Option<HashSet<String>> = None;
     loop {
         let event = tokio::select! {
