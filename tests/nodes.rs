@@ -469,6 +469,25 @@ async fn a_deleted_node_is_lost_and_its_started_runs_end_node_lost() {
             Some(a.as_str())
         )
     );
+    // A cancel after the fact is recorded as seen by the surviving agent.
+    ns.taskruns()
+        .patch(
+            "long",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({ "spec": { "cancel": true } })),
+        )
+        .await
+        .unwrap();
+    let seen = ns
+        .wait_for("long", "observedGeneration 2", |tr| {
+            tr.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
+        })
+        .await;
+    assert_eq!(
+        seen.status.and_then(|s| s.reason),
+        Some(Reason::NodeLost),
+        "the outcome stays"
+    );
     let docker = common::docker().await;
     common::eventually("the lost run's container stops", || async {
         ns.containers(&docker)
