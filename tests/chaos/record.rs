@@ -359,7 +359,7 @@ pub async fn follow_taskruns(api: Api<TaskRun>, ledger: Shared, mut stop: watch:
     let mut stream = Box::pin(
         watcher(api, watcher::Config::default()).backoff(watcher::ExponentialBackoff::from(retry)),
     );
-    let mut listed: Option<HashSet<String>> = None;
+    let mut listed: Option<(Timestamp, HashSet<String>)> = None;
     loop {
         let event = tokio::select! {
             event = stream.next() => event,
@@ -372,18 +372,27 @@ pub async fn follow_taskruns(api: Api<TaskRun>, ledger: Shared, mut stop: watch:
             Some(Err(_)) => {}
             Some(Ok(watcher::Event::Apply(taskrun))) => ledger.saw(&taskrun, now),
             Some(Ok(watcher::Event::Delete(taskrun))) => ledger.gone(&taskrun.name_any(), now),
-            Some(Ok(watcher::Event::Init)) => listed = Some(HashSet::new()),
+            Some(Ok(watcher::Event::Init)) => listed = Some((now, HashSet::new())),
             Some(Ok(watcher::Event::InitApply(taskrun))) => {
-                listed.get_or_insert_default().insert(taskrun.name_any());
+                listed
+                    .get_or_insert_with(|| (now, HashSet::new()))
+                    .1
+                    .insert(taskrun.name_any());
                 ledger.saw(&taskrun, now);
             }
             Some(Ok(watcher::Event::InitDone)) => {
-                // Deleted while the watch was down: no Delete event tells of it.
-                let listed = listed.take().unwrap_or_default();
+                // Deleted while the watch was down: no Delete event tells of it. A run
+                // created before the list began and missing from it is gone, even one the
+                // watch never saw at all (created and deleted within one outage).
+                let (began, listed) = listed.take().unwrap_or_else(|| (now, HashSet::new()));
                 let missing: Vec<String> = ledger
                     .runs
                     .iter()
-                    .filter(|(name, record)| record.latest.is_some() && !listed.contains(*name))
+                    .filter(|(name, record)| {
+                        let known = record.latest.is_some()
+                            || record.created.is_some_and(|created| created < began);
+                        known && !listed.contains(*name)
+                    })
                     .map(|(name, _)| name.clone())
                     .collect();
                 for name in missing {
