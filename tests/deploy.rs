@@ -20,6 +20,7 @@ async fn deploy_manifests_are_accepted_by_the_api_server() {
         "namespace/taskrun-system",
         "serviceaccount/taskrun-operator",
         "clusterrole.rbac.authorization.k8s.io/taskrun-operator",
+        "clusterrole.rbac.authorization.k8s.io/taskrun-operator-workloads",
         "daemonset.apps/taskrun-operator",
     ] {
         assert!(stdout.contains(object), "{object} missing from: {stdout}");
@@ -39,9 +40,28 @@ async fn deploy_manifests_are_accepted_by_the_api_server() {
     };
     assert_eq!(can_i("watch", "taskruns.taskrun.dev"), "yes");
     assert_eq!(can_i("patch", "taskruns.taskrun.dev/status"), "yes");
-    assert_eq!(can_i("get", "secrets"), "no");
-    assert_eq!(can_i("list", "pods"), "no");
-    assert_eq!(can_i("update", "taskruns.taskrun.dev"), "no");
+    // What a TaskRun takes from its namespace: a Pod's reach there, and nothing more.
+    for (verb, resource) in [
+        ("get", "secrets"),
+        ("watch", "secrets"),
+        ("list", "configmaps"),
+        ("create", "serviceaccounts/token"),
+    ] {
+        assert_eq!(can_i(verb, resource), "yes", "{verb} {resource}");
+    }
+    for (verb, resource) in [
+        ("create", "secrets"),
+        ("update", "secrets"),
+        ("patch", "configmaps"),
+        ("delete", "secrets"),
+        ("get", "serviceaccounts"),
+        ("create", "serviceaccounts"),
+        ("list", "pods"),
+        ("create", "pods"),
+        ("update", "taskruns.taskrun.dev"),
+    ] {
+        assert_eq!(can_i(verb, resource), "no", "{verb} {resource}");
+    }
 }
 
 fn yaml_file(path: &str) -> serde_yaml::Value {
