@@ -556,6 +556,12 @@ impl Proxy {
         )
     }
 
+    /// Forwards the TCP address `listen` (port 0 for a fresh one, see [`Self::address`]) to
+    /// `upstream`.
+    pub fn tcp_on(listen: SocketAddr, upstream: SocketAddr) -> Self {
+        Self::forward(Endpoint::Tcp(listen), Endpoint::Tcp(upstream))
+    }
+
     fn forward(listen: Endpoint, upstream: Endpoint) -> Self {
         let listener = Listener::bind(&listen).expect("bind proxy socket");
         let listen = match listen {
