@@ -25,7 +25,14 @@ async fn deploy_manifests_are_accepted_by_the_api_server() {
     ] {
         assert!(stdout.contains(object), "{object} missing from: {stdout}");
     }
+    // `RESOURCE/SUBRESOURCE` asks about the subresource (kubectl would read it as a name).
     let can_i = |verb: &str, resource: &str| {
+        let (resource, subresource) = match resource.split_once('/') {
+            Some((resource, sub)) if resource == "serviceaccounts" => {
+                (resource, format!("--subresource={sub}"))
+            }
+            _ => (resource, String::new()),
+        };
         let output = common::kubectl()
             .args([
                 "auth",
@@ -34,6 +41,7 @@ async fn deploy_manifests_are_accepted_by_the_api_server() {
                 resource,
                 "--as=system:serviceaccount:taskrun-system:taskrun-operator",
             ])
+            .args((!subresource.is_empty()).then_some(subresource))
             .output()
             .unwrap();
         String::from_utf8_lossy(&output.stdout).trim().to_string()
