@@ -148,18 +148,9 @@ mod url_parts {
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {
-    let output = std::process::Command::new("base64")
-        .arg("-d")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(text.as_bytes())?;
-            child.wait_with_output()
-        })
-        .unwrap();
-    output.stdout
+    let mut command = std::process::Command::new("base64");
+    command.arg("-d");
+    common::run_with_input(command, text.as_bytes()).stdout
 }
 
 #[tokio::test]

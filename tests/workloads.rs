@@ -35,16 +35,7 @@ where
 }
 
 fn sha256(text: &str) -> String {
-    let output = Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write as _;
-            child.stdin.take().unwrap().write_all(text.as_bytes())?;
-            child.wait_with_output()
-        })
-        .expect("run sha256sum");
+    let output = common::run_with_input(Command::new("sha256sum"), text.as_bytes());
     String::from_utf8_lossy(&output.stdout)
         .split_whitespace()
         .next()

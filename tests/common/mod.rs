@@ -722,19 +722,20 @@ where
 
 /// Runs kubectl with `args`, `input` on its standard input, and returns what it printed.
 pub fn kubectl_with_input(args: &[&str], input: &str) -> std::process::Output {
+    let mut command = kubectl();
+    command.args(args);
+    run_with_input(command, input.as_bytes())
+}
+
+/// Runs `command` with `input` on its standard input and returns what it printed.
+pub fn run_with_input(mut command: Command, input: &[u8]) -> std::process::Output {
     use std::io::Write as _;
-    let mut child = kubectl()
-        .args(args)
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run kubectl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+        .expect("start the command");
+    child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
 }
