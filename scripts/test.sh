@@ -31,6 +31,8 @@ if ! command -v promtool >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 phase docker scripts/docker-up.sh
+# The private registry the imagePullSecrets tests pull from.
+phase registry scripts/registry-up.sh
 if [[ -z "${KUBECONFIG:-}" ]]; then
   phase cluster scripts/cluster-up.sh
   export KUBECONFIG="$repo_root/.cluster/kubeconfig"

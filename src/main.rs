@@ -57,6 +57,16 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// API server address given to tasks with a `serviceAccountName`, as
+        /// `KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT` (`HOST:PORT` or
+        /// `https://HOST:PORT`); the host must be a name or address the server's certificate
+        /// carries. Default: the address this agent uses.
+        #[arg(long, value_parser = parse_host_port)]
+        task_api_server: Option<(String, u16)>,
+        /// The address the host of `--task-api-server` stands for inside task containers, added
+        /// to their /etc/hosts, when it is a name they cannot resolve.
+        #[arg(long)]
+        task_api_server_ip: Option<std::net::IpAddr>,
     },
     /// Print the TaskRun CustomResourceDefinition as YAML.
     Crd,
@@ -118,6 +128,8 @@ async fn main() -> ExitCode {
             namespace,
             class,
             log_format,
+            task_api_server,
+            task_api_server_ip,
         } => {
             telemetry::init(log_format, "info,kube=warn");
             let config = ControllerConfig {
@@ -134,6 +146,8 @@ async fn main() -> ExitCode {
                 max_running: max_running.unwrap_or_else(default_max_running).max(1),
                 lease_duration: Duration::from_secs(lease_duration_seconds.max(1)),
                 container_log_max_bytes,
+                task_api_server,
+                task_api_server_ip,
             };
             match controller::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -173,6 +187,26 @@ fn parse_socket_address(text: &str) -> Result<std::net::SocketAddr, String> {
     })
 }
 
+/// `HOST:PORT`, `[IPV6]:PORT` or `https://HOST[:PORT]` (port 443 when left out).
+fn parse_host_port(text: &str) -> Result<(String, u16), String> {
+    let rest = text.strip_prefix("https://").unwrap_or(text);
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !port.contains(']') => (
+            host,
+            port.parse::<u16>()
+                .map_err(|e| format!("{port:?} is not a port: {e}"))?,
+        ),
+        _ if text.starts_with("https://") => (rest, 443),
+        _ => return Err(format!("{text:?} is not HOST:PORT or https://HOST[:PORT]")),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains('/') {
+        return Err(format!("{text:?} names no host"));
+    }
+    Ok((host.to_string(), port))
+}
+
 fn default_max_running() -> usize {
     std::thread::available_parallelism().map_or(1, |cpus| cpus.get()) * 8
 }
@@ -187,7 +221,25 @@ fn default_node_name() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_socket_address;
+    use super::{parse_host_port, parse_socket_address};
+
+    #[test]
+    fn task_api_servers_with_or_without_a_scheme() {
+        assert_eq!(
+            parse_host_port("kubernetes.default.svc:6443").unwrap(),
+            ("kubernetes.default.svc".to_string(), 6443)
+        );
+        assert_eq!(
+            parse_host_port("https://10.96.0.1").unwrap(),
+            ("10.96.0.1".to_string(), 443)
+        );
+        assert_eq!(
+            parse_host_port("https://[fd00::1]:6443/").unwrap(),
+            ("fd00::1".to_string(), 6443)
+        );
+        assert!(parse_host_port("kubernetes").is_err());
+        assert!(parse_host_port("host:port").is_err());
+    }
 
     #[test]
     fn socket_addresses_with_or_without_brackets() {

@@ -20,11 +20,19 @@ async fn deploy_manifests_are_accepted_by_the_api_server() {
         "namespace/taskrun-system",
         "serviceaccount/taskrun-operator",
         "clusterrole.rbac.authorization.k8s.io/taskrun-operator",
+        "clusterrole.rbac.authorization.k8s.io/taskrun-operator-workloads",
         "daemonset.apps/taskrun-operator",
     ] {
         assert!(stdout.contains(object), "{object} missing from: {stdout}");
     }
+    // `RESOURCE/SUBRESOURCE` asks about the subresource (kubectl would read it as a name).
     let can_i = |verb: &str, resource: &str| {
+        let (resource, subresource) = match resource.split_once('/') {
+            Some((resource, sub)) if resource == "serviceaccounts" => {
+                (resource, format!("--subresource={sub}"))
+            }
+            _ => (resource, String::new()),
+        };
         let output = common::kubectl()
             .args([
                 "auth",
@@ -33,15 +41,35 @@ async fn deploy_manifests_are_accepted_by_the_api_server() {
                 resource,
                 "--as=system:serviceaccount:taskrun-system:taskrun-operator",
             ])
+            .args((!subresource.is_empty()).then_some(subresource))
             .output()
             .unwrap();
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     };
     assert_eq!(can_i("watch", "taskruns.taskrun.dev"), "yes");
     assert_eq!(can_i("patch", "taskruns.taskrun.dev/status"), "yes");
-    assert_eq!(can_i("get", "secrets"), "no");
-    assert_eq!(can_i("list", "pods"), "no");
-    assert_eq!(can_i("update", "taskruns.taskrun.dev"), "no");
+    // What a TaskRun takes from its namespace: a Pod's reach there, and nothing more.
+    for (verb, resource) in [
+        ("get", "secrets"),
+        ("watch", "secrets"),
+        ("list", "configmaps"),
+        ("create", "serviceaccounts/token"),
+    ] {
+        assert_eq!(can_i(verb, resource), "yes", "{verb} {resource}");
+    }
+    for (verb, resource) in [
+        ("create", "secrets"),
+        ("update", "secrets"),
+        ("patch", "configmaps"),
+        ("delete", "secrets"),
+        ("get", "serviceaccounts"),
+        ("create", "serviceaccounts"),
+        ("list", "pods"),
+        ("create", "pods"),
+        ("update", "taskruns.taskrun.dev"),
+    ] {
+        assert_eq!(can_i(verb, resource), "no", "{verb} {resource}");
+    }
 }
 
 fn yaml_file(path: &str) -> serde_yaml::Value {
@@ -120,18 +148,9 @@ mod url_parts {
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {
-    let output = std::process::Command::new("base64")
-        .arg("-d")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(text.as_bytes())?;
-            child.wait_with_output()
-        })
-        .unwrap();
-    output.stdout
+    let mut command = std::process::Command::new("base64");
+    command.arg("-d");
+    common::run_with_input(command, text.as_bytes()).stdout
 }
 
 #[tokio::test]

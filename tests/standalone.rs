@@ -456,6 +456,16 @@ fn bad_input_is_refused_with_exit_2_and_nothing_runs() {
             "task hasty: spec.timeoutSeconds: should be greater than or equal to 1",
         ),
         (
+            "secret-env",
+            "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: secretive\nspec:\n  image: busybox\n  env:\n    - name: PASSWORD\n      valueFrom: {secretKeyRef: {name: db, key: password}}\n".to_string(),
+            "task secretive: spec.env[0].valueFrom: needs a cluster",
+        ),
+        (
+            "service-account",
+            "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: robot\nspec:\n  image: busybox\n  serviceAccountName: deployer\n".to_string(),
+            "task robot: spec.serviceAccountName: needs a cluster",
+        ),
+        (
             "kind",
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n".to_string(),
             "document 1: apiVersion \"v1\", kind \"Pod\" is not a TaskRun",

@@ -6,6 +6,7 @@ mod spec;
 mod status;
 mod text;
 mod validation;
+mod workloads;
 
 pub use quantity::{parse_cpu_nanos, parse_memory_bytes};
 pub use spec::{
@@ -15,6 +16,11 @@ pub use spec::{
 pub use status::{ConditionStatus, ConditionType, Phase, Reason, TaskRunStatus};
 pub use text::{api_safe, api_safe_tail};
 pub use validation::{SpecProblem, spec_problems};
+pub use workloads::{
+    ConfigMapVolumeSource, EmptyDirVolumeSource, EnvFromSource, EnvVarSource, KeySelector,
+    KeyToPath, LocalObjectReference, ObjectKind, ObjectReference, SecretVolumeSource, Volume,
+    VolumeMount,
+};
 
 /// The finalizer that keeps a TaskRun until its container is gone.
 pub const FINALIZER: &str = "taskrun.dev/container";

@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use super::status::TaskRunStatus;
 use super::validation;
+use super::workloads::{
+    EnvFromSource, EnvVarSource, LocalObjectReference, OBJECT_NAME, Volume, VolumeMount,
+};
 
 /// Seconds between SIGTERM and SIGKILL when a run is stopped, unless the spec says otherwise.
 pub const DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS: i64 = 10;
@@ -55,6 +58,40 @@ pub struct TaskRunSpec {
     )]
     pub env: Vec<EnvVar>,
 
+    /// Environment variables from every key of Secrets and ConfigMaps in the TaskRun's namespace, set before `env`, so `env` wins where a name repeats; a later source wins over an earlier one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub env_from: Vec<EnvFromSource>,
+
+    /// Files the container can mount: Secret and ConfigMap keys written into the container before it starts (never onto the node's disk), and empty in-memory directories. Names are unique.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])
+    )]
+    pub volumes: Vec<Volume>,
+
+    /// Where the volumes appear in the container. Mount paths are unique.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["mountPath"])
+    )]
+    pub volume_mounts: Vec<VolumeMount>,
+
+    /// Secrets of type `kubernetes.io/dockerconfigjson` in the TaskRun's namespace; the image is pulled with the credentials whose registry is the image's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])
+    )]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// A ServiceAccount of the TaskRun's namespace whose API identity the task gets: a token requested for it (valid past the deadline, at least 10 minutes), `ca.crt` and `namespace` at `/var/run/secrets/kubernetes.io/serviceaccount`, and `KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT`, as a Pod has. No token when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME))]
+    pub service_account_name: Option<String>,
+
     /// Absolute path of the working directory inside the container. The image's is used when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/"))]
@@ -103,6 +140,7 @@ pub struct TaskRunSpec {
 /// An environment variable of the container.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = validation::env_var_rules)]
 pub struct EnvVar {
     /// Name of the variable: letters, digits and underscores, not starting with a digit.
     #[schemars(
@@ -115,6 +153,10 @@ pub struct EnvVar {
     #[serde(default)]
     #[schemars(length(max = 32768))]
     pub value: String,
+
+    /// Where the value comes from instead: a key of a Secret or ConfigMap in the TaskRun's namespace. Not together with a non-empty `value`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSource>,
 }
 
 /// Compute resources of the container, in the shape of a Pod's `resources`.
@@ -179,6 +221,11 @@ impl TaskRunSpec {
             command: Vec::new(),
             args: Vec::new(),
             env: Vec::new(),
+            env_from: Vec::new(),
+            volumes: Vec::new(),
+            volume_mounts: Vec::new(),
+            image_pull_secrets: Vec::new(),
+            service_account_name: None,
             working_dir: None,
             image_pull_policy: ImagePullPolicy::default(),
             cleanup: CleanupPolicy::default(),
@@ -195,6 +242,33 @@ impl TaskRunSpec {
     pub fn termination_grace_period_seconds(&self) -> i64 {
         self.termination_grace_period_seconds
             .unwrap_or(DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS)
+    }
+
+    /// The fields that take something from the TaskRun's namespace (Secrets, ConfigMaps, a
+    /// ServiceAccount) or describe files for them, by their names in the spec: what only an
+    /// agent in a cluster can carry out.
+    pub fn cluster_only_fields(&self) -> Vec<String> {
+        let mut fields: Vec<String> = self
+            .env
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.value_from.is_some())
+            .map(|(i, _)| format!("env[{i}].valueFrom"))
+            .collect();
+        let present = [
+            ("envFrom", !self.env_from.is_empty()),
+            ("volumes", !self.volumes.is_empty()),
+            ("volumeMounts", !self.volume_mounts.is_empty()),
+            ("imagePullSecrets", !self.image_pull_secrets.is_empty()),
+            ("serviceAccountName", self.service_account_name.is_some()),
+        ];
+        fields.extend(
+            present
+                .into_iter()
+                .filter(|(_, used)| *used)
+                .map(|(field, _)| field.to_string()),
+        );
+        fields
     }
 
     /// The CPU and memory limits, if any.

@@ -125,6 +125,12 @@ pub enum Reason {
     NodeUnavailable,
     /// The run's node is cordoned and no other agent is there to take it; it waits.
     Unschedulable,
+    /// A Secret, ConfigMap, key or ServiceAccount the spec refers to does not exist (or the
+    /// agent may not read it); the run waits, and starts once it appears.
+    ReferenceMissing,
+    /// A Secret or ConfigMap the spec refers to holds something the run cannot use, such as
+    /// a pull secret without registry credentials; the run waits for it to be fixed.
+    ReferenceInvalid,
 }
 
 /// The condition types a TaskRun reports.
@@ -195,6 +201,8 @@ impl Reason {
             Self::NodeLost => "NodeLost",
             Self::NodeUnavailable => "NodeUnavailable",
             Self::Unschedulable => "Unschedulable",
+            Self::ReferenceMissing => "ReferenceMissing",
+            Self::ReferenceInvalid => "ReferenceInvalid",
         }
     }
 }

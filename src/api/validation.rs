@@ -9,6 +9,10 @@ use schemars::Schema;
 use serde_json::{Value, json};
 
 use super::quantity::{parse_cpu_nanos, parse_memory_bytes};
+use super::spec::EnvVar;
+use super::workloads::{
+    EmptyDirVolumeSource, EnvFromSource, EnvVarSource, KeyToPath, Volume, VolumeMount,
+};
 use super::{TaskRun, TaskRunSpec};
 
 /// An image reference as Docker reads it: `[domain[:port]/]path[:tag][@algorithm:hex]`, the
@@ -52,6 +56,209 @@ pub fn spec_rules(schema: &mut Schema) {
         "fieldPath": ".cancel",
     }));
     schema.insert("x-kubernetes-validations".into(), Value::Array(rules));
+    insert_rules(schema, &SPEC_RULES);
+}
+
+/// A rule on one kind of object in the spec, written once: the CRD carries its CEL, and
+/// `taskrun run`, which never meets an API server, checks the same rule in Rust.
+struct ObjectRule<T> {
+    /// The field the API server names, below the object (`.valueFrom`); empty for the object.
+    field: &'static str,
+    cel: &'static str,
+    message: &'static str,
+    holds: fn(&T) -> bool,
+}
+
+/// Adds `rules` to the CEL rules of the schema.
+fn insert_rules<T>(schema: &mut Schema, rules: &[ObjectRule<T>]) {
+    let mut all: Vec<Value> = schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    all.extend(rules.iter().map(|rule| {
+        let mut value = json!({ "rule": rule.cel, "message": rule.message });
+        if !rule.field.is_empty() {
+            value["fieldPath"] = Value::from(rule.field);
+        }
+        value
+    }));
+    schema.insert("x-kubernetes-validations".into(), Value::Array(all));
+}
+
+/// The problems `rules` find in `object`, which the spec names `at`.
+fn broken<T>(rules: &[ObjectRule<T>], object: &T, at: &str) -> Vec<SpecProblem> {
+    rules
+        .iter()
+        .filter(|rule| !(rule.holds)(object))
+        .map(|rule| SpecProblem {
+            field: format!("{at}{}", rule.field)
+                .trim_start_matches('.')
+                .to_string(),
+            problem: rule.message.into(),
+        })
+        .collect()
+}
+
+/// Whether a path has a `..` segment.
+fn climbs(path: &str) -> bool {
+    path.split('/').any(|segment| segment == "..")
+}
+
+const SPEC_RULES: [ObjectRule<TaskRunSpec>; 1] = [ObjectRule {
+    field: ".volumeMounts",
+    cel: "!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && self.volumes.exists(v, v.name == m.name))",
+    message: "every volumeMount must name a volume in volumes",
+    holds: |spec| {
+        spec.volume_mounts
+            .iter()
+            .all(|m| spec.volumes.iter().any(|v| v.name == m.name))
+    },
+}];
+
+const ENV_VAR_RULES: [ObjectRule<EnvVar>; 1] = [ObjectRule {
+    field: ".valueFrom",
+    cel: "!has(self.valueFrom) || !has(self.value) || self.value == ''",
+    message: "value and valueFrom cannot both be set",
+    holds: |env| env.value_from.is_none() || env.value.is_empty(),
+}];
+
+const ENV_SOURCE_RULES: [ObjectRule<EnvVarSource>; 1] = [ObjectRule {
+    field: "",
+    cel: "has(self.secretKeyRef) != has(self.configMapKeyRef)",
+    message: "exactly one of secretKeyRef and configMapKeyRef must be set",
+    holds: |source| source.secret_key_ref.is_some() != source.config_map_key_ref.is_some(),
+}];
+
+const ENV_FROM_RULES: [ObjectRule<EnvFromSource>; 1] = [ObjectRule {
+    field: "",
+    cel: "has(self.secretRef) != has(self.configMapRef)",
+    message: "exactly one of secretRef and configMapRef must be set",
+    holds: |source| source.secret_ref.is_some() != source.config_map_ref.is_some(),
+}];
+
+const VOLUME_RULES: [ObjectRule<Volume>; 1] = [ObjectRule {
+    field: "",
+    cel: "(has(self.secret) ? 1 : 0) + (has(self.configMap) ? 1 : 0) + (has(self.emptyDir) ? 1 : 0) == 1",
+    message: "exactly one of secret, configMap and emptyDir must be set",
+    holds: |volume| {
+        [
+            volume.secret.is_some(),
+            volume.config_map.is_some(),
+            volume.empty_dir.is_some(),
+        ]
+        .into_iter()
+        .filter(|set| *set)
+        .count()
+            == 1
+    },
+}];
+
+const KEY_TO_PATH_RULES: [ObjectRule<KeyToPath>; 1] = [ObjectRule {
+    field: ".path",
+    cel: "!self.path.split('/').exists(s, s == '..')",
+    message: "path must not contain a '..' segment",
+    holds: |item| !climbs(&item.path),
+}];
+
+const EMPTY_DIR_RULES: [ObjectRule<EmptyDirVolumeSource>; 1] = [ObjectRule {
+    field: ".sizeLimit",
+    cel: "!has(self.sizeLimit) || (isQuantity(string(self.sizeLimit)) && quantity(string(self.sizeLimit)).compareTo(quantity('1Mi')) >= 0 && quantity(string(self.sizeLimit)).compareTo(quantity('1Pi')) <= 0)",
+    message: "sizeLimit must be a quantity of at least 1Mi, such as 64Mi",
+    holds: |dir| {
+        dir.size_limit
+            .as_ref()
+            .is_none_or(|q| parse_memory_bytes(q).is_some_and(|b| (1 << 20..=1 << 50).contains(&b)))
+    },
+}];
+
+const VOLUME_MOUNT_RULES: [ObjectRule<VolumeMount>; 1] = [ObjectRule {
+    field: ".mountPath",
+    cel: "!self.mountPath.split('/').exists(s, s == '..') && self.mountPath.split('/').exists(s, s != '')",
+    message: "mountPath must be an absolute path other than / without a '..' segment",
+    holds: |mount| !climbs(&mount.mount_path) && mount.mount_path.split('/').any(|s| !s.is_empty()),
+}];
+
+/// Exactly one of `value` and `valueFrom`.
+pub fn env_var_rules(schema: &mut Schema) {
+    insert_rules(schema, &ENV_VAR_RULES);
+}
+
+/// Exactly one of `secretKeyRef` and `configMapKeyRef`.
+pub fn env_source_rules(schema: &mut Schema) {
+    insert_rules(schema, &ENV_SOURCE_RULES);
+}
+
+/// Exactly one of `secretRef` and `configMapRef`.
+pub fn env_from_rules(schema: &mut Schema) {
+    insert_rules(schema, &ENV_FROM_RULES);
+}
+
+/// Exactly one source per volume.
+pub fn volume_rules(schema: &mut Schema) {
+    insert_rules(schema, &VOLUME_RULES);
+}
+
+/// Item paths stay below the mount path.
+pub fn key_to_path_rules(schema: &mut Schema) {
+    insert_rules(schema, &KEY_TO_PATH_RULES);
+}
+
+/// A size limit Docker's tmpfs can take.
+pub fn empty_dir_rules(schema: &mut Schema) {
+    insert_rules(schema, &EMPTY_DIR_RULES);
+}
+
+/// Mount paths that name a directory other than the root, without climbing.
+pub fn volume_mount_rules(schema: &mut Schema) {
+    insert_rules(schema, &VOLUME_MOUNT_RULES);
+}
+
+/// What the object rules above find in a spec.
+fn object_rule_problems(spec: &TaskRunSpec) -> Vec<SpecProblem> {
+    let mut problems = broken(&SPEC_RULES, spec, "");
+    for (i, env) in spec.env.iter().enumerate() {
+        problems.extend(broken(&ENV_VAR_RULES, env, &format!("env[{i}]")));
+        if let Some(source) = &env.value_from {
+            problems.extend(broken(
+                &ENV_SOURCE_RULES,
+                source,
+                &format!("env[{i}].valueFrom"),
+            ));
+        }
+    }
+    for (i, source) in spec.env_from.iter().enumerate() {
+        problems.extend(broken(&ENV_FROM_RULES, source, &format!("envFrom[{i}]")));
+    }
+    for (i, volume) in spec.volumes.iter().enumerate() {
+        let at = format!("volumes[{i}]");
+        problems.extend(broken(&VOLUME_RULES, volume, &at));
+        let items = volume
+            .secret
+            .as_ref()
+            .map(|s| (".secret", &s.items))
+            .or(volume.config_map.as_ref().map(|c| (".configMap", &c.items)));
+        if let Some((source, items)) = items {
+            for (j, item) in items.iter().enumerate() {
+                problems.extend(broken(
+                    &KEY_TO_PATH_RULES,
+                    item,
+                    &format!("{at}{source}.items[{j}]"),
+                ));
+            }
+        }
+        if let Some(dir) = &volume.empty_dir {
+            problems.extend(broken(&EMPTY_DIR_RULES, dir, &format!("{at}.emptyDir")));
+        }
+    }
+    for (i, mount) in spec.volume_mounts.iter().enumerate() {
+        problems.extend(broken(
+            &VOLUME_MOUNT_RULES,
+            mount,
+            &format!("volumeMounts[{i}]"),
+        ));
+    }
+    problems
 }
 
 /// A rule on the limits that the API server checks in CEL, written once: the CRD carries its
@@ -161,6 +368,7 @@ pub fn spec_problems(spec: &TaskRunSpec) -> Vec<SpecProblem> {
         })
         .collect();
     problems.extend(duplicate_keys(schema, &instance, String::new()));
+    problems.extend(object_rule_problems(spec));
     if let Some(limits) = spec.limits() {
         for rule in &LIMIT_RULES {
             let value = match rule.field {
@@ -296,6 +504,40 @@ mod tests {
             .unwrap()
             .1;
         assert!(cpu.contains("at least 10m"), "{cpu}");
+    }
+
+    #[test]
+    fn references_volumes_and_mounts_are_checked_like_a_pods() {
+        assert_eq!(
+            problems(
+                "image: busybox\nenv: [{name: A, valueFrom: {secretKeyRef: {name: s, key: k}}}]\nenvFrom: [{prefix: P_, configMapRef: {name: c}}]\nvolumes: [{name: v, secret: {secretName: s, items: [{key: k, path: a/b, mode: 256}]}}, {name: t, emptyDir: {sizeLimit: 64Mi}}]\nvolumeMounts: [{name: v, mountPath: /etc/v, readOnly: true}, {name: t, mountPath: /t}]\nimagePullSecrets: [{name: pull}]\nserviceAccountName: robot"
+            ),
+            []
+        );
+        let found = problems(
+            "image: busybox\nenv: [{name: A, value: x, valueFrom: {secretKeyRef: {name: s, key: k}, configMapKeyRef: {name: c, key: k}}}]\nenvFrom: [{}]\nvolumes: [{name: v, secret: {secretName: s, items: [{key: k, path: ../up}]}, emptyDir: {}}, {name: w}, {name: t, emptyDir: {sizeLimit: 1Ki}}]\nvolumeMounts: [{name: v, mountPath: /a/../b}, {name: x, mountPath: //}, {name: v, mountPath: relative}]",
+        );
+        let fields: Vec<&str> = found.iter().map(|(field, _)| field.as_str()).collect();
+        for field in [
+            "env[0].valueFrom",
+            "envFrom[0]",
+            "volumes[0]",
+            "volumes[0].secret.items[0].path",
+            "volumes[1]",
+            "volumes[2].emptyDir.sizeLimit",
+            "volumeMounts[0].mountPath",
+            "volumeMounts[1].mountPath",
+            "volumeMounts[2].mountPath",
+            "volumeMounts",
+        ] {
+            assert!(fields.contains(&field), "{field} in {found:#?}");
+        }
+        assert!(
+            found
+                .iter()
+                .any(|(f, p)| f == "env[0].valueFrom" && p.contains("exactly one")),
+            "{found:#?}"
+        );
     }
 
     #[test]

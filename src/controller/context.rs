@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use super::events::Events;
 use super::metrics::Metrics;
 use crate::api::TaskRun;
+use crate::lifecycle::inputs::TaskApi;
 use crate::lifecycle::{Executor, NodeState};
 
 /// What every reconcile shares.
@@ -27,6 +28,8 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<DeserializeGuard<TaskRun>>, Retry>>,
     /// Which nodes have live agents, and which runs this one holds.
     pub nodes: Nodes,
+    /// Where task containers reach the API server, for the runs with a ServiceAccount.
+    pub task_api: TaskApi,
 }
 
 /// Where a TaskRun stands after failed passes.
@@ -265,7 +268,14 @@ impl Context {
             leases,
             metrics,
             failures: Mutex::default(),
+            task_api: TaskApi::default(),
         }
+    }
+
+    /// The same context, giving ServiceAccount runs the API server at `api`.
+    pub fn with_task_api(mut self, api: TaskApi) -> Self {
+        self.task_api = api;
+        self
     }
 
     /// Forgets the failures of a TaskRun that reconciled cleanly.

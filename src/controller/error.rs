@@ -23,6 +23,21 @@ pub enum Error {
     ReadLease { node: String, cause: kube::Error },
     #[error("failed to read the Node object {node}: {cause}")]
     ReadNode { node: String, cause: kube::Error },
+    #[error("failed to read {kind} {namespace}/{name}: {cause}")]
+    ReadReference {
+        kind: crate::api::ObjectKind,
+        namespace: String,
+        name: String,
+        cause: kube::Error,
+    },
+    #[error("failed to request a token for ServiceAccount {namespace}/{name}: {cause}")]
+    RequestToken {
+        namespace: String,
+        name: String,
+        cause: kube::Error,
+    },
+    #[error("the API server issued no token for ServiceAccount {namespace}/{name}")]
+    NoToken { namespace: String, name: String },
     #[error("Docker: {0}")]
     Docker(DockerError),
 }

@@ -10,6 +10,7 @@ mod leases;
 mod metrics;
 mod node_objects;
 mod reconcile;
+mod references;
 mod status_writer;
 mod sweep;
 mod triggers;
@@ -35,6 +36,7 @@ pub use metrics::Metrics;
 use crate::api::TaskRun;
 use crate::docker::DockerClient;
 use crate::lifecycle::Executor;
+use crate::lifecycle::inputs::TaskApi;
 
 /// Name under which the operator writes status and publishes Events.
 pub const FIELD_MANAGER: &str = "taskrun-operator";
@@ -62,6 +64,11 @@ pub struct ControllerConfig {
     pub lease_duration: Duration,
     /// Most bytes of output the daemon keeps per container.
     pub container_log_max_bytes: u64,
+    /// The API server address tasks with a ServiceAccount get (`HOST`, `PORT`); the one the
+    /// agent uses when unset.
+    pub task_api_server: Option<(String, u16)>,
+    /// The address that `task_api_server`'s host stands for inside task containers.
+    pub task_api_server_ip: Option<std::net::IpAddr>,
 }
 
 /// Connects to the node's Docker daemon, waiting for it as long as it takes: an agent whose
@@ -76,6 +83,27 @@ async fn connect_docker() -> Result<DockerClient> {
         .notify(|e, delay| warn!(error = %e, retry_in = ?delay, "waiting for the Docker daemon"))
         .await
         .map_err(Error::Docker)
+}
+
+/// Where task containers reach the API server: the configured address, else the one the
+/// agent itself uses, with the CA the agent trusts.
+fn task_api(config: &ControllerConfig, kube_config: &kube::Config) -> TaskApi {
+    let (host, port) = config.task_api_server.clone().unwrap_or_else(|| {
+        let url = &kube_config.cluster_url;
+        let host = url
+            .host()
+            .unwrap_or("kubernetes.default.svc")
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        (host, url.port_u16().unwrap_or(443))
+    });
+    TaskApi {
+        host,
+        port,
+        address: config.task_api_server_ip,
+        ca_pem: references::ca_pem(kube_config),
+    }
 }
 
 /// How the agent's watches retry after the API server failed them: soon, and never more than
@@ -120,9 +148,11 @@ fn class_selector(class: Option<&str>) -> String {
 /// Runs the controller until SIGTERM or SIGINT. Running containers are left alone on the way
 /// out; the next controller adopts them.
 pub async fn run(config: ControllerConfig) -> Result<()> {
-    let client = kube::Client::try_default()
+    let kube_config = kube::Config::infer()
         .await
-        .map_err(Error::KubeConfig)?;
+        .map_err(|e| Error::KubeConfig(kube::Error::InferConfig(e)))?;
+    let task_api = task_api(&config, &kube_config);
+    let client = kube::Client::try_from(kube_config).map_err(Error::KubeConfig)?;
     let docker = connect_docker().await?;
     let executor = Executor::new(
         Arc::new(docker),
@@ -130,13 +160,16 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         config.pull_timeout,
         config.container_log_max_bytes,
     );
-    let context = Arc::new(Context::new(
-        client.clone(),
-        executor,
-        Api::namespaced(client.clone(), &config.lease_namespace),
-        config.max_running,
-        config.lease_duration,
-    ));
+    let context = Arc::new(
+        Context::new(
+            client.clone(),
+            executor,
+            Api::namespaced(client.clone(), &config.lease_namespace),
+            config.max_running,
+            config.lease_duration,
+        )
+        .with_task_api(task_api),
+    );
 
     let (stopped_tx, stopped_rx) = mpsc::channel(1024);
     let (resync_tx, resync_rx) = mpsc::channel(1);
@@ -153,8 +186,8 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
     let node_objects = tokio::spawn(node_objects::follow_nodes(context.clone(), resync_tx));
 
     let taskruns: Api<DeserializeGuard<TaskRun>> = match &config.namespace {
-        Some(namespace) => Api::namespaced(client, namespace),
-        None => Api::all(client),
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
     };
     let writer = reflector::store::Writer::default();
     let cache = writer.as_reader();
@@ -177,6 +210,12 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
     let waiting = tokio::spawn(triggers::wake_waiting_runs(
         context.clone(),
         controller.store(),
+        stopped_tx.clone(),
+    ));
+    let referenced = tokio::spawn(references::wake_waiting_runs(
+        client,
+        config.namespace.clone(),
+        controller.store(),
         stopped_tx,
     ));
     let sweeper = tokio::spawn(sweep::sweep_orphans(
@@ -194,7 +233,7 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
             }
         })
         .await;
-    for task in [triggers, lease, node_objects, waiting, sweeper] {
+    for task in [triggers, lease, node_objects, waiting, referenced, sweeper] {
         task.abort();
     }
     endpoints.abort();

@@ -15,8 +15,10 @@ use super::claims::{
 use super::context::Context;
 use super::error::{Error, Result};
 use super::events::EventType;
+use super::references;
 use super::status_writer::write_status;
 use crate::api::{FINALIZER, Reason, TaskRun};
+use crate::lifecycle::inputs::Resolution;
 use crate::lifecycle::{
     self, Action, Claim, Ending, NodeState, Observed, Outcome, Placement, Run, StopCause,
     Transition, decide, decide_deletion, place,
@@ -24,6 +26,20 @@ use crate::lifecycle::{
 
 /// How long a run that waits on nothing but Docker events goes before it is looked at again.
 const RESYNC: Duration = Duration::from_secs(600);
+
+/// How often a run waiting for a Secret, ConfigMap or ServiceAccount looks again, besides
+/// being woken when a Secret or ConfigMap it names changes (ServiceAccounts are not watched).
+const REFERENCE_RECHECK: Duration = Duration::from_secs(10);
+
+/// What one pass came to.
+enum Pass {
+    Performed(Box<Outcome>),
+    /// The run waits for something it refers to.
+    Waiting {
+        reason: Reason,
+        message: String,
+    },
+}
 
 /// How long a run waits to start while this agent's own Lease is not current.
 const LEASE_WAIT: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
@@ -240,10 +256,15 @@ async fn apply(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Resu
         generation: taskrun.meta().generation,
         spec: &taskrun.spec,
         status: &status,
+        inputs: None,
     };
 
     let performed = async {
-        let container = context.executor.observe(&uid).await?;
+        let container = context
+            .executor
+            .observe(&uid)
+            .await
+            .map_err(Error::Docker)?;
         let now = Timestamp::now();
         let action = decide(Observed {
             uid: &uid,
@@ -256,17 +277,62 @@ async fn apply(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Resu
         let starts = matches!(action, Action::Launch | Action::Start { .. });
         if starts && !context.nodes.own_lease_current(Instant::now()) {
             // Another agent may judge this node lost: start nothing until the Lease is renewed.
-            return Ok(Outcome {
+            return Ok(Pass::Performed(Box::new(Outcome {
                 recheck_at: now.checked_add(LEASE_WAIT).ok(),
                 ..Outcome::default()
-            });
+            })));
         }
-        context.executor.perform(run, action, now).await
+        // What the run takes from its namespace is read only on the way to a start, never
+        // once its container runs or ran.
+        let resolved = if starts && !taskrun.spec.cluster_only_fields().is_empty() {
+            match references::gather(
+                &context.client,
+                &namespace,
+                &taskrun.spec,
+                &context.task_api,
+            )
+            .await?
+            {
+                Resolution::Ready(inputs) => Some(inputs),
+                Resolution::Waiting { reason, message } => {
+                    return Ok(Pass::Waiting { reason, message });
+                }
+            }
+        } else {
+            None
+        };
+        let run = Run {
+            inputs: resolved.as_ref(),
+            ..run
+        };
+        context
+            .executor
+            .perform(run, action, now)
+            .await
+            .map(|outcome| Pass::Performed(Box::new(outcome)))
+            .map_err(Error::Docker)
     }
     .await;
     let outcome = match performed {
-        Ok(outcome) => outcome,
-        Err(e) => {
+        Ok(Pass::Performed(outcome)) => *outcome,
+        Ok(Pass::Waiting { reason, message }) => {
+            let waiting = lifecycle::status::held_up(
+                &status,
+                reason,
+                &message,
+                run.generation,
+                Timestamp::now(),
+            );
+            let news = status.reason != Some(reason)
+                || status.message.as_deref() != waiting.message.as_deref();
+            if write_status(api, taskrun, &waiting, context).await? && news {
+                context
+                    .events
+                    .publish(taskrun, EventType::Warning, reason.as_str(), &message);
+            }
+            return Ok(Requeue::requeue(REFERENCE_RECHECK));
+        }
+        Err(Error::Docker(e)) => {
             let message = e.to_string();
             if status.reason != Some(Reason::DaemonUnavailable) {
                 let held = lifecycle::status::held_up(
@@ -280,6 +346,7 @@ async fn apply(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Resu
             }
             return Err(Error::Docker(e));
         }
+        Err(other) => return Err(other),
     };
 
     // A spec change the step left the status alone for (a cancel of an ended run) is still

@@ -7,7 +7,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -17,6 +17,7 @@ use super::container::{ContainerState, ContainerTemplate, ObservedContainer};
 use super::daemon::Daemon;
 use super::error::DockerError;
 use super::naming::{ContainerOwner, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY};
+use crate::lifecycle::inputs::RegistryAuth;
 
 /// A connection to one Docker daemon.
 #[derive(Clone)]
@@ -91,15 +92,26 @@ impl Daemon for DockerClient {
         }
     }
 
-    async fn pull_image(&self, image: &str, timeout: Duration) -> Result<(), DockerError> {
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+        timeout: Duration,
+    ) -> Result<(), DockerError> {
         let (repository, tag) = split_image_reference(image);
         let options = CreateImageOptionsBuilder::default()
             .from_image(repository)
             .tag(tag)
             .build();
+        let credentials = auth.map(|auth| bollard::auth::DockerCredentials {
+            username: Some(auth.username.clone()),
+            password: Some(auth.password.clone()),
+            serveraddress: Some(auth.server.clone()),
+            ..Default::default()
+        });
         let pull = self
             .docker
-            .create_image(Some(options), None, None)
+            .create_image(Some(options), None, credentials)
             .try_for_each(|_| async { Ok(()) });
         match tokio::time::timeout(timeout, pull).await {
             Ok(result) => result.map_err(|cause| DockerError::PullImage {
@@ -134,6 +146,10 @@ impl Daemon for DockerClient {
                 memory_swap: template.memory_bytes,
                 nano_cpus: template.nano_cpus,
                 log_config: Some(capped_log(template.log_max_bytes)),
+                tmpfs: (!template.tmpfs.is_empty())
+                    .then(|| template.tmpfs.iter().cloned().collect()),
+                extra_hosts: (!template.extra_hosts.is_empty())
+                    .then(|| template.extra_hosts.clone()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -143,6 +159,17 @@ impl Daemon for DockerClient {
             .await
             .map(|created| created.id)
             .map_err(|cause| DockerError::CreateContainer { name, cause })
+    }
+
+    async fn upload_archive(&self, name: &str, archive: Vec<u8>) -> Result<(), DockerError> {
+        let options = UploadToContainerOptionsBuilder::default().path("/").build();
+        self.docker
+            .upload_to_container(name, Some(options), bollard::body_full(archive.into()))
+            .await
+            .map_err(|cause| DockerError::UploadArchive {
+                name: name.to_string(),
+                cause,
+            })
     }
 
     async fn start_container(&self, name: &str) -> Result<(), DockerError> {

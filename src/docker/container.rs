@@ -43,6 +43,10 @@ pub struct ContainerTemplate {
     pub nano_cpus: Option<i64>,
     /// Most bytes of output the daemon keeps for the container.
     pub log_max_bytes: u64,
+    /// In-memory mounts: path and tmpfs options.
+    pub tmpfs: Vec<(String, String)>,
+    /// `/etc/hosts` entries, `NAME:ADDRESS`.
+    pub extra_hosts: Vec<String>,
     pub owner: ContainerOwner,
 }
 

@@ -6,6 +6,7 @@ use futures::stream::BoxStream;
 use super::container::{ContainerTemplate, ObservedContainer};
 use super::error::DockerError;
 use super::naming::ContainerOwner;
+use crate::lifecycle::inputs::RegistryAuth;
 
 /// What the operator asks of a node's Docker daemon: one method per Docker verb. The real
 /// daemon answers through [`super::DockerClient`]; tests may answer from memory.
@@ -21,11 +22,19 @@ pub trait Daemon: Send + Sync {
     /// Whether the daemon has the image.
     async fn has_image(&self, image: &str) -> Result<bool, DockerError>;
 
-    /// Pulls the image, giving up after `timeout`.
-    async fn pull_image(&self, image: &str, timeout: Duration) -> Result<(), DockerError>;
+    /// Pulls the image with the registry's credentials, if any, giving up after `timeout`.
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+        timeout: Duration,
+    ) -> Result<(), DockerError>;
 
     /// Creates the container and returns its ID. A name already taken answers 409.
     async fn create_container(&self, template: &ContainerTemplate) -> Result<String, DockerError>;
+
+    /// Unpacks a tar archive at `/` in a created container.
+    async fn upload_archive(&self, name: &str, archive: Vec<u8>) -> Result<(), DockerError>;
 
     /// Starts a created container.
     async fn start_container(&self, name: &str) -> Result<(), DockerError>;

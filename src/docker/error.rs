@@ -16,6 +16,8 @@ pub enum DockerError {
     PullTimeout { image: String, seconds: u64 },
     #[error("failed to create container {name}: {cause}")]
     CreateContainer { name: String, cause: BollardError },
+    #[error("failed to write files into container {name}: {cause}")]
+    UploadArchive { name: String, cause: BollardError },
     #[error("failed to start container {name}: {cause}")]
     StartContainer { name: String, cause: BollardError },
     #[error("failed to stop container {name}: {cause}")]
@@ -40,6 +42,7 @@ impl DockerError {
             | Self::InspectImage { cause, .. }
             | Self::PullImage { cause, .. }
             | Self::CreateContainer { cause, .. }
+            | Self::UploadArchive { cause, .. }
             | Self::StartContainer { cause, .. }
             | Self::StopContainer { cause, .. }
             | Self::RemoveContainer { cause, .. }

@@ -15,6 +15,7 @@ use super::container::{ContainerState, ContainerTemplate, ObservedContainer};
 use super::daemon::Daemon;
 use super::error::DockerError;
 use super::naming::ContainerOwner;
+use crate::lifecycle::inputs::RegistryAuth;
 
 /// How the fake answers one verb instead of doing it.
 #[derive(Clone, Debug)]
@@ -47,6 +48,10 @@ pub struct FakeState {
     pub output: String,
     /// Every call, as `verb target`.
     pub calls: Vec<String>,
+    /// The credentials of the last pull.
+    pub pulled_with: Option<RegistryAuth>,
+    /// Archives unpacked into containers, by container name.
+    pub archives: HashMap<String, Vec<u8>>,
 }
 
 /// The in-memory daemon.
@@ -136,13 +141,19 @@ impl Daemon for FakeDaemon {
         Ok(self.state().images.contains(image))
     }
 
-    async fn pull_image(&self, image: &str, _timeout: Duration) -> Result<(), DockerError> {
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+        _timeout: Duration,
+    ) -> Result<(), DockerError> {
         let error = |cause| DockerError::PullImage {
             image: image.to_string(),
             cause,
         };
         self.call("pull", image, error)?;
         let mut state = self.state();
+        state.pulled_with = auth.cloned();
         if !state.pullable.contains(image) {
             return Err(error(BollardError::DockerStreamError {
                 error: format!("pull access denied for {image}"),
@@ -179,6 +190,20 @@ impl Daemon for FakeDaemon {
             },
         );
         Ok(id)
+    }
+
+    async fn upload_archive(&self, name: &str, archive: Vec<u8>) -> Result<(), DockerError> {
+        let error = |cause| DockerError::UploadArchive {
+            name: name.to_string(),
+            cause,
+        };
+        self.call("upload", name, error)?;
+        let mut state = self.state();
+        if !state.containers.contains_key(name) {
+            return Err(error(refused(404, "No such container")));
+        }
+        state.archives.insert(name.to_string(), archive);
+        Ok(())
     }
 
     async fn start_container(&self, name: &str) -> Result<(), DockerError> {

@@ -278,6 +278,8 @@ pub enum LaunchFailure {
     CreateFailed(String),
     /// The daemon could not start the container.
     StartFailed(String),
+    /// The daemon refused the files of the volumes.
+    FilesRefused(String),
 }
 
 /// How a launch that stopped short ends the run.
@@ -302,6 +304,10 @@ pub fn launch_failed(
             (Reason::StartFailed, message)
         }
         LaunchFailure::StartFailed(message) => (Reason::StartFailed, start_failure(&message)),
+        LaunchFailure::FilesRefused(message) => (
+            Reason::StartFailed,
+            format!("the files of the volumes could not be written into the container: {message}"),
+        ),
     };
     Ending {
         phase: Phase::Failed,

@@ -6,6 +6,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::decide::{Action, Deletion, Ending, LaunchFailure, StopCause, launch_failed};
+use super::inputs::{self, Inputs};
 use super::status::{self, Location};
 use crate::api::{
     ImagePullPolicy, TaskRunSpec, TaskRunStatus, parse_cpu_nanos, parse_memory_bytes,
@@ -34,6 +35,9 @@ pub struct Run<'a> {
     pub generation: Option<i64>,
     pub spec: &'a TaskRunSpec,
     pub status: &'a TaskRunStatus,
+    /// What the run takes from its namespace, resolved; `None` for a spec that refers to
+    /// nothing, whose literal env is all it needs.
+    pub inputs: Option<&'a Inputs>,
 }
 
 /// What performing an action changed.
@@ -158,9 +162,14 @@ impl Executor {
                 Ok(self.launched(run, location, launched, now))
             }
             Action::Start { container_id } => {
-                let started = match self.docker.start_container(&name).await {
-                    Ok(()) => Launched::Started(container_id),
-                    Err(e) => self.start_refused(&name, e).await?,
+                // An earlier pass may have stopped between the create and the files: they are
+                // written again (the same archive) before every start.
+                let started = match self.write_files(run, &name).await? {
+                    Some(failure) => Launched::Failed(failure),
+                    None => match self.docker.start_container(&name).await {
+                        Ok(()) => Launched::Started(container_id),
+                        Err(e) => self.start_refused(&name, e).await?,
+                    },
                 };
                 Ok(self.launched(run, location, started, now))
             }
@@ -244,7 +253,8 @@ impl Executor {
             if policy == ImagePullPolicy::Never {
                 return Ok(Launched::Failed(LaunchFailure::ImageMissing));
             }
-            if let Err(e) = self.docker.pull_image(image, self.pull_timeout).await {
+            let auth = run.inputs.and_then(|i| i.registry_auth.as_ref());
+            if let Err(e) = self.docker.pull_image(image, auth, self.pull_timeout).await {
                 let malformed = e.has_status(400);
                 let message = answer(e)?;
                 return Ok(Launched::Failed(if malformed {
@@ -254,7 +264,7 @@ impl Executor {
                 }));
             }
         }
-        let template = match container_template(run.spec, owner, self.log_max_bytes) {
+        let template = match container_template(run, owner, self.log_max_bytes) {
             Ok(template) => template,
             Err(message) => return Ok(Launched::Failed(LaunchFailure::InvalidLimit(message))),
         };
@@ -266,6 +276,12 @@ impl Executor {
             }
             Err(e) => return Ok(Launched::Failed(LaunchFailure::CreateFailed(answer(e)?))),
         };
+        if let Some(failure) = self
+            .write_files(run, &template.owner.container_name())
+            .await?
+        {
+            return Ok(Launched::Failed(failure));
+        }
         match self
             .docker
             .start_container(&template.owner.container_name())
@@ -276,6 +292,33 @@ impl Executor {
                 self.start_refused(&template.owner.container_name(), e)
                     .await
             }
+        }
+    }
+
+    /// Writes the files of the run's volumes into its created container; the daemon's refusal
+    /// is the run's failure.
+    async fn write_files(
+        &self,
+        run: Run<'_>,
+        name: &str,
+    ) -> Result<Option<LaunchFailure>, DockerError> {
+        let Some(inputs) = run
+            .inputs
+            .filter(|i| !i.files.is_empty() || !i.directories.is_empty())
+        else {
+            return Ok(None);
+        };
+        let archive = match inputs::archive(inputs) {
+            Ok(archive) => archive,
+            Err(e) => {
+                return Ok(Some(LaunchFailure::FilesRefused(format!(
+                    "the files of the volumes could not be packed: {e}"
+                ))));
+            }
+        };
+        match self.docker.upload_archive(name, archive).await {
+            Ok(()) => Ok(None),
+            Err(e) => Ok(Some(LaunchFailure::FilesRefused(answer(e)?))),
         }
     }
 
@@ -370,13 +413,22 @@ fn started(run: Run<'_>, location: Location<'_>, container_id: &str, now: Timest
     }
 }
 
-/// The container a spec describes; an error names a limit that is not a quantity, so no
+/// The container a run describes; an error names a limit that is not a quantity, so no
 /// container ever runs without the limit its spec set.
 fn container_template(
-    spec: &TaskRunSpec,
+    run: Run<'_>,
     owner: ContainerOwner,
     log_max_bytes: u64,
 ) -> Result<ContainerTemplate, String> {
+    let spec = run.spec;
+    let literal;
+    let inputs = match run.inputs {
+        Some(inputs) => inputs,
+        None => {
+            literal = Inputs::literal(spec);
+            &literal
+        }
+    };
     let limits = spec.limits();
     let limit = |quantity: Option<&Quantity>, field: &str, parse: fn(&Quantity) -> Option<i64>| {
         quantity
@@ -390,11 +442,7 @@ fn container_template(
         image: spec.image.clone(),
         entrypoint: spec.command.clone(),
         args: spec.args.clone(),
-        env: spec
-            .env
-            .iter()
-            .map(|e| (e.name.clone(), e.value.clone()))
-            .collect(),
+        env: inputs.env.clone(),
         working_dir: spec.working_dir.clone(),
         memory_bytes: limit(
             limits.and_then(|l| l.memory.as_ref()),
@@ -403,8 +451,26 @@ fn container_template(
         )?,
         nano_cpus: limit(limits.and_then(|l| l.cpu.as_ref()), "cpu", parse_cpu_nanos)?,
         log_max_bytes,
+        tmpfs: inputs
+            .scratch
+            .iter()
+            .map(|scratch| (scratch.path.clone(), tmpfs_options(scratch)))
+            .collect(),
+        extra_hosts: inputs.extra_hosts.clone(),
         owner,
     })
+}
+
+/// Docker's tmpfs options for an emptyDir: writable by every user and executable, as a Pod's
+/// emptyDir is, within its size limit.
+fn tmpfs_options(scratch: &inputs::Scratch) -> String {
+    let mut options = vec![if scratch.read_only { "ro" } else { "rw" }.to_string()];
+    options.push("exec".into());
+    options.push("mode=1777".into());
+    if let Some(bytes) = scratch.size_bytes {
+        options.push(format!("size={bytes}"));
+    }
+    options.join(",")
 }
 
 fn ended(

@@ -1,9 +1,11 @@
 //! The rules of a run, shared by the controller and `taskrun run`: what to do next, decided
 //! from the TaskRun and its container alone ([`decide`]); what each outcome records
-//! ([`status`]); and the Docker work behind each action ([`Executor`]).
+//! ([`status`]); what a run takes from its namespace ([`inputs`]); and the Docker work
+//! behind each action ([`Executor`]).
 
 mod decide;
 mod executor;
+pub mod inputs;
 mod placement;
 pub mod status;
 

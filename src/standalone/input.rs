@@ -17,6 +17,10 @@ pub const TASK_FILE_VERSION: &str = "v0.0.1";
 /// Namespace recorded in the labels of tasks that do not name one.
 const DEFAULT_NAMESPACE: &str = "default";
 
+/// Why `taskrun run` refuses the fields that take Secrets, ConfigMaps or a ServiceAccount
+/// from the TaskRun's namespace.
+const NEEDS_A_CLUSTER: &str = "needs a cluster: it takes objects from the TaskRun's namespace, which `taskrun run` does not have; apply the TaskRun to a cluster running the operator";
+
 /// How `-` is called in messages.
 const STDIN: &str = "<stdin>";
 
@@ -419,6 +423,16 @@ fn taskrun<'de>(
         field: format!("spec.{}", p.field),
         ..p
     }));
+    problems.extend(
+        taskrun
+            .spec
+            .cluster_only_fields()
+            .into_iter()
+            .map(|field| Problem {
+                field: format!("spec.{field}"),
+                problem: NEEDS_A_CLUSTER.into(),
+            }),
+    );
     if !problems.is_empty() {
         return Err(problems
             .into_iter()

@@ -208,6 +208,7 @@ impl<'a> LocalRun<'a> {
             generation: None,
             spec: &self.spec,
             status: &self.status,
+            inputs: None,
         }
     }
 

@@ -556,6 +556,12 @@ impl Proxy {
         )
     }
 
+    /// Forwards the TCP address `listen` (port 0 for a fresh one, see [`Self::address`]) to
+    /// `upstream`.
+    pub fn tcp_on(listen: SocketAddr, upstream: SocketAddr) -> Self {
+        Self::forward(Endpoint::Tcp(listen), Endpoint::Tcp(upstream))
+    }
+
     fn forward(listen: Endpoint, upstream: Endpoint) -> Self {
         let listener = Listener::bind(&listen).expect("bind proxy socket");
         let listen = match listen {
@@ -716,19 +722,20 @@ where
 
 /// Runs kubectl with `args`, `input` on its standard input, and returns what it printed.
 pub fn kubectl_with_input(args: &[&str], input: &str) -> std::process::Output {
+    let mut command = kubectl();
+    command.args(args);
+    run_with_input(command, input.as_bytes())
+}
+
+/// Runs `command` with `input` on its standard input and returns what it printed.
+pub fn run_with_input(mut command: Command, input: &[u8]) -> std::process::Output {
     use std::io::Write as _;
-    let mut child = kubectl()
-        .args(args)
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run kubectl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+        .expect("start the command");
+    child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
 }

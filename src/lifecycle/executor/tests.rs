@@ -26,6 +26,7 @@ fn run<'a>(spec: &'a TaskRunSpec, status: &'a TaskRunStatus) -> Run<'a> {
         generation: Some(1),
         spec,
         status,
+        inputs: None,
     }
 }
 
@@ -333,4 +334,129 @@ async fn a_start_the_runtime_already_holds_ends_the_run_without_starting_it_agai
         "{message}"
     );
     assert!(message.contains("never runs twice"), "{message}");
+}
+
+fn resolved_inputs() -> Inputs {
+    Inputs {
+        env: vec![("PASSWORD".into(), "hunter2".into())],
+        directories: vec![inputs::InputDirectory {
+            path: "/etc/db".into(),
+            mode: 0o755,
+        }],
+        files: vec![inputs::InputFile {
+            path: "/etc/db/password".into(),
+            mode: 0o400,
+            contents: b"hunter2".to_vec(),
+        }],
+        scratch: vec![inputs::Scratch {
+            path: "/scratch".into(),
+            size_bytes: Some(8 << 20),
+            read_only: false,
+        }],
+        registry_auth: Some(inputs::RegistryAuth {
+            server: "127.0.0.1:5000".into(),
+            username: "robot".into(),
+            password: "s3cret".into(),
+        }),
+        extra_hosts: vec!["kubernetes.default.svc:172.17.0.1".into()],
+    }
+}
+
+#[tokio::test]
+async fn resolved_inputs_reach_the_pull_the_container_and_its_files_before_the_start() {
+    let fake = Arc::new(FakeDaemon::default());
+    fake.state().pullable.insert("127.0.0.1:5000/tool".into());
+    let spec = spec(
+        "image: 127.0.0.1:5000/tool\nenv: [{name: PASSWORD, valueFrom: {secretKeyRef: {name: db, key: pw}}}]",
+    );
+    let status = TaskRunStatus::default();
+    let inputs = resolved_inputs();
+    let outcome = executor(&fake)
+        .perform(
+            Run {
+                inputs: Some(&inputs),
+                ..run(&spec, &status)
+            },
+            Action::Launch,
+            Timestamp::UNIX_EPOCH,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended_with(&outcome).0, Some(Phase::Running));
+    assert_eq!(
+        fake.calls(),
+        [
+            "inspect_image 127.0.0.1:5000/tool",
+            "pull 127.0.0.1:5000/tool",
+            "create taskrun-u1",
+            "upload taskrun-u1",
+            "start taskrun-u1"
+        ]
+    );
+    let state = fake.state();
+    assert_eq!(state.pulled_with, inputs.registry_auth);
+    let template = &state.containers[NAME].template;
+    assert_eq!(template.env, inputs.env);
+    assert_eq!(
+        template.tmpfs,
+        [(
+            "/scratch".to_string(),
+            "rw,exec,mode=1777,size=8388608".to_string()
+        )]
+    );
+    assert_eq!(template.extra_hosts, inputs.extra_hosts);
+    assert_eq!(
+        state.archives[NAME],
+        inputs::archive(&inputs).unwrap(),
+        "the files went in as one archive"
+    );
+}
+
+#[tokio::test]
+async fn a_start_after_an_interrupted_launch_writes_the_files_again_and_a_refusal_fails_the_run() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    let spec = spec("image: busybox");
+    let status = TaskRunStatus::default();
+    let inputs = resolved_inputs();
+    let run = Run {
+        inputs: Some(&inputs),
+        ..run(&spec, &status)
+    };
+    let executor = executor(&fake);
+    let template = container_template(run, executor.owner(run), 1 << 20).unwrap();
+    fake.create_container(&template).await.unwrap();
+    executor
+        .perform(
+            run,
+            Action::Start {
+                container_id: "id-taskrun-u1".into(),
+            },
+            Timestamp::UNIX_EPOCH,
+        )
+        .await
+        .unwrap();
+    assert_eq!(fake.calls()[1..], ["upload taskrun-u1", "start taskrun-u1"]);
+
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    fake.state().answers.insert(
+        "upload",
+        Answer::Status(400, "cannot overwrite directory with non-directory".into()),
+    );
+    let outcome = super::Executor::new(fake.clone(), "node-a", Duration::from_secs(5), 1 << 20)
+        .perform(run, Action::Launch, Timestamp::UNIX_EPOCH)
+        .await
+        .unwrap();
+    let (phase, reason, message) = ended_with(&outcome);
+    assert_eq!(
+        (phase, reason),
+        (Some(Phase::Failed), Some(Reason::StartFailed))
+    );
+    assert!(
+        message.contains("files of the volumes") && message.contains("non-directory"),
+        "{message}"
+    );
+    assert!(
+        !fake.calls().iter().any(|c| c.starts_with("start")),
+        "never started without its files"
+    );
 }

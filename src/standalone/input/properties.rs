@@ -322,8 +322,17 @@ fn manifest(name: String) -> impl Strategy<Value = Manifest> {
                     args,
                     env: env
                         .into_iter()
-                        .map(|(name, value)| EnvVar { name, value })
+                        .map(|(name, value)| EnvVar {
+                            name,
+                            value,
+                            value_from: None,
+                        })
                         .collect(),
+                    env_from: Vec::new(),
+                    volumes: Vec::new(),
+                    volume_mounts: Vec::new(),
+                    image_pull_secrets: Vec::new(),
+                    service_account_name: None,
                     working_dir,
                     image_pull_policy: match policy {
                         Some("Always") => ImagePullPolicy::Always,

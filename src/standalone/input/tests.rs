@@ -86,7 +86,8 @@ fn taskrun_manifests_are_read_document_by_document() {
         tasks[1].spec.env,
         [EnvVar {
             name: "GREETING".into(),
-            value: "a limited task".into()
+            value: "a limited task".into(),
+            value_from: None,
         }]
     );
 }
@@ -366,4 +367,27 @@ fn text_quoted_from_the_input_stays_on_one_line() {
         error.starts_with(r"bad.yaml: task a: tasks[0]: unknown field `two\nlines`"),
         "{error}"
     );
+}
+
+#[test]
+fn fields_that_need_a_cluster_are_refused_each_by_name() {
+    let found = errors(&taskrun(
+        "image: busybox\nenv: [{name: A, value: a}, {name: B, valueFrom: {configMapKeyRef: {name: c, key: k}}}]\nenvFrom: [{secretRef: {name: s}}]\nvolumes: [{name: v, emptyDir: {}}]\nvolumeMounts: [{name: v, mountPath: /v}]\nimagePullSecrets: [{name: p}]\nserviceAccountName: robot",
+    ));
+    for field in [
+        "spec.env[1].valueFrom",
+        "spec.envFrom",
+        "spec.volumes",
+        "spec.volumeMounts",
+        "spec.imagePullSecrets",
+        "spec.serviceAccountName",
+    ] {
+        assert!(
+            found
+                .iter()
+                .any(|e| e.contains(&format!("{field}: needs a cluster"))),
+            "{field} in {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), 6, "{found:#?}");
 }
