@@ -99,7 +99,7 @@ pub struct TaskRunSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel: bool,
 
-    /// Runs the task again, each time in a new container, after the failures listed in `retries.on`. No retries when unset.
+    /// Runs the task again, each time in a new container, after the failures listed in `retries.reasons`. No retries when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<RetryPolicy>,
 
@@ -123,10 +123,10 @@ pub struct RetryPolicy {
     #[schemars(range(min = 0, max = 100))]
     pub limit: i32,
 
-    /// The reasons an attempt may end with that start another attempt: `Error`, `OOMKilled`, `DeadlineExceeded`, `ImagePullFailed`, `StartFailed`, `ContainerLost`, `NodeLost`. `[Error]` when empty. A cancel and input errors (`InvalidImage`, `ImageNotPresent`, a limit or a container the daemon refuses to create) are never retried, nor are `PendingTimeout` and `ActiveDeadlineExceeded`. With `NodeLost` listed, a run whose node is lost starts its next attempt on any node while the lost node's container may still run.
+    /// The reasons an attempt may end with that start another attempt (not named `on`, which YAML 1.1 tools such as kubectl read as `true`): `Error`, `OOMKilled`, `DeadlineExceeded`, `ImagePullFailed`, `StartFailed`, `ContainerLost`, `NodeLost`. `[Error]` when empty. A cancel and input errors (`InvalidImage`, `ImageNotPresent`, a limit or a container the daemon refuses to create) are never retried, nor are `PendingTimeout` and `ActiveDeadlineExceeded`. With `NodeLost` listed, a run whose node is lost starts its next attempt on any node while the lost node's container may still run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 7), extend("x-kubernetes-list-type" = "set"))]
-    pub on: Vec<RetryReason>,
+    pub reasons: Vec<RetryReason>,
 
     /// When set, an `Error` is retried only when the container exited with one of these codes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -220,10 +220,10 @@ impl RetryReason {
 impl RetryPolicy {
     /// Whether an attempt that ended with `reason` (and `exit_code`) may be tried again.
     pub fn covers(&self, reason: Reason, exit_code: Option<i64>) -> bool {
-        let listed = if self.on.is_empty() {
+        let listed = if self.reasons.is_empty() {
             reason == Reason::Error
         } else {
-            self.on.iter().any(|r| r.reason() == reason)
+            self.reasons.iter().any(|r| r.reason() == reason)
         };
         let code_listed = reason != Reason::Error
             || self.exit_codes.is_empty()
@@ -373,7 +373,7 @@ mod tests {
         assert!(retries.covers(Reason::Error, Some(1)));
         assert!(!retries.covers(Reason::OomKilled, Some(137)));
         let listed: RetryPolicy =
-            serde_yaml::from_str("{limit: 1, on: [Error, ImagePullFailed], exitCodes: [3]}")
+            serde_yaml::from_str("{limit: 1, reasons: [Error, ImagePullFailed], exitCodes: [3]}")
                 .unwrap();
         assert!(listed.covers(Reason::Error, Some(3)));
         assert!(!listed.covers(Reason::Error, Some(4)));

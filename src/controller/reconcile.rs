@@ -191,7 +191,7 @@ async fn place_and_act(
                 spec: &taskrun.spec,
                 status: &status,
             };
-            // With `NodeLost` in `retries.on` this records the next attempt; the pass after
+            // With `NodeLost` in `retries.reasons` this records the next attempt; the pass after
             // this write frees the claim for it (`Placement::Handover`).
             let outcome = lifecycle::ended(
                 run,

@@ -257,7 +257,7 @@ mod tests {
 
     #[test]
     fn a_lost_nodes_recorded_attempt_is_handed_over_once_and_only_under_the_old_claim() {
-        let s = spec("image: busybox\nretries: {limit: 2, on: [NodeLost]}");
+        let s = spec("image: busybox\nretries: {limit: 2, reasons: [NodeLost]}");
         let retried = status(
             "phase: Pending\nreason: BackOff\nattempt: 2\npreviousAttempts: [{attempt: 1, nodeName: gone, reason: NodeLost, completionTime: '1970-01-01T00:01:40Z'}]",
         );

@@ -595,12 +595,12 @@ fn which_endings_start_another_attempt() {
     );
     assert!(!retry(RETRIED, &ended(Reason::OomKilled, Some(137), true)));
     assert!(retry(
-        "image: busybox\nretries: {limit: 1, on: [OOMKilled]}",
+        "image: busybox\nretries: {limit: 1, reasons: [OOMKilled]}",
         &ended(Reason::OomKilled, Some(137), true)
     ));
     assert!(
         !retry(
-            "image: busybox\nretries: {limit: 1, on: [StartFailed]}",
+            "image: busybox\nretries: {limit: 1, reasons: [StartFailed]}",
             &ended(Reason::StartFailed, None, false)
         ),
         "input errors are never retried"
@@ -618,7 +618,7 @@ fn which_endings_start_another_attempt() {
         ..ended(Reason::Cancelled, None, true)
     };
     assert!(!retry(
-        "image: busybox\nretries: {limit: 1, on: [Error, NodeLost, ContainerLost]}",
+        "image: busybox\nretries: {limit: 1, reasons: [Error, NodeLost, ContainerLost]}",
         &cancelled
     ));
     let last = status("phase: Running\nattempt: 3");
@@ -769,7 +769,7 @@ mod properties {
                     let mut spec = TaskRunSpec::for_image("busybox");
                     spec.retries = retries.map(|(limit, on, seconds)| crate::api::RetryPolicy {
                         limit,
-                        on: on
+                        reasons: on
                             .into_iter()
                             .map(|i| {
                                 use crate::api::RetryReason::*;

@@ -495,8 +495,9 @@ async fn an_exit_code_outside_exit_codes_and_an_unlisted_reason_are_not_retried(
 #[tokio::test]
 async fn a_pull_failure_is_retried_when_listed() {
     let fake = Arc::new(FakeDaemon::default());
-    let spec =
-        spec("image: missing\nretries: {limit: 2, on: [ImagePullFailed], backoff: {seconds: 1}}");
+    let spec = spec(
+        "image: missing\nretries: {limit: 2, reasons: [ImagePullFailed], backoff: {seconds: 1}}",
+    );
     let (status, _) = run_through(&fake, &spec, &[]).await;
     assert_eq!(
         (
