@@ -77,9 +77,7 @@ pub fn ended(
             .or_else(|| previous.start_time.clone()),
         completion_time: Some(Time(ending.finished_at)),
         observed_generation: location.generation,
-        log_tail: log_tail
-            .map(|t| api_safe_tail(&t, LOG_TAIL_BYTES))
-            .filter(|t| !t.is_empty()),
+        log_tail: safe_log_tail(log_tail),
         attempt: previous.attempt,
         previous_attempts: previous.previous_attempts.clone(),
         conditions: Vec::new(),
@@ -138,10 +136,7 @@ pub fn retrying(
         start_time: None,
         completion_time: None,
         observed_generation: location.generation,
-        log_tail: log_tail
-            .map(|t| api_safe_tail(&t, LOG_TAIL_BYTES))
-            .filter(|t| !t.is_empty())
-            .or_else(|| previous.log_tail.clone()),
+        log_tail: safe_log_tail(log_tail).or_else(|| previous.log_tail.clone()),
         attempt: Some(i32::try_from(next).unwrap_or(i32::MAX)),
         previous_attempts,
         conditions: Vec::new(),
@@ -220,6 +215,13 @@ pub fn observed(previous: &TaskRunStatus, generation: Option<i64>) -> Option<Tas
         condition.observed_generation = generation;
     }
     Some(status)
+}
+
+/// The output tail as the API server takes it; `None` when there was no output.
+fn safe_log_tail(log_tail: Option<String>) -> Option<String> {
+    log_tail
+        .map(|t| api_safe_tail(&t, LOG_TAIL_BYTES))
+        .filter(|t| !t.is_empty())
 }
 
 /// The conditions a phase shows. `Succeeded` and `Done` tell the run's outcome; `Ready`,
