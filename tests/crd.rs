@@ -137,6 +137,51 @@ async fn malformed_taskruns_are_rejected_with_the_field_named() {
             "spec.timeoutSeconds",
         ),
         (
+            "negative retry limit",
+            "image: busybox\nretries: {limit: -1}".into(),
+            "spec.retries.limit",
+        ),
+        (
+            "retry limit over 100",
+            "image: busybox\nretries: {limit: 101}".into(),
+            "spec.retries.limit",
+        ),
+        (
+            "unknown retry reason",
+            "image: busybox\nretries: {limit: 1, reasons: [Cancelled]}".into(),
+            "spec.retries.reasons",
+        ),
+        (
+            "back-off cap below its first wait",
+            "image: busybox\nretries: {limit: 1, backoff: {seconds: 30, maxSeconds: 10}}".into(),
+            "spec.retries.backoff.maxSeconds",
+        ),
+        (
+            "default back-off cap below its first wait",
+            "image: busybox\nretries: {limit: 1, backoff: {seconds: 400}}".into(),
+            "spec.retries.backoff.maxSeconds",
+        ),
+        (
+            "zero back-off",
+            "image: busybox\nretries: {limit: 1, backoff: {seconds: 0}}".into(),
+            "spec.retries.backoff.seconds",
+        ),
+        (
+            "exit code out of range",
+            "image: busybox\nretries: {limit: 1, exitCodes: [256]}".into(),
+            "spec.retries.exitCodes",
+        ),
+        (
+            "zero pending timeout",
+            "image: busybox\npendingTimeoutSeconds: 0".into(),
+            "spec.pendingTimeoutSeconds",
+        ),
+        (
+            "negative active deadline",
+            "image: busybox\nactiveDeadlineSeconds: -1".into(),
+            "spec.activeDeadlineSeconds",
+        ),
+        (
             "zero timeout",
             "image: busybox\ntimeoutSeconds: 0".into(),
             "spec.timeoutSeconds",
@@ -283,6 +328,16 @@ async fn the_spec_is_immutable_except_cancel_going_true() {
             "image: busybox\ncommand: [\"true\"]\ncleanup: Never",
             "spec.cleanup",
         ),
+        (
+            "added retries",
+            "image: busybox\ncommand: [\"true\"]\nretries: {limit: 3}",
+            "spec.retries",
+        ),
+        (
+            "added active deadline",
+            "image: busybox\ncommand: [\"true\"]\nactiveDeadlineSeconds: 30",
+            "spec.activeDeadlineSeconds",
+        ),
     ];
     for (what, spec, field) in changes {
         let output = apply(&ns.name, &common::taskrun_yaml("fixed", spec));
@@ -367,6 +422,12 @@ async fn taskrun_run_refuses_exactly_what_the_api_server_refuses() {
         "image: busybox\nimagePullSecrets: [{name: pull}, {name: pull}]",
         "image: busybox\nserviceAccountName: robot",
         "image: busybox\nserviceAccountName: Robot",
+        "image: busybox\nretries: {limit: -1}",
+        "image: busybox\nretries: {limit: 100, reasons: [Error, NodeLost], exitCodes: [1, 255]}",
+        "image: busybox\nretries: {limit: 1, backoff: {seconds: 30, maxSeconds: 10}}",
+        "image: busybox\nretries: {limit: 1, backoff: {seconds: 400}}",
+        "image: busybox\nretries: {limit: 1, backoff: {seconds: 10, maxSeconds: 10}}",
+        "image: busybox\npendingTimeoutSeconds: 0\nactiveDeadlineSeconds: 5",
     ];
     for (index, spec) in specs.iter().enumerate() {
         let manifest = common::taskrun_yaml(&format!("t{index}"), spec);

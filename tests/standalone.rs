@@ -540,6 +540,39 @@ fn a_task_past_its_timeout_is_stopped_and_fails() {
     assert!(node.containers().is_empty());
 }
 
+#[test]
+fn retries_and_deadlines_run_as_in_the_cluster_with_a_line_per_retry() {
+    let node = Node::new("retries");
+    let manifest = "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: flaky\nspec:\n  image: busybox\n  command: [sh, -c, '[ $TASKRUN_ATTEMPT -ge 3 ] || exit 7']\n  cleanup: Never\n  retries: {limit: 3, backoff: {seconds: 1}}\n---\napiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: endless\nspec:\n  image: busybox\n  command: [sleep, '30']\n  terminationGracePeriodSeconds: 0\n  activeDeadlineSeconds: 2\n";
+    let file = TempFile::new(&node, "retries", manifest);
+    let output = node.run(&[file.path()]).output().unwrap();
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}{}", stderr(&output));
+    let retries: Vec<&str> = out
+        .lines()
+        .filter(|line| line.starts_with("retrying task – flaky"))
+        .collect();
+    assert_eq!(retries.len(), 2, "{out}");
+    assert!(
+        retries[0].contains("attempt 1 failed, exit 7: Error; attempt 2 at"),
+        "{out}"
+    );
+    assert_lines_in_order(&out, &["completed task – flaky"]);
+    assert_lines_in_order(
+        &out,
+        &["failed task – endless (exit 137: ActiveDeadlineExceeded)"],
+    );
+    let attempts = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=taskrun.dev/node={}", node.name),
+        "--filter",
+        "label=taskrun.dev/name=flaky",
+    ]);
+    assert_eq!(attempts.lines().count(), 3, "one container per attempt");
+}
+
 #[tokio::test]
 async fn an_interrupt_stops_and_removes_the_containers_it_started() {
     let node = Node::new("sigint");

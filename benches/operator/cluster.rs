@@ -241,6 +241,7 @@ fn finished_status(node: &str, uid: &str, generation: Option<i64>) -> TaskRunSta
         exit_code: Some(0),
         started_at: Some(started),
         finished_at: started,
+        retryable: false,
     };
     lifecycle::status::ended(&running, location, &ending, None, None, started)
 }

@@ -10,10 +10,13 @@ mod workloads;
 
 pub use quantity::{parse_cpu_nanos, parse_memory_bytes};
 pub use spec::{
-    CleanupPolicy, DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS, EnvVar, ImagePullPolicy,
-    ResourceLimits, ResourceRequirements, TaskRun, TaskRunSpec,
+    Backoff, CleanupPolicy, DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS, EnvVar, ImagePullPolicy,
+    ResourceLimits, ResourceRequirements, RetryPolicy, RetryReason, TaskRun, TaskRunSpec,
 };
-pub use status::{ConditionStatus, ConditionType, Phase, Reason, TaskRunStatus};
+pub use status::{
+    AttemptRecord, ConditionStatus, ConditionType, MAX_PREVIOUS_ATTEMPTS, Phase, Reason,
+    TaskRunStatus,
+};
 pub use text::{api_safe, api_safe_tail};
 pub use validation::{SpecProblem, spec_problems};
 pub use workloads::{

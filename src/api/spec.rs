@@ -3,7 +3,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::status::TaskRunStatus;
+use super::status::{Reason, TaskRunStatus};
 use super::validation;
 use super::workloads::{
     EnvFromSource, EnvVarSource, LocalObjectReference, OBJECT_NAME, Volume, VolumeMount,
@@ -135,6 +135,138 @@ pub struct TaskRunSpec {
     /// Set to true to stop the run: the container gets SIGTERM, then SIGKILL after the grace period, and the run ends `Cancelled`. Cannot be set back to false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel: bool,
+
+    /// Runs the task again, each time in a new container, after the failures listed in `retries.reasons`. No retries when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetryPolicy>,
+
+    /// Deadline for waiting, counted from creation (or from the end of the previous attempt) until the container starts: waiting for a node, for room, for the back-off and the pull. When it passes the run fails with `PendingTimeout`. No deadline when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub pending_timeout_seconds: Option<i64>,
+
+    /// Deadline for the whole TaskRun, counted from its creation over every attempt and back-off. When it passes a running container is stopped and the run fails with `ActiveDeadlineExceeded`; no further attempt starts. No deadline when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 2592000))]
+    pub active_deadline_seconds: Option<i64>,
+}
+
+/// When and how often a failed run is tried again.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    /// Attempts after the first one, at most. 0 means no retry.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
+    pub limit: i32,
+
+    /// The reasons an attempt may end with that start another attempt (not named `on`, which YAML 1.1 tools such as kubectl read as `true`): `Error`, `OOMKilled`, `DeadlineExceeded`, `ImagePullFailed`, `StartFailed`, `ContainerLost`, `NodeLost`. `[Error]` when empty. A cancel and input errors (`InvalidImage`, `ImageNotPresent`, a limit or a container the daemon refuses to create) are never retried, nor are `PendingTimeout` and `ActiveDeadlineExceeded`. With `NodeLost` listed, a run whose node is lost starts its next attempt on any node while the lost node's container may still run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 7), extend("x-kubernetes-list-type" = "set"))]
+    pub reasons: Vec<RetryReason>,
+
+    /// When set, an `Error` is retried only when the container exited with one of these codes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 255),
+        inner(range(min = 1, max = 255)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub exit_codes: Vec<i32>,
+
+    /// The wait before each next attempt: `seconds` after the first failure, doubling with each further one up to `maxSeconds`, plus up to a tenth more of jitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+}
+
+/// The reasons a retry may be asked for.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RetryReason {
+    /// The container exited with a non-zero code.
+    Error,
+    /// The container was killed for exceeding its memory limit.
+    #[serde(rename = "OOMKilled")]
+    OomKilled,
+    /// The attempt outlived `timeoutSeconds`.
+    DeadlineExceeded,
+    /// The image could not be pulled.
+    ImagePullFailed,
+    /// The daemon could not start the container.
+    StartFailed,
+    /// The container disappeared from the node.
+    ContainerLost,
+    /// The agent of the attempt's node stopped renewing its Lease.
+    NodeLost,
+}
+
+/// Seconds before the first retry, doubling up to a cap.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = validation::backoff_rules)]
+pub struct Backoff {
+    /// Seconds between the end of the first attempt and the start of the second. Defaults to 10.
+    #[serde(default = "Backoff::default_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub seconds: i64,
+
+    /// The longest wait between two attempts, in seconds. Defaults to 360; at least `seconds`.
+    #[serde(default = "Backoff::default_max_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub max_seconds: i64,
+}
+
+impl Backoff {
+    /// Seconds before the first retry unless the spec says otherwise.
+    pub const DEFAULT_SECONDS: i64 = 10;
+    /// The longest wait between attempts unless the spec says otherwise.
+    pub const DEFAULT_MAX_SECONDS: i64 = 360;
+
+    fn default_seconds() -> i64 {
+        Self::DEFAULT_SECONDS
+    }
+
+    fn default_max_seconds() -> i64 {
+        Self::DEFAULT_MAX_SECONDS
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            seconds: Self::DEFAULT_SECONDS,
+            max_seconds: Self::DEFAULT_MAX_SECONDS,
+        }
+    }
+}
+
+impl RetryReason {
+    /// The status reason an attempt ends with for this retry reason.
+    pub fn reason(self) -> Reason {
+        match self {
+            Self::Error => Reason::Error,
+            Self::OomKilled => Reason::OomKilled,
+            Self::DeadlineExceeded => Reason::DeadlineExceeded,
+            Self::ImagePullFailed => Reason::ImagePullFailed,
+            Self::StartFailed => Reason::StartFailed,
+            Self::ContainerLost => Reason::ContainerLost,
+            Self::NodeLost => Reason::NodeLost,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Whether an attempt that ended with `reason` (and `exit_code`) may be tried again.
+    pub fn covers(&self, reason: Reason, exit_code: Option<i64>) -> bool {
+        let listed = if self.reasons.is_empty() {
+            reason == Reason::Error
+        } else {
+            self.reasons.iter().any(|r| r.reason() == reason)
+        };
+        let code_listed = reason != Reason::Error
+            || self.exit_codes.is_empty()
+            || exit_code.is_some_and(|code| self.exit_codes.iter().any(|c| i64::from(*c) == code));
+        listed && code_listed
+    }
 }
 
 /// An environment variable of the container.
@@ -235,6 +367,9 @@ impl TaskRunSpec {
             resources: None,
             node_name: None,
             cancel: false,
+            retries: None,
+            pending_timeout_seconds: None,
+            active_deadline_seconds: None,
         }
     }
 
@@ -271,6 +406,12 @@ impl TaskRunSpec {
         fields
     }
 
+    /// How many attempts the run may have in all: the first and its retries.
+    pub fn max_attempts(&self) -> u32 {
+        let retries = self.retries.as_ref().map_or(0, |r| r.limit.clamp(0, 100));
+        1 + retries.unsigned_abs()
+    }
+
     /// The CPU and memory limits, if any.
     pub fn limits(&self) -> Option<&ResourceLimits> {
         self.resources.as_ref().and_then(|r| r.limits.as_ref())
@@ -295,6 +436,26 @@ mod tests {
         assert_eq!(spec.cleanup, CleanupPolicy::OnSuccess);
         assert!(!spec.cancel);
         assert_eq!(spec.termination_grace_period_seconds(), 10);
+    }
+
+    #[test]
+    fn retries_default_to_error_only_and_respect_exit_codes() {
+        let spec: TaskRunSpec =
+            serde_yaml::from_str("image: busybox\nretries: {limit: 2}").unwrap();
+        let retries = spec.retries.clone().unwrap();
+        assert_eq!(spec.max_attempts(), 3);
+        assert!(retries.covers(Reason::Error, Some(1)));
+        assert!(!retries.covers(Reason::OomKilled, Some(137)));
+        let listed: RetryPolicy =
+            serde_yaml::from_str("{limit: 1, reasons: [Error, ImagePullFailed], exitCodes: [3]}")
+                .unwrap();
+        assert!(listed.covers(Reason::Error, Some(3)));
+        assert!(!listed.covers(Reason::Error, Some(4)));
+        assert!(listed.covers(Reason::ImagePullFailed, None));
+        assert!(!listed.covers(Reason::Cancelled, None));
+        let backoff: Backoff = serde_yaml::from_str("{}").unwrap();
+        assert_eq!(backoff, Backoff::default());
+        assert_eq!(TaskRunSpec::for_image("busybox").max_attempts(), 1);
     }
 
     #[test]

@@ -58,6 +58,16 @@ pub struct TaskRunStatus {
     #[schemars(length(max = 8192))]
     pub log_tail: Option<String>,
 
+    /// The attempt this status is about, counting from 1; absent means 1. Each attempt is a container of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 101))]
+    pub attempt: Option<i32>,
+
+    /// How the attempts before this one ended, oldest first; the last 10 are kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub previous_attempts: Vec<AttemptRecord>,
+
     /// `Succeeded` (True, False, or Unknown while undecided) and `Done` (True once the run ended in any way), so `kubectl wait --for=condition=Done` covers every outcome; `Ready` (True once the run succeeded), `Reconciling` (True while pending or running) and `Stalled` (True once it failed or was cancelled), as kstatus-based tools read them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
@@ -67,7 +77,44 @@ pub struct TaskRunStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// Where a run is in its life. `Pending` and `Running` move forward; the other three are final.
+/// How many earlier attempts a status keeps.
+pub const MAX_PREVIOUS_ATTEMPTS: usize = 10;
+
+/// How one earlier attempt of a run ended.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    /// The attempt's number, counting from 1.
+    #[schemars(range(min = 1, max = 101))]
+    pub attempt: i32,
+
+    /// Node whose Docker daemon ran, or was to run, the attempt's container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub node_name: Option<String>,
+
+    /// Exit code of the attempt's container, if it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+
+    /// Why the attempt ended.
+    pub reason: Reason,
+
+    /// When the attempt's container started, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+
+    /// When the attempt ended.
+    pub completion_time: Time,
+
+    /// A short sentence on how it ended.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 512))]
+    pub message: String,
+}
+
+/// Where a run is in its life. `Pending` and `Running` move forward, except that a failed
+/// attempt with a retry left goes back to `Pending` for the next; the other three are final.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum Phase {
     /// Accepted, container not started yet.
@@ -121,6 +168,12 @@ pub enum Reason {
     DaemonUnavailable,
     /// The agent of the node running the container stopped renewing its Lease.
     NodeLost,
+    /// An attempt failed and the next waits for its back-off; the message says when it starts.
+    BackOff,
+    /// The container did not start within `pendingTimeoutSeconds`.
+    PendingTimeout,
+    /// The TaskRun outlived `activeDeadlineSeconds`; no further attempt starts.
+    ActiveDeadlineExceeded,
     /// `spec.nodeName` names a node that has no live agent; the run waits for one.
     NodeUnavailable,
     /// The run's node is cordoned and no other agent is there to take it; it waits.
@@ -199,6 +252,9 @@ impl Reason {
             Self::ContainerLost => "ContainerLost",
             Self::DaemonUnavailable => "DaemonUnavailable",
             Self::NodeLost => "NodeLost",
+            Self::BackOff => "BackOff",
+            Self::PendingTimeout => "PendingTimeout",
+            Self::ActiveDeadlineExceeded => "ActiveDeadlineExceeded",
             Self::NodeUnavailable => "NodeUnavailable",
             Self::Unschedulable => "Unschedulable",
             Self::ReferenceMissing => "ReferenceMissing",
@@ -223,6 +279,14 @@ impl TaskRunStatus {
     /// The phase, `Pending` when none was recorded yet.
     pub fn phase(&self) -> Phase {
         self.phase.unwrap_or(Phase::Pending)
+    }
+
+    /// The current attempt, counting from 1 (statuses written before retries existed have none).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+            .and_then(|a| u32::try_from(a).ok())
+            .unwrap_or(1)
+            .max(1)
     }
 
     /// The condition of the given type, if recorded.

@@ -9,7 +9,7 @@ use schemars::Schema;
 use serde_json::{Value, json};
 
 use super::quantity::{parse_cpu_nanos, parse_memory_bytes};
-use super::spec::EnvVar;
+use super::spec::{Backoff, EnvVar};
 use super::workloads::{
     EmptyDirVolumeSource, EnvFromSource, EnvVarSource, KeyToPath, Volume, VolumeMount,
 };
@@ -302,6 +302,30 @@ pub fn limits_rules(schema: &mut Schema) {
     schema.insert("x-kubernetes-validations".into(), Value::Array(rules));
 }
 
+/// The rule on `retries.backoff` the API server checks in CEL, written once: the CRD carries
+/// its CEL, and `taskrun run` checks the same rule in Rust.
+struct BackoffRule {
+    cel: &'static str,
+    message: &'static str,
+    holds: fn(&Backoff) -> bool,
+}
+
+const BACKOFF_RULE: BackoffRule = BackoffRule {
+    cel: "self.maxSeconds >= self.seconds",
+    message: "maxSeconds must be at least seconds",
+    holds: |backoff| backoff.max_seconds >= backoff.seconds,
+};
+
+/// Requires the back-off's cap to be no shorter than its first wait.
+pub fn backoff_rules(schema: &mut Schema) {
+    let rule = json!({
+        "rule": BACKOFF_RULE.cel,
+        "message": BACKOFF_RULE.message,
+        "fieldPath": ".maxSeconds",
+    });
+    schema.insert("x-kubernetes-validations".into(), Value::Array(vec![rule]));
+}
+
 /// A field of a spec and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpecProblem {
@@ -382,6 +406,14 @@ pub fn spec_problems(spec: &TaskRunSpec) -> Vec<SpecProblem> {
                 });
             }
         }
+    }
+    if let Some(backoff) = spec.retries.as_ref().and_then(|r| r.backoff.as_ref())
+        && !(BACKOFF_RULE.holds)(backoff)
+    {
+        problems.push(SpecProblem {
+            field: "retries.backoff.maxSeconds".into(),
+            problem: BACKOFF_RULE.message.into(),
+        });
     }
     problems
 }
@@ -497,6 +529,17 @@ mod tests {
             "resources.limits.memory",
         ] {
             assert!(fields.contains(&field), "{field} in {found:?}");
+        }
+        let retries = problems(
+            "image: busybox\nretries: {limit: -1, backoff: {seconds: 20, maxSeconds: 5}}\npendingTimeoutSeconds: 0",
+        );
+        let fields: Vec<&str> = retries.iter().map(|(field, _)| field.as_str()).collect();
+        for field in [
+            "retries.limit",
+            "retries.backoff.maxSeconds",
+            "pendingTimeoutSeconds",
+        ] {
+            assert!(fields.contains(&field), "{field} in {retries:?}");
         }
         let cpu = &found
             .iter()

@@ -15,7 +15,7 @@ use super::error::{Error, Result};
 use super::events::EventType;
 use super::leases;
 use crate::api::{FINALIZER, TaskRun};
-use crate::lifecycle::{CLAIM_ANNOTATION, NodeState};
+use crate::lifecycle::{CLAIM_ANNOTATION, CLAIM_ATTEMPT_ANNOTATION, NodeState};
 
 /// How long an unclaimed run waits for room before it is looked at again, should no run on
 /// this node end sooner.
@@ -37,7 +37,15 @@ pub async fn claim_run(
         finalizers.push(FINALIZER.to_string());
     }
     let node = context.executor.node();
-    let metadata = json!({ "finalizers": finalizers, "annotations": { CLAIM_ANNOTATION: node } });
+    let attempt = taskrun
+        .status
+        .as_ref()
+        .map_or(1, |status| status.attempt())
+        .to_string();
+    let metadata = json!({
+        "finalizers": finalizers,
+        "annotations": { CLAIM_ANNOTATION: node, CLAIM_ATTEMPT_ANNOTATION: attempt },
+    });
     match patch_metadata_guarded(api, taskrun, metadata).await {
         Ok(true) => {
             context.events.publish(
@@ -85,9 +93,10 @@ pub async fn patch_metadata_guarded(
     }
 }
 
-/// Frees a run claimed by a node no agent ever announced, for any node to take.
-pub async fn release(taskrun: &TaskRun, api: &Api<TaskRun>, absent: &str) -> Result<()> {
-    let metadata = json!({ "annotations": { CLAIM_ANNOTATION: null } });
+/// Frees a run claimed by `node` for any node to take, saying `why` in the log.
+pub async fn release(taskrun: &TaskRun, api: &Api<TaskRun>, node: &str, why: &str) -> Result<()> {
+    let metadata =
+        json!({ "annotations": { CLAIM_ANNOTATION: null, CLAIM_ATTEMPT_ANNOTATION: null } });
     let released = patch_metadata_guarded(api, taskrun, metadata)
         .await
         .map_err(|cause| Error::Claim {
@@ -95,7 +104,7 @@ pub async fn release(taskrun: &TaskRun, api: &Api<TaskRun>, absent: &str) -> Res
             cause,
         })?;
     if released {
-        info!(node = %absent, "released a run claimed by a node no agent ever announced");
+        info!(node = %node, "released a run claimed by {why}");
     }
     Ok(())
 }
@@ -120,6 +129,17 @@ pub async fn confirm_gone(context: &Context, node: &str, expected: NodeState) ->
             node: node.to_string(),
             cause,
         })
+}
+
+/// The attempt the run's claim was made at, if recorded.
+pub fn claim_attempt(taskrun: &TaskRun) -> Option<u32> {
+    taskrun
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(CLAIM_ATTEMPT_ANNOTATION)?
+        .parse()
+        .ok()
 }
 
 /// The node named in the run's claim, if any.

@@ -43,13 +43,19 @@ pub async fn keep_lease(context: Arc<Context>, duration: Duration, resync: mpsc:
         .for_each(|_| std::future::ready(()));
     let watching = tokio::spawn(watch);
     let mut watched_since: Option<Instant> = None;
-    let mut ticks = tokio::time::interval((duration / 3).max(Duration::from_millis(200)));
+    let every = (duration / 3).max(Duration::from_millis(200));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
         let started = Instant::now();
-        match renew(&leases, &node, seconds).await {
-            Ok(()) => context.nodes.renewed(started),
-            Err(e) => warn!(error = %e, "could not renew this node's Lease"),
+        // A request an API server that is coming back never answers would hold the renewals
+        // for the client's read timeout (minutes) while the peers judge this node lost: each
+        // renewal gets until the next one is due.
+        match tokio::time::timeout(every, renew(&leases, &node, seconds)).await {
+            Ok(Ok(())) => context.nodes.renewed(started),
+            Ok(Err(e)) => warn!(error = %e, "could not renew this node's Lease"),
+            Err(_) => warn!(waited = ?every, "renewing this node's Lease took too long; trying again"),
         }
         if watched_since.is_none() && store.wait_until_ready().now_or_never().is_some() {
             watched_since = Some(Instant::now());

@@ -10,7 +10,7 @@ use serde_json::json;
 use tracing::{Span, field, info, instrument, warn};
 
 use super::claims::{
-    self, WAIT_FOR_ROOM, claim_run, claimed_by, confirm_gone, patch_metadata_guarded,
+    self, WAIT_FOR_ROOM, claim_attempt, claim_run, claimed_by, confirm_gone, patch_metadata_guarded,
 };
 use super::context::Context;
 use super::error::{Error, Result};
@@ -89,10 +89,37 @@ async fn place_and_act(
         .ok_or_else(|| Error::MissingMetadata(taskrun.name_any(), "uid"))?;
     let status = taskrun.status.clone().unwrap_or_default();
     let node = context.executor.node();
+    // A run no agent holds yet is ended by whichever agent sees a deadline pass first.
+    let mut deadline = None;
+    if claimed_by(taskrun).is_none() {
+        match lifecycle::decide_unclaimed(
+            &taskrun.spec,
+            &status,
+            created(taskrun),
+            Timestamp::now(),
+        ) {
+            Action::RecordEnd(ending) => {
+                let ended = lifecycle::status::unclaimed_end(
+                    &status,
+                    &ending,
+                    taskrun.meta().generation,
+                    Timestamp::now(),
+                );
+                if write_status(api, taskrun, &ended, context).await? {
+                    announce(taskrun, &Transition::Ended(ending), context);
+                }
+                return Ok(Requeue::await_change());
+            }
+            Action::Wait { until } => deadline = until,
+            _ => {}
+        }
+    }
+    let by_deadline = |wait: Duration| requeue_by(wait, deadline);
     let claim = Claim {
         spec: &taskrun.spec,
         status: &status,
         claimed_by: claimed_by(taskrun),
+        claim_attempt: claim_attempt(taskrun),
         node,
         can_take: context.nodes.can_take(Instant::now()),
     };
@@ -130,9 +157,9 @@ async fn place_and_act(
                 );
                 write_status(api, taskrun, &waiting, context).await?;
             }
-            Ok(Requeue::requeue(RESYNC))
+            Ok(by_deadline(RESYNC))
         }
-        Placement::Full => Ok(Requeue::requeue(WAIT_FOR_ROOM)),
+        Placement::Full => Ok(by_deadline(WAIT_FOR_ROOM)),
         Placement::Elsewhere => {
             context.nodes.release(&uid);
             // A spec change to a run that ended on a node that is gone (a cancel after the
@@ -145,12 +172,17 @@ async fn place_and_act(
             {
                 write_status(api, taskrun, &seen, context).await?;
             }
-            Ok(Requeue::requeue(RESYNC))
+            Ok(by_deadline(RESYNC))
         }
         Placement::Release { node: absent } => {
             if confirm_gone(context, &absent, NodeState::Absent).await? {
-                claims::release(taskrun, api, &absent).await?;
+                claims::release(taskrun, api, &absent, "a node no agent ever announced").await?;
             }
+            Ok(Requeue::await_change())
+        }
+        Placement::Handover { node: lost } => {
+            context.nodes.release(&uid);
+            claims::release(taskrun, api, &lost, "a lost node, for its next attempt").await?;
             Ok(Requeue::await_change())
         }
         Placement::Lost { node: lost } => {
@@ -164,16 +196,32 @@ async fn place_and_act(
                 container_name: &container,
                 generation: taskrun.meta().generation,
             };
-            let ended = lifecycle::status::ended(
-                &status,
+            let namespace = taskrun.namespace().unwrap_or_default();
+            let name = taskrun.name_any();
+            let run = Run {
+                namespace: &namespace,
+                name: &name,
+                uid: &uid,
+                generation: taskrun.meta().generation,
+                created: created(taskrun),
+                spec: &taskrun.spec,
+                status: &status,
+            };
+            // With `NodeLost` in `retries.reasons` this records the next attempt; the pass after
+            // this write frees the claim for it (`Placement::Handover`).
+            let outcome = lifecycle::ended(
+                run,
                 location,
-                &ending,
+                ending,
                 None,
                 status.log_tail.clone(),
                 Timestamp::now(),
             );
-            if write_status(api, taskrun, &ended, context).await? {
-                announce(taskrun, &Transition::Ended(ending), context);
+            if let Some(next) = &outcome.status
+                && write_status(api, taskrun, next, context).await?
+                && let Some(transition) = &outcome.transition
+            {
+                announce(taskrun, transition, context);
             }
             Ok(Requeue::await_change())
         }
@@ -254,15 +302,16 @@ async fn apply(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Resu
         name: &name,
         uid: &uid,
         generation: taskrun.meta().generation,
+        created: created(taskrun),
         spec: &taskrun.spec,
         status: &status,
         inputs: None,
     };
 
     let performed = async {
-        let container = context
+        let observed = context
             .executor
-            .observe(&uid)
+            .observe(&uid, status.attempt())
             .await
             .map_err(Error::Docker)?;
         let now = Timestamp::now();
@@ -271,7 +320,9 @@ async fn apply(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Resu
             node: context.executor.node(),
             spec: &taskrun.spec,
             status: &status,
-            container: container.as_ref(),
+            created: run.created,
+            container: observed.current.as_ref(),
+            previous: observed.previous.as_ref(),
             now,
         });
         let starts = matches!(action, Action::Launch | Action::Start { .. });
@@ -375,13 +426,40 @@ async fn cleanup(taskrun: &TaskRun, context: &Context) -> Result<()> {
         return Ok(());
     };
     let executor = &context.executor;
-    let container = executor.observe(&uid).await.map_err(Error::Docker)?;
-    let deletion = decide_deletion(&uid, &taskrun.spec, container.as_ref());
-    if executor.delete(deletion).await.map_err(Error::Docker)? {
+    let attempt = taskrun.status.as_ref().map_or(1, |s| s.attempt());
+    let observed = executor
+        .observe(&uid, attempt)
+        .await
+        .map_err(Error::Docker)?;
+    let deletion = decide_deletion(&uid, &taskrun.spec, observed.current.as_ref());
+    if executor
+        .delete(&uid, attempt, deletion)
+        .await
+        .map_err(Error::Docker)?
+    {
         context.metrics.containers_removed.inc();
         info!("removed the container of a deleted TaskRun");
     }
     Ok(())
+}
+
+/// When the TaskRun was created, from which its deadlines count.
+fn created(taskrun: &TaskRun) -> Timestamp {
+    taskrun
+        .meta()
+        .creation_timestamp
+        .as_ref()
+        .map_or_else(Timestamp::now, |t| t.0)
+}
+
+/// Looks again after `wait`, or at `deadline` if that comes first.
+fn requeue_by(wait: Duration, deadline: Option<Timestamp>) -> Requeue {
+    let until_deadline = deadline.map(|at| {
+        at.duration_since(Timestamp::now())
+            .unsigned_abs()
+            .saturating_add(Duration::from_millis(10))
+    });
+    Requeue::requeue(until_deadline.map_or(wait, |d| d.min(wait)))
 }
 
 /// When to look at the run again.
@@ -441,6 +519,23 @@ fn describe<'a>(transition: &'a Transition, node: &str) -> (EventType, &'a str, 
             EventType::Warning,
             "DeadlineExceeded",
             "stopping the container: timeoutSeconds passed".into(),
+        ),
+        Transition::Stopping(StopCause::ActiveDeadlineExceeded) => (
+            EventType::Warning,
+            "ActiveDeadlineExceeded",
+            "stopping the container: activeDeadlineSeconds passed".into(),
+        ),
+        Transition::Retrying {
+            ending,
+            next_attempt,
+            at,
+        } => (
+            EventType::Warning,
+            "BackOff",
+            format!(
+                "{}: {}; attempt {next_attempt} starts at {at}",
+                ending.reason, ending.message
+            ),
         ),
         Transition::Stopping(StopCause::Cancelled) => (
             EventType::Normal,

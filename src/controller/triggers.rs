@@ -9,7 +9,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::claims::claimed_by;
+use super::claims::{claim_attempt, claimed_by};
 use super::context::Context;
 use crate::api::{TaskRun, TaskRunStatus};
 use crate::lifecycle::{Claim, Placement, place};
@@ -77,6 +77,7 @@ pub async fn wake_waiting_runs(
                     spec: &taskrun.spec,
                     status: taskrun.status.as_ref().unwrap_or(&no_status),
                     claimed_by: claimed_by(taskrun),
+                    claim_attempt: claim_attempt(taskrun),
                     node: &node,
                     can_take: true,
                 };

@@ -14,6 +14,6 @@ pub use container::{ContainerState, ContainerTemplate, ObservedContainer};
 pub use daemon::Daemon;
 pub use error::DockerError;
 pub use naming::{
-    ContainerOwner, LABEL_MANAGED_BY, LABEL_NAME, LABEL_NAMESPACE, LABEL_NODE, LABEL_UID,
-    MANAGED_BY, container_name,
+    ContainerOwner, LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_NAME, LABEL_NAMESPACE, LABEL_NODE,
+    LABEL_UID, MANAGED_BY, attempt_container_name, container_name,
 };

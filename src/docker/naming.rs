@@ -12,6 +12,8 @@ pub const LABEL_NAME: &str = "taskrun.dev/name";
 pub const LABEL_UID: &str = "taskrun.dev/uid";
 /// Label holding the node whose agent created the container.
 pub const LABEL_NODE: &str = "taskrun.dev/node";
+/// Label holding the attempt of the run the container is for; absent means the first.
+pub const LABEL_ATTEMPT: &str = "taskrun.dev/attempt";
 
 /// The TaskRun a container belongs to, as recorded in its labels.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -20,13 +22,16 @@ pub struct ContainerOwner {
     pub name: String,
     pub uid: String,
     pub node: String,
+    /// The attempt of the run, counting from 1.
+    pub attempt: u32,
 }
 
 impl ContainerOwner {
-    /// The container name, derived from the TaskRun UID alone so a retry finds the container
-    /// an earlier attempt created instead of creating a twin.
+    /// The container name, derived from the TaskRun UID and the attempt alone, so a second
+    /// pass over the same attempt finds the container an earlier pass created instead of
+    /// creating a twin.
     pub fn container_name(&self) -> String {
-        container_name(&self.uid)
+        attempt_container_name(&self.uid, self.attempt)
     }
 
     /// The labels that mark a container as this owner's.
@@ -37,6 +42,7 @@ impl ContainerOwner {
             (LABEL_NAME.to_string(), self.name.clone()),
             (LABEL_UID.to_string(), self.uid.clone()),
             (LABEL_NODE.to_string(), self.node.clone()),
+            (LABEL_ATTEMPT.to_string(), self.attempt.to_string()),
         ])
     }
 
@@ -50,13 +56,27 @@ impl ContainerOwner {
             name: labels.get(LABEL_NAME)?.clone(),
             uid: labels.get(LABEL_UID)?.clone(),
             node: labels.get(LABEL_NODE).cloned().unwrap_or_default(),
+            attempt: labels
+                .get(LABEL_ATTEMPT)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(1),
         })
     }
 }
 
-/// The container name of the TaskRun with this UID.
+/// The container name of the first attempt of the TaskRun with this UID.
 pub fn container_name(uid: &str) -> String {
     format!("taskrun-{uid}")
+}
+
+/// The container name of one attempt of the TaskRun with this UID. The first keeps the name
+/// it had before runs had attempts, so agents of either version find the same container.
+pub fn attempt_container_name(uid: &str, attempt: u32) -> String {
+    if attempt <= 1 {
+        container_name(uid)
+    } else {
+        format!("taskrun-{uid}-{attempt}")
+    }
 }
 
 #[cfg(test)]
@@ -69,6 +89,7 @@ mod tests {
             name: "hello".into(),
             uid: "0b6f7e2a-1111-2222-3333-444455556666".into(),
             node: "node-a".into(),
+            attempt: 1,
         }
     }
 
@@ -77,6 +98,23 @@ mod tests {
         assert_eq!(
             ContainerOwner::from_labels(&owner().labels()),
             Some(owner())
+        );
+    }
+
+    #[test]
+    fn each_attempt_has_its_own_name_and_the_first_keeps_the_old_one() {
+        let mut third = owner();
+        third.attempt = 3;
+        assert_eq!(
+            third.container_name(),
+            "taskrun-0b6f7e2a-1111-2222-3333-444455556666-3"
+        );
+        assert_eq!(ContainerOwner::from_labels(&third.labels()), Some(third));
+        let mut old = owner().labels();
+        old.remove(LABEL_ATTEMPT);
+        assert_eq!(
+            ContainerOwner::from_labels(&old).map(|o| o.attempt),
+            Some(1)
         );
     }
 

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::api::{CleanupPolicy, Phase, Reason, TaskRunSpec, TaskRunStatus};
+use crate::api::{AttemptRecord, CleanupPolicy, Phase, Reason, TaskRunSpec, TaskRunStatus};
 use crate::docker::{ContainerState, ObservedContainer};
 
 /// How long after a SIGKILL exit the daemon may still report that it was an OOM kill.
@@ -17,8 +17,13 @@ pub struct Observed<'a> {
     pub node: &'a str,
     pub spec: &'a TaskRunSpec,
     pub status: &'a TaskRunStatus,
-    /// The container with the run's name, if one exists.
+    /// When the TaskRun was created: `activeDeadlineSeconds` and the first attempt's
+    /// `pendingTimeoutSeconds` count from here.
+    pub created: Timestamp,
+    /// The container of the run's current attempt, if one exists.
     pub container: Option<&'a ObservedContainer>,
+    /// The container of the attempt before the current one, if one exists on this node.
+    pub previous: Option<&'a ObservedContainer>,
     pub now: Timestamp,
 }
 
@@ -44,8 +49,14 @@ pub enum Action {
     },
     /// Record an end that no container exit tells (cancelled before start, container lost).
     RecordEnd(Ending),
-    /// Remove the finished container.
+    /// Remove the finished containers of every attempt of the run.
     Remove,
+    /// Remove the finished container of the previous attempt, which `cleanup: Always` removes
+    /// as soon as its attempt was recorded.
+    RemovePrevious,
+    /// Stop the previous attempt's container, still running though its attempt was recorded
+    /// as ended, before the next attempt starts.
+    StopPrevious { grace: Duration },
     /// Nothing to do until `until`, or until the TaskRun or its container changes.
     Wait { until: Option<Timestamp> },
 }
@@ -54,6 +65,8 @@ pub enum Action {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopCause {
     DeadlineExceeded,
+    /// The TaskRun outlived `activeDeadlineSeconds`.
+    ActiveDeadlineExceeded,
     Cancelled,
     /// The run was already recorded as ended, yet its container still runs.
     AlreadyEnded,
@@ -68,6 +81,9 @@ pub struct Ending {
     pub exit_code: Option<i64>,
     pub started_at: Option<Timestamp>,
     pub finished_at: Timestamp,
+    /// Whether another attempt may follow, as `spec.retries` allows: false for input errors
+    /// and for ends that must not be run again.
+    pub retryable: bool,
 }
 
 /// Decides the next step of a run from what was observed. Pure: no client, no clock.
@@ -80,11 +96,15 @@ pub fn decide(observed: Observed<'_>) -> Action {
         node,
         spec,
         status,
+        created,
         container,
+        previous,
         now,
     } = observed;
+    let ours = |c: &&ObservedContainer| c.owner.as_ref().is_some_and(|owner| owner.uid == uid);
+    let previous = previous.filter(ours);
     let container = match container {
-        Some(c) if c.owner.as_ref().is_some_and(|owner| owner.uid == uid) => Some(c),
+        Some(c) if ours(&c) => Some(c),
         Some(c) if !status.phase().is_final() => {
             return Action::RecordEnd(Ending {
                 phase: Phase::Failed,
@@ -96,25 +116,34 @@ pub fn decide(observed: Observed<'_>) -> Action {
                 exit_code: None,
                 started_at: None,
                 finished_at: now,
+                retryable: false,
             });
         }
         _ => None,
     };
 
     if status.phase().is_final() {
-        return match container {
-            None => Action::Wait { until: None },
-            Some(c) if matches!(c.state, ContainerState::Running { .. }) => Action::Stop {
+        let running = |c: &ObservedContainer| matches!(c.state, ContainerState::Running { .. });
+        return match (container, previous) {
+            (None, None) => Action::Wait { until: None },
+            (Some(c), _) if running(c) => Action::Stop {
                 cause: StopCause::AlreadyEnded,
                 grace: grace_period(spec),
             },
-            Some(_) => match removal_time(spec, status) {
+            (None, Some(p)) if running(p) => Action::StopPrevious {
+                grace: grace_period(spec),
+            },
+            _ => match removal_time(spec, status) {
                 Some(at) if at <= now => Action::Remove,
                 until => Action::Wait { until },
             },
         };
     }
 
+    let active = active_deadline(spec, created);
+    let active_due = active.is_some_and(|d| d <= now);
+    let pending = pending_deadline(spec, status, created);
+    let pending_due = pending.is_some_and(|d| d <= now);
     let cancelled_before_start = || {
         let message = "cancelled before it started";
         Action::RecordEnd(ended_without_exit(
@@ -149,8 +178,21 @@ pub fn decide(observed: Observed<'_>) -> Action {
             ))
         } else if spec.cancel {
             cancelled_before_start()
+        } else if let Some(ending) = deadline_passed(spec, status, created, now) {
+            Action::RecordEnd(ending)
+        } else if previous.is_some_and(|c| matches!(c.state, ContainerState::Running { .. })) {
+            Action::StopPrevious {
+                grace: grace_period(spec),
+            }
+        } else if previous.is_some() && spec.cleanup == CleanupPolicy::Always {
+            Action::RemovePrevious
         } else {
-            Action::Launch
+            match next_attempt_at(uid, spec, status) {
+                Some(at) if at > now => Action::Wait {
+                    until: earliest([Some(at), pending, active]),
+                },
+                _ => Action::Launch,
+            }
         };
     };
 
@@ -162,19 +204,34 @@ pub fn decide(observed: Observed<'_>) -> Action {
             exit_code: None,
             started_at: None,
             finished_at: now,
+            retryable: start_may_be_retried(error),
         }),
         ContainerState::Created { error: None } if spec.cancel => cancelled_before_start(),
+        ContainerState::Created { error: None } if active_due || pending_due => {
+            match deadline_passed(spec, status, created, now) {
+                Some(ending) => Action::RecordEnd(ending),
+                None => Action::Start {
+                    container_id: container.id.clone(),
+                },
+            }
+        }
         ContainerState::Created { error: None } => Action::Start {
             container_id: container.id.clone(),
         },
         ContainerState::Running { started_at } => {
-            let deadline = deadline(spec, *started_at);
+            let timeout = deadline(spec, *started_at);
+            let deadline = earliest([timeout, active]);
             if spec.cancel {
                 Action::Stop {
                     cause: StopCause::Cancelled,
                     grace: grace_period(spec),
                 }
-            } else if deadline.is_some_and(|d| d <= now) {
+            } else if active_due {
+                Action::Stop {
+                    cause: StopCause::ActiveDeadlineExceeded,
+                    grace: grace_period(spec),
+                }
+            } else if timeout.is_some_and(|d| d <= now) {
                 Action::Stop {
                     cause: StopCause::DeadlineExceeded,
                     grace: grace_period(spec),
@@ -218,16 +275,23 @@ pub fn decide(observed: Observed<'_>) -> Action {
                 exit_code: Some(*exit_code),
                 started_at: *started_at,
                 finished_at,
+                retryable: true,
             };
             let ending = match (started_at, error) {
                 (None, Some(error)) => Ending {
                     exit_code: None,
+                    retryable: start_may_be_retried(error),
                     ..ending(Phase::Failed, Reason::StartFailed, error.clone())
                 },
                 _ if spec.cancel => ending(
                     Phase::Cancelled,
                     Reason::Cancelled,
                     "stopped on request".into(),
+                ),
+                _ if active.is_some_and(|d| d <= finished_at) => ending(
+                    Phase::Failed,
+                    Reason::ActiveDeadlineExceeded,
+                    active_deadline_message(spec),
                 ),
                 (Some(started), _)
                     if deadline(spec, *started).is_some_and(|d| d <= finished_at) =>
@@ -261,6 +325,192 @@ pub fn decide(observed: Observed<'_>) -> Action {
     }
 }
 
+/// The end of a run no agent holds (or whose attempt has not started), when one of its
+/// deadlines has passed: `activeDeadlineSeconds` first, then `pendingTimeoutSeconds`.
+pub fn deadline_passed(
+    spec: &TaskRunSpec,
+    status: &TaskRunStatus,
+    created: Timestamp,
+    now: Timestamp,
+) -> Option<Ending> {
+    let end = |reason, message: String| Ending {
+        phase: Phase::Failed,
+        reason,
+        message,
+        exit_code: None,
+        started_at: None,
+        finished_at: now,
+        retryable: false,
+    };
+    if active_deadline(spec, created).is_some_and(|d| d <= now) {
+        return Some(end(
+            Reason::ActiveDeadlineExceeded,
+            active_deadline_message(spec),
+        ));
+    }
+    if pending_deadline(spec, status, created).is_some_and(|d| d <= now) {
+        let since = if status.attempt() > 1 {
+            format!("the end of attempt {}", status.attempt() - 1)
+        } else {
+            "its creation".to_string()
+        };
+        return Some(end(
+            Reason::PendingTimeout,
+            format!(
+                "attempt {} did not start within pendingTimeoutSeconds ({} s) of {since}",
+                status.attempt(),
+                spec.pending_timeout_seconds.unwrap_or_default()
+            ),
+        ));
+    }
+    None
+}
+
+/// What a run nobody has claimed yet needs: its end when a deadline passed, else a wait until
+/// the next deadline (`None` when it has none). Any agent may record the end.
+pub fn decide_unclaimed(
+    spec: &TaskRunSpec,
+    status: &TaskRunStatus,
+    created: Timestamp,
+    now: Timestamp,
+) -> Action {
+    if status.phase().is_final() {
+        return Action::Wait { until: None };
+    }
+    match deadline_passed(spec, status, created, now) {
+        Some(ending) => Action::RecordEnd(ending),
+        None => Action::Wait {
+            until: earliest([
+                active_deadline(spec, created),
+                pending_deadline(spec, status, created),
+            ]),
+        },
+    }
+}
+
+/// When the TaskRun as a whole must have ended, by `activeDeadlineSeconds`.
+pub fn active_deadline(spec: &TaskRunSpec, created: Timestamp) -> Option<Timestamp> {
+    let seconds = spec.active_deadline_seconds?;
+    created.checked_add(SignedDuration::from_secs(seconds)).ok()
+}
+
+/// When the current attempt's container must have started, by `pendingTimeoutSeconds`:
+/// counted from the end of the previous attempt, or from creation for the first. `None` once
+/// the attempt's container has started.
+pub fn pending_deadline(
+    spec: &TaskRunSpec,
+    status: &TaskRunStatus,
+    created: Timestamp,
+) -> Option<Timestamp> {
+    let seconds = spec.pending_timeout_seconds?;
+    if status.start_time.is_some() || status.container_id.is_some() {
+        return None;
+    }
+    let since = match previous_attempt(status) {
+        Some(record) => record.completion_time.0,
+        None => created,
+    };
+    since.checked_add(SignedDuration::from_secs(seconds)).ok()
+}
+
+/// The record of the attempt before the current one, when there is one.
+fn previous_attempt(status: &TaskRunStatus) -> Option<&AttemptRecord> {
+    let attempt = status.attempt();
+    status
+        .previous_attempts
+        .last()
+        .filter(|r| attempt > 1 && r.attempt == i32::try_from(attempt - 1).unwrap_or(i32::MAX))
+}
+
+/// When the current attempt may start: the previous attempt's end plus its back-off. `None`
+/// for a first attempt. Every agent and every restart computes the same time.
+pub fn next_attempt_at(uid: &str, spec: &TaskRunSpec, status: &TaskRunStatus) -> Option<Timestamp> {
+    let record = previous_attempt(status)?;
+    Some(retry_time(
+        uid,
+        spec,
+        status.attempt() - 1,
+        record.completion_time.0,
+    ))
+}
+
+/// The start of the attempt after `failed`, which ended at `ended`: `backoff.seconds` doubled
+/// for each earlier retry, capped at `maxSeconds`, plus up to a tenth more of jitter drawn from
+/// the UID, counted from the end of the second the attempt ended in (status keeps whole
+/// seconds, so this is the same whether read from memory or from the API server).
+fn retry_time(uid: &str, spec: &TaskRunSpec, failed: u32, ended: Timestamp) -> Timestamp {
+    let backoff = spec
+        .retries
+        .as_ref()
+        .and_then(|r| r.backoff.clone())
+        .unwrap_or_default();
+    let first = backoff.seconds.max(1);
+    let cap = backoff.max_seconds.max(first);
+    let doublings = failed.saturating_sub(1).min(32);
+    let seconds = first.saturating_mul(1i64 << doublings).min(cap);
+    let millis = seconds.saturating_mul(1000);
+    let jitter =
+        i64::try_from(stable_hash(uid, failed) % u64::try_from(millis / 10 + 1).unwrap_or(1))
+            .unwrap_or(0);
+    let base = Timestamp::from_second(ended.as_second().saturating_add(1)).unwrap_or(ended);
+    base.checked_add(SignedDuration::from_millis(millis.saturating_add(jitter)))
+        .unwrap_or(base)
+}
+
+/// FNV-1a of the UID and the attempt: the same on every agent and every build, which the
+/// standard library's hasher does not promise.
+fn stable_hash(uid: &str, attempt: u32) -> u64 {
+    uid.bytes()
+        .chain(attempt.to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+/// When an attempt that ended so starts the next one, if another may follow: the ending is
+/// retryable, `spec.retries` lists it, attempts remain, and the next would start before
+/// `activeDeadlineSeconds`. `None` makes the ending final.
+pub fn after_attempt(
+    uid: &str,
+    spec: &TaskRunSpec,
+    status: &TaskRunStatus,
+    created: Timestamp,
+    ending: &Ending,
+) -> Option<Timestamp> {
+    let retries = spec.retries.as_ref()?;
+    if !ending.retryable
+        || ending.phase != Phase::Failed
+        || spec.cancel
+        || !retries.covers(ending.reason, ending.exit_code)
+        || status.attempt() >= spec.max_attempts()
+    {
+        return None;
+    }
+    let at = retry_time(uid, spec, status.attempt(), ending.finished_at);
+    match active_deadline(spec, created) {
+        Some(deadline) if at >= deadline => None,
+        _ => Some(at),
+    }
+}
+
+/// Whether a start the daemon refused may be tried again in a new container: not when the
+/// runtime kept the task across a daemon restart, since that task may have begun.
+fn start_may_be_retried(daemon_said: &str) -> bool {
+    !daemon_said.contains("already exists")
+}
+
+fn active_deadline_message(spec: &TaskRunSpec) -> String {
+    format!(
+        "the TaskRun ran longer than activeDeadlineSeconds ({} s) and no further attempt starts",
+        spec.active_deadline_seconds.unwrap_or_default()
+    )
+}
+
+/// The earliest of the times given, if any.
+fn earliest<const N: usize>(times: [Option<Timestamp>; N]) -> Option<Timestamp> {
+    times.into_iter().flatten().min()
+}
+
 /// Where a launch stopped short, with the daemon's words where it gave any.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LaunchFailure {
@@ -289,6 +539,12 @@ pub fn launch_failed(
     node: &str,
     now: Timestamp,
 ) -> Ending {
+    // Input errors (a malformed reference, a missing image that may not be pulled, a limit or
+    // a container the daemon refuses) are the spec's fault: another attempt fails the same way.
+    let retryable = matches!(
+        &failure,
+        LaunchFailure::PullFailed(_) | LaunchFailure::StartFailed(_)
+    ) && !matches!(&failure, LaunchFailure::StartFailed(m) if !start_may_be_retried(m));
     let (reason, message) = match failure {
         LaunchFailure::InvalidImage(message) => (Reason::InvalidImage, message),
         LaunchFailure::ImageMissing => (
@@ -316,6 +572,7 @@ pub fn launch_failed(
         exit_code: None,
         started_at: None,
         finished_at: now,
+        retryable,
     }
 }
 
@@ -373,6 +630,7 @@ pub fn node_lost(status: &TaskRunStatus, node: &str, now: Timestamp) -> Ending {
         exit_code: None,
         started_at: status.start_time.as_ref().map(|t| t.0),
         finished_at: now,
+        retryable: true,
     }
 }
 
@@ -413,6 +671,7 @@ fn ended_without_exit(
         exit_code: None,
         started_at: status.start_time.as_ref().map(|t| t.0),
         finished_at: now,
+        retryable: !spec.cancel,
     }
 }
 

@@ -5,7 +5,10 @@ use futures::stream::BoxStream;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::decide::{Action, Deletion, Ending, LaunchFailure, StopCause, launch_failed};
+use super::decide::{
+    Action, Deletion, Ending, LaunchFailure, StopCause, active_deadline, after_attempt,
+    launch_failed,
+};
 use super::inputs::{self, Inputs};
 use super::status::{self, Location};
 use crate::api::{
@@ -13,7 +16,7 @@ use crate::api::{
 };
 use crate::docker::{
     ContainerOwner, ContainerState, ContainerTemplate, Daemon, DockerError, ObservedContainer,
-    container_name,
+    attempt_container_name,
 };
 
 /// Performs the Docker side of each [`Action`] for the runs of one node: the one door
@@ -33,6 +36,8 @@ pub struct Run<'a> {
     pub name: &'a str,
     pub uid: &'a str,
     pub generation: Option<i64>,
+    /// When the TaskRun was created.
+    pub created: Timestamp,
     pub spec: &'a TaskRunSpec,
     pub status: &'a TaskRunStatus,
     /// What the run takes from its namespace, resolved; `None` for a spec that refers to
@@ -64,6 +69,12 @@ pub enum Transition {
     Stopping(StopCause),
     /// The run ended.
     Ended(Ending),
+    /// An attempt ended and the next one starts at `at`.
+    Retrying {
+        ending: Ending,
+        next_attempt: u32,
+        at: Timestamp,
+    },
     /// The finished container was removed.
     Removed { container_name: String },
 }
@@ -95,20 +106,35 @@ impl Executor {
         self.docker.ping().await
     }
 
-    /// The run's container, if it exists.
-    pub async fn observe(&self, uid: &str) -> Result<Option<ObservedContainer>, DockerError> {
-        self.docker.inspect_container(&container_name(uid)).await
+    /// The container of the run's `attempt`, and the previous attempt's, where they exist.
+    pub async fn observe(&self, uid: &str, attempt: u32) -> Result<Observation, DockerError> {
+        let current = self
+            .docker
+            .inspect_container(&attempt_container_name(uid, attempt))
+            .await?;
+        let previous = if attempt > 1 {
+            self.docker
+                .inspect_container(&attempt_container_name(uid, attempt - 1))
+                .await?
+        } else {
+            None
+        };
+        Ok(Observation { current, previous })
     }
 
-    /// Returns once the run's container is no longer running.
-    pub async fn wait_for_exit(&self, uid: &str) -> Result<(), DockerError> {
-        self.docker.wait_until_stopped(&container_name(uid)).await
+    /// Returns once the container of the run's `attempt` is no longer running.
+    pub async fn wait_for_exit(&self, uid: &str, attempt: u32) -> Result<(), DockerError> {
+        self.docker
+            .wait_until_stopped(&attempt_container_name(uid, attempt))
+            .await
     }
 
-    /// The last line the run's container wrote (empty before it wrote any), `None` when it
-    /// has no container.
-    pub async fn last_line(&self, uid: &str) -> Result<Option<String>, DockerError> {
-        self.docker.last_line(&container_name(uid)).await
+    /// The last line the container of the run's `attempt` wrote (empty before it wrote any),
+    /// `None` when it has no container.
+    pub async fn last_line(&self, uid: &str, attempt: u32) -> Result<Option<String>, DockerError> {
+        self.docker
+            .last_line(&attempt_container_name(uid, attempt))
+            .await
     }
 
     /// This node's containers, by ID, with the TaskRun each belongs to.
@@ -126,8 +152,15 @@ impl Executor {
         self.docker.container_stops(&self.node)
     }
 
-    /// Carries out what the deletion of a TaskRun needs; true when a container was removed.
-    pub async fn delete(&self, deletion: Deletion) -> Result<bool, DockerError> {
+    /// Carries out what the deletion of a TaskRun needs, and removes the containers of its
+    /// earlier attempts; true when the current attempt's container was removed.
+    pub async fn delete(
+        &self,
+        uid: &str,
+        attempt: u32,
+        deletion: Deletion,
+    ) -> Result<bool, DockerError> {
+        self.remove_earlier_attempts(uid, attempt).await?;
         match deletion {
             Deletion::Nothing => Ok(false),
             Deletion::Remove {
@@ -139,6 +172,16 @@ impl Executor {
                 Ok(true)
             }
         }
+    }
+
+    /// Removes the containers of the attempts before `attempt`; those already gone are fine.
+    async fn remove_earlier_attempts(&self, uid: &str, attempt: u32) -> Result<(), DockerError> {
+        for earlier in (1..attempt).rev() {
+            self.docker
+                .remove_container(&attempt_container_name(uid, earlier))
+                .await?;
+        }
+        Ok(())
     }
 
     /// Performs `action` for `run`. Errors are the daemon failing to answer; everything the
@@ -216,10 +259,31 @@ impl Executor {
             Action::RecordEnd(ending) => Ok(ended(run, location, ending, None, None, now)),
             Action::Remove => {
                 self.docker.remove_container(&name).await?;
+                self.remove_earlier_attempts(run.uid, owner.attempt).await?;
                 Ok(Outcome {
                     transition: Some(Transition::Removed {
                         container_name: name,
                     }),
+                    ..Outcome::default()
+                })
+            }
+            Action::RemovePrevious => {
+                let previous = attempt_container_name(run.uid, owner.attempt.saturating_sub(1));
+                self.docker.remove_container(&previous).await?;
+                Ok(Outcome {
+                    transition: Some(Transition::Removed {
+                        container_name: previous,
+                    }),
+                    recheck_now: true,
+                    ..Outcome::default()
+                })
+            }
+            Action::StopPrevious { grace } => {
+                let previous = attempt_container_name(run.uid, owner.attempt.saturating_sub(1));
+                self.docker.stop_container(&previous, grace).await?;
+                Ok(Outcome {
+                    transition: Some(Transition::Stopping(StopCause::AlreadyEnded)),
+                    recheck_now: true,
                     ..Outcome::default()
                 })
             }
@@ -369,8 +433,18 @@ impl Executor {
             name: run.name.to_string(),
             uid: run.uid.to_string(),
             node: self.node.clone(),
+            attempt: run.status.attempt(),
         }
     }
+}
+
+/// The containers [`decide`](super::decide) looks at.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observation {
+    /// The current attempt's container.
+    pub current: Option<ObservedContainer>,
+    /// The previous attempt's container, on this node.
+    pub previous: Option<ObservedContainer>,
 }
 
 /// How far a launch got.
@@ -393,10 +467,14 @@ fn answer(error: DockerError) -> Result<String, DockerError> {
 
 /// The outcome of starting the container: the run is Running from now, until its deadline.
 fn started(run: Run<'_>, location: Location<'_>, container_id: &str, now: Timestamp) -> Outcome {
-    let deadline = run
+    let timeout = run
         .spec
         .timeout_seconds
         .and_then(|s| now.checked_add(jiff::SignedDuration::from_secs(s)).ok());
+    let deadline = [timeout, active_deadline(run.spec, run.created)]
+        .into_iter()
+        .flatten()
+        .min();
     Outcome {
         status: Some(status::running(
             run.status,
@@ -438,11 +516,22 @@ fn container_template(
             })
             .transpose()
     };
+    // The run's own variables come last, so the task can rely on them.
+    let run_env = [
+        ("TASKRUN_ATTEMPT", owner.attempt.to_string()),
+        ("TASKRUN_NAME", owner.name.clone()),
+        ("TASKRUN_NAMESPACE", owner.namespace.clone()),
+    ];
     Ok(ContainerTemplate {
         image: spec.image.clone(),
         entrypoint: spec.command.clone(),
         args: spec.args.clone(),
-        env: inputs.env.clone(),
+        env: inputs
+            .env
+            .iter()
+            .cloned()
+            .chain(run_env.map(|(name, value)| (name.to_string(), value)))
+            .collect(),
         working_dir: spec.working_dir.clone(),
         memory_bytes: limit(
             limits.and_then(|l| l.memory.as_ref()),
@@ -473,7 +562,9 @@ fn tmpfs_options(scratch: &inputs::Scratch) -> String {
     options.join(",")
 }
 
-fn ended(
+/// The outcome of an attempt that ended: the run's end, or the next attempt's back-off when
+/// `spec.retries` asks for one.
+pub fn ended(
     run: Run<'_>,
     location: Location<'_>,
     ending: Ending,
@@ -481,18 +572,29 @@ fn ended(
     log_tail: Option<String>,
     now: Timestamp,
 ) -> Outcome {
+    let next_at = after_attempt(run.uid, run.spec, run.status, run.created, &ending);
+    let status = status::concluded(
+        run.status,
+        location,
+        &ending,
+        container_id,
+        log_tail,
+        next_at,
+        now,
+    );
+    let transition = match next_at {
+        Some(at) => Transition::Retrying {
+            ending,
+            next_attempt: run.status.attempt().saturating_add(1),
+            at,
+        },
+        None => Transition::Ended(ending),
+    };
     Outcome {
-        status: Some(status::ended(
-            run.status,
-            location,
-            &ending,
-            container_id,
-            log_tail,
-            now,
-        )),
-        transition: Some(Transition::Ended(ending)),
-        recheck_at: None,
-        recheck_now: true,
+        status: Some(status),
+        transition: Some(transition),
+        recheck_at: next_at,
+        recheck_now: next_at.is_none(),
     }
 }
 

@@ -10,8 +10,11 @@ mod placement;
 pub mod status;
 
 pub use decide::{
-    Action, Deletion, Ending, LaunchFailure, Observed, StopCause, decide, decide_deletion,
-    launch_failed, node_lost,
+    Action, Deletion, Ending, LaunchFailure, Observed, StopCause, active_deadline, after_attempt,
+    decide, decide_deletion, decide_unclaimed, launch_failed, next_attempt_at, node_lost,
+    pending_deadline,
 };
-pub use executor::{Executor, Outcome, Run, Transition};
-pub use placement::{CLAIM_ANNOTATION, Claim, NodeState, Placement, place};
+pub use executor::{Executor, Observation, Outcome, Run, Transition, ended};
+pub use placement::{
+    CLAIM_ANNOTATION, CLAIM_ATTEMPT_ANNOTATION, Claim, NodeState, Placement, place,
+};

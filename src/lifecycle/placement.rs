@@ -7,6 +7,9 @@ use crate::api::{Reason, TaskRunSpec, TaskRunStatus};
 /// The annotation naming the node whose agent claimed a run.
 pub const CLAIM_ANNOTATION: &str = "taskrun.dev/node";
 
+/// The annotation naming the attempt a claim was made at, written with the claim.
+pub const CLAIM_ATTEMPT_ANNOTATION: &str = "taskrun.dev/claim-attempt";
+
 /// What an agent sees of a run when deciding whether it is its to act on.
 #[derive(Clone, Copy, Debug)]
 pub struct Claim<'a> {
@@ -14,6 +17,9 @@ pub struct Claim<'a> {
     pub status: &'a TaskRunStatus,
     /// The node named in [`CLAIM_ANNOTATION`], if any.
     pub claimed_by: Option<&'a str>,
+    /// The attempt named in [`CLAIM_ATTEMPT_ANNOTATION`]; `None` for claims made before runs
+    /// had attempts.
+    pub claim_attempt: Option<u32>,
     /// This agent's node.
     pub node: &'a str,
     /// Whether this agent may take another run: it has room and its own Lease is current.
@@ -39,6 +45,9 @@ pub enum Placement {
     Lost { node: String },
     /// Pinned by `spec.nodeName` to a node that has no live agent: say so while it waits.
     Unavailable { node: String },
+    /// The claiming node was lost and its attempt is recorded as ended `NodeLost`, with a next
+    /// attempt to come: free the claim for any node, this one included, to take that attempt.
+    Handover { node: String },
 }
 
 /// What is known of another node's agent.
@@ -63,9 +72,17 @@ pub fn place(claim: Claim<'_>, node_state: impl Fn(&str) -> NodeState) -> Placem
         spec,
         status,
         claimed_by,
+        claim_attempt,
         node,
         can_take,
     } = claim;
+    if let Some(owner) = claimed_by
+        && handed_over(status, owner, claim_attempt)
+    {
+        return Placement::Handover {
+            node: owner.to_string(),
+        };
+    }
     if claimed_by == Some(node) {
         return Placement::Mine;
     }
@@ -99,6 +116,23 @@ pub fn place(claim: Claim<'_>, node_state: impl Fn(&str) -> NodeState) -> Placem
     }
 }
 
+/// Whether the claim of `owner` is one made before its attempt was recorded as lost: the
+/// status shows that attempt ended `NodeLost` on `owner` and a later one not yet started. The
+/// owner never starts that later attempt under its old claim, so freeing the claim cannot let
+/// two nodes run one attempt.
+fn handed_over(status: &TaskRunStatus, owner: &str, claim_attempt: Option<u32>) -> bool {
+    let attempt = status.attempt();
+    let lost_here = status.previous_attempts.last().is_some_and(|record| {
+        record.reason == Reason::NodeLost
+            && record.node_name.as_deref() == Some(owner)
+            && u32::try_from(record.attempt).is_ok_and(|a| a.saturating_add(1) == attempt)
+    });
+    !status.phase().is_final()
+        && status.container_id.is_none()
+        && lost_here
+        && claim_attempt.is_none_or(|claimed| claimed < attempt)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +155,7 @@ mod tests {
             spec,
             status,
             claimed_by,
+            claim_attempt: None,
             node: "a",
             can_take,
         };
@@ -220,6 +255,49 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_lost_nodes_recorded_attempt_is_handed_over_once_and_only_under_the_old_claim() {
+        let s = spec("image: busybox\nretries: {limit: 2, reasons: [NodeLost]}");
+        let retried = status(
+            "phase: Pending\nreason: BackOff\nattempt: 2\npreviousAttempts: [{attempt: 1, nodeName: gone, reason: NodeLost, completionTime: '1970-01-01T00:01:40Z'}]",
+        );
+        let handover = Placement::Handover {
+            node: "gone".into(),
+        };
+        assert_eq!(placed(&s, &retried, Some("gone"), true), handover);
+        let place_with = |claimed_by, claim_attempt, node| {
+            let claim = Claim {
+                spec: &s,
+                status: &retried,
+                claimed_by: Some(claimed_by),
+                claim_attempt,
+                node,
+                can_take: true,
+            };
+            place(claim, |_| NodeState::Live)
+        };
+        assert_eq!(
+            place_with("gone", Some(1), "gone"),
+            handover,
+            "the lost node itself gives the old claim up"
+        );
+        assert_eq!(
+            place_with("gone", Some(2), "gone"),
+            Placement::Mine,
+            "a fresh claim for attempt 2 is kept"
+        );
+        let started = TaskRunStatus {
+            container_id: Some("c2".into()),
+            ..retried.clone()
+        };
+        assert_eq!(
+            placed(&s, &started, Some("gone"), true),
+            Placement::Lost {
+                node: "gone".into()
+            }
+        );
+    }
+
     mod properties {
         use proptest::prelude::*;
 
@@ -270,6 +348,7 @@ mod tests {
                     spec: &spec,
                     status: &status,
                     claimed_by: claimed_by.as_deref(),
+                    claim_attempt: None,
                     node: "a",
                     can_take,
                 };
@@ -286,6 +365,7 @@ mod tests {
                         prop_assert!(!status.phase().is_final());
                     }
                     Placement::Unavailable { .. } => prop_assert!(!status.phase().is_final()),
+                    Placement::Handover { .. } => prop_assert!(status.container_id.is_none()),
                     Placement::Full | Placement::Elsewhere => {}
                 }
                 if claimed_by.as_deref().is_some_and(|owner| owner != "a") {

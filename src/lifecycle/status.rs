@@ -6,12 +6,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::decide::Ending;
 use crate::api::{
-    ConditionStatus, ConditionType, Phase, Reason, TaskRunStatus, api_safe, api_safe_tail,
+    AttemptRecord, ConditionStatus, ConditionType, MAX_PREVIOUS_ATTEMPTS, Phase, Reason,
+    TaskRunStatus, api_safe, api_safe_tail,
 };
 use crate::docker::LOG_TAIL_BYTES;
 
 /// Longest `message` written, in bytes; the schema allows 2048 characters.
 const MESSAGE_BYTES: usize = 1024;
+
+/// Longest message of a previous attempt, in bytes; the schema allows 512 characters.
+const RECORD_MESSAGE_BYTES: usize = 256;
 
 /// Where a run's container lives.
 #[derive(Clone, Copy, Debug)]
@@ -41,6 +45,8 @@ pub fn running(
         completion_time: None,
         observed_generation: location.generation,
         log_tail: None,
+        attempt: previous.attempt,
+        previous_attempts: previous.previous_attempts.clone(),
         conditions: Vec::new(),
     };
     with_conditions(previous, status, now)
@@ -71,10 +77,105 @@ pub fn ended(
             .or_else(|| previous.start_time.clone()),
         completion_time: Some(Time(ending.finished_at)),
         observed_generation: location.generation,
-        log_tail: log_tail
-            .map(|t| api_safe_tail(&t, LOG_TAIL_BYTES))
-            .filter(|t| !t.is_empty()),
+        log_tail: safe_log_tail(log_tail),
+        attempt: previous.attempt,
+        previous_attempts: previous.previous_attempts.clone(),
         conditions: Vec::new(),
+    };
+    with_conditions(previous, status, now)
+}
+
+/// The status of a run whose attempt ended in a way that is retried: the attempt joins
+/// `previousAttempts` (the last [`MAX_PREVIOUS_ATTEMPTS`] are kept) and the next one waits,
+/// `Pending` with reason `BackOff`, until `next_at`. The failed attempt's log tail stays
+/// until the next attempt starts.
+pub fn retrying(
+    previous: &TaskRunStatus,
+    location: Location<'_>,
+    ending: &Ending,
+    log_tail: Option<String>,
+    next_at: Timestamp,
+    now: Timestamp,
+) -> TaskRunStatus {
+    let failed = previous.attempt();
+    let next = failed.saturating_add(1);
+    let message = api_safe(&ending.message, RECORD_MESSAGE_BYTES);
+    let record = AttemptRecord {
+        attempt: i32::try_from(failed).unwrap_or(i32::MAX),
+        node_name: Some(location.node.to_string()).filter(|n| !n.is_empty()),
+        exit_code: ending.exit_code,
+        reason: ending.reason,
+        start_time: ending
+            .started_at
+            .map(Time)
+            .or_else(|| previous.start_time.clone()),
+        completion_time: Time(ending.finished_at),
+        message: message.clone(),
+    };
+    let mut previous_attempts = previous.previous_attempts.clone();
+    previous_attempts.push(record);
+    let excess = previous_attempts
+        .len()
+        .saturating_sub(MAX_PREVIOUS_ATTEMPTS);
+    previous_attempts.drain(..excess);
+    let next_at = next_at.round(jiff::Unit::Second).unwrap_or(next_at);
+    let status = TaskRunStatus {
+        phase: Some(Phase::Pending),
+        reason: Some(Reason::BackOff),
+        message: Some(api_safe(
+            &format!(
+                "attempt {failed} failed ({}: {message}); attempt {next} starts at {next_at}",
+                ending.reason
+            ),
+            MESSAGE_BYTES,
+        )),
+        exit_code: None,
+        node_name: None,
+        container_name: None,
+        container_id: None,
+        start_time: None,
+        completion_time: None,
+        observed_generation: location.generation,
+        log_tail: safe_log_tail(log_tail).or_else(|| previous.log_tail.clone()),
+        attempt: Some(i32::try_from(next).unwrap_or(i32::MAX)),
+        previous_attempts,
+        conditions: Vec::new(),
+    };
+    with_conditions(previous, status, now)
+}
+
+/// The status after an attempt ended: the next attempt's back-off when `next_at` says one
+/// follows, the final status otherwise.
+pub fn concluded(
+    previous: &TaskRunStatus,
+    location: Location<'_>,
+    ending: &Ending,
+    container_id: Option<&str>,
+    log_tail: Option<String>,
+    next_at: Option<Timestamp>,
+    now: Timestamp,
+) -> TaskRunStatus {
+    match next_at {
+        Some(at) => retrying(previous, location, ending, log_tail, at, now),
+        None => ended(previous, location, ending, container_id, log_tail, now),
+    }
+}
+
+/// The final status of a run no node has taken, ended by one of its deadlines: nothing of a
+/// container to record.
+pub fn unclaimed_end(
+    previous: &TaskRunStatus,
+    ending: &Ending,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> TaskRunStatus {
+    let status = TaskRunStatus {
+        phase: Some(ending.phase),
+        reason: Some(ending.reason),
+        message: Some(api_safe(&ending.message, MESSAGE_BYTES)),
+        completion_time: Some(Time(ending.finished_at)),
+        observed_generation: generation,
+        ..previous.clone()
     };
     with_conditions(previous, status, now)
 }
@@ -114,6 +215,13 @@ pub fn observed(previous: &TaskRunStatus, generation: Option<i64>) -> Option<Tas
         condition.observed_generation = generation;
     }
     Some(status)
+}
+
+/// The output tail as the API server takes it; `None` when there was no output.
+fn safe_log_tail(log_tail: Option<String>) -> Option<String> {
+    log_tail
+        .map(|t| api_safe_tail(&t, LOG_TAIL_BYTES))
+        .filter(|t| !t.is_empty())
 }
 
 /// The conditions a phase shows. `Succeeded` and `Done` tell the run's outcome; `Ready`,
@@ -212,6 +320,7 @@ mod tests {
             exit_code: Some(3),
             started_at: Some(at(100)),
             finished_at: at(105),
+            retryable: true,
         };
         let status = ended(
             &before,
@@ -267,6 +376,7 @@ mod tests {
             exit_code: Some(0),
             started_at: Some(at(100)),
             finished_at: at(105),
+            retryable: true,
         };
         let done = ended(
             &TaskRunStatus::default(),
@@ -302,6 +412,7 @@ mod tests {
             exit_code: None,
             started_at: Some(at(100)),
             finished_at: at(105),
+            retryable: true,
         }
     }
 
@@ -403,6 +514,66 @@ mod tests {
             ..TaskRunStatus::default()
         };
         assert_eq!(observed(&unwritten, Some(1)), None, "no agent wrote it yet");
+    }
+
+    #[test]
+    fn a_retried_attempt_is_recorded_and_the_next_waits_pending_in_back_off() {
+        let first = running(&TaskRunStatus::default(), LOCATION, "c1", at(100), at(101));
+        let mut failure = ending(Phase::Failed, Reason::Error);
+        failure.exit_code = Some(3);
+        failure.message = "bad\u{7f}".repeat(200);
+        let status = retrying(
+            &first,
+            LOCATION,
+            &failure,
+            Some("out\n".into()),
+            at(120),
+            at(106),
+        );
+        assert_eq!(status.attempt(), 2);
+        assert_eq!(
+            (status.phase, status.reason),
+            (Some(Phase::Pending), Some(Reason::BackOff))
+        );
+        assert_eq!(
+            (status.container_id.as_ref(), status.start_time.as_ref()),
+            (None, None)
+        );
+        assert_eq!(status.log_tail.as_deref(), Some("out\n"));
+        let message = status.message.clone().unwrap();
+        assert!(
+            message.starts_with("attempt 1 failed (Error: bad"),
+            "{message}"
+        );
+        assert!(
+            message.ends_with("attempt 2 starts at 1970-01-01T00:02:00Z"),
+            "{message}"
+        );
+        let record = &status.previous_attempts[0];
+        assert_eq!(
+            (
+                record.attempt,
+                record.reason,
+                record.exit_code,
+                record.node_name.as_deref()
+            ),
+            (1, Reason::Error, Some(3), Some("node-a"))
+        );
+        assert!(record.message.len() <= RECORD_MESSAGE_BYTES && !record.message.contains('\u{7f}'));
+        assert_eq!(condition(&status, ConditionType::Done).status, "False");
+
+        let mut many = status;
+        for _ in 0..15 {
+            many = retrying(&many, LOCATION, &failure, None, at(200), at(201));
+        }
+        assert_eq!(many.attempt(), 17);
+        assert_eq!(many.previous_attempts.len(), MAX_PREVIOUS_ATTEMPTS);
+        assert_eq!(many.previous_attempts[0].attempt, 7);
+        assert_eq!(many.previous_attempts[9].attempt, 16);
+
+        let started = running(&many, LOCATION, "c17", at(300), at(300));
+        assert_eq!((started.attempt(), started.log_tail.as_ref()), (17, None));
+        assert_eq!(started.previous_attempts.len(), MAX_PREVIOUS_ATTEMPTS);
     }
 
     #[test]

@@ -179,6 +179,8 @@ async fn run_task(
 struct LocalRun<'a> {
     task: &'a Task,
     uid: String,
+    /// When the task was taken up, as a TaskRun's creation: its deadlines count from here.
+    created: Timestamp,
     spec: TaskRunSpec,
     status: TaskRunStatus,
 }
@@ -195,6 +197,7 @@ impl<'a> LocalRun<'a> {
         Self {
             task,
             uid: uuid::Uuid::new_v4().to_string(),
+            created: Timestamp::now(),
             spec: task.spec.clone(),
             status: TaskRunStatus::default(),
         }
@@ -206,6 +209,7 @@ impl<'a> LocalRun<'a> {
             name: &self.task.name,
             uid: &self.uid,
             generation: None,
+            created: self.created,
             spec: &self.spec,
             status: &self.status,
             inputs: None,
@@ -221,14 +225,18 @@ impl<'a> LocalRun<'a> {
     ) -> Result<Step, DockerError> {
         // An interrupt is a cancel, which the lifecycle already knows how to carry out.
         self.spec.cancel |= interrupt.stop.is_cancelled();
-        let container = executor.observe(&self.uid).await?;
+        let attempt = self.status.attempt();
+        let observation = executor.observe(&self.uid, attempt).await?;
+        let container = observation.current.as_ref();
         let now = Timestamp::now();
         let observed = Observed {
             uid: &self.uid,
             node: executor.node(),
             spec: &self.spec,
             status: &self.status,
-            container: container.as_ref(),
+            created: self.created,
+            container,
+            previous: observation.previous.as_ref(),
             now,
         };
         let action = match decide(observed) {
@@ -241,11 +249,13 @@ impl<'a> LocalRun<'a> {
                 return Ok(Step::Done);
             }
             Action::Wait { until } => {
+                // Between attempts there is no container to wait for, only the back-off.
+                let has_container = container.is_some();
                 tokio::select! {
-                    stopped = executor.wait_for_exit(&self.uid) => stopped?,
+                    stopped = executor.wait_for_exit(&self.uid, attempt), if has_container => stopped?,
                     () = sleep_until(until) => {}
                     () = interrupt.stop.cancelled(), if !self.spec.cancel => {}
-                    () = report.show_output(executor, &self.uid) => {}
+                    () = report.show_output(executor, &self.uid, attempt) => {}
                 }
                 return Ok(Step::Continue);
             }
@@ -373,6 +383,32 @@ mod tests {
             (Some(Phase::Failed), Some(Reason::Error), Some(3))
         );
         assert_eq!(fake.state().containers.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_task_is_retried_as_its_spec_says_each_attempt_in_its_own_container() {
+        let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+        fake.state().exit_code = 3;
+        let status = run_task(
+            &executor(&fake),
+            &task("image: busybox\ncleanup: Never\nretries: {limit: 1, backoff: {seconds: 1}}"),
+            &Reporter::new(OutputFormat::Json, ["hello"]),
+            &Interrupt::default(),
+        )
+        .await;
+        assert_eq!(
+            (status.phase, status.exit_code, status.attempt()),
+            (Some(Phase::Failed), Some(3), 2)
+        );
+        assert_eq!(status.previous_attempts.len(), 1);
+        assert_eq!(
+            fake.state().containers.len(),
+            2,
+            "one container per attempt"
+        );
+        let first = status.previous_attempts[0].completion_time.0;
+        let second = status.start_time.as_ref().unwrap().0;
+        assert!(second.duration_since(first) >= jiff::SignedDuration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]

@@ -137,6 +137,10 @@ impl TaskReport<'_> {
     pub fn transition(&self, transition: &Transition) {
         if let Some(line) = transition_line(self.name, transition) {
             self.reporter.text(&line);
+            // A retry is worth a line of its own in the live view too.
+            if let (Some(live), Transition::Retrying { .. }) = (&self.reporter.live, transition) {
+                let _ = live.lines.println(terminal_safe(&line));
+            }
         }
         if let (Some(live), Some(line)) = (&self.reporter.live, &self.line)
             && let Some(phase) = live_phase(transition)
@@ -183,7 +187,7 @@ impl TaskReport<'_> {
 
     /// Shows the last line of output of the run `uid` on the task's live line, as long as it
     /// is awaited; never returns. Without a live view it reads nothing.
-    pub async fn show_output(&self, executor: &Executor, uid: &str) {
+    pub async fn show_output(&self, executor: &Executor, uid: &str, attempt: u32) {
         let Some(line) = &self.line else {
             return std::future::pending().await;
         };
@@ -193,7 +197,7 @@ impl TaskReport<'_> {
             interval.tick().await;
             // The view is a courtesy: a failed read keeps the line it had, and the run's own
             // calls to the daemon report its failures.
-            if let Ok(Some(text)) = executor.last_line(uid).await
+            if let Ok(Some(text)) = executor.last_line(uid, attempt).await
                 && let Some(shown) = shown_line(&text)
             {
                 line.set_message(shown);
@@ -251,6 +255,21 @@ fn transition_line(name: &str, transition: &Transition) -> Option<String> {
         Transition::Started { .. } => Some(format!("starting task – {name}")),
         Transition::Ended(ending) => Some(ended_line(name, ending)),
         Transition::Removed { .. } => Some(format!("cleanup task – {name}")),
+        Transition::Retrying {
+            ending,
+            next_attempt,
+            at,
+        } => {
+            let how = match ending.exit_code {
+                Some(code) => format!("exit {code}: {}", ending.reason),
+                None => format!("{}: {}", ending.reason, ending.message),
+            };
+            let at = at.round(jiff::Unit::Second).unwrap_or(*at);
+            Some(format!(
+                "retrying task – {name} (attempt {} failed, {how}; attempt {next_attempt} at {at})",
+                next_attempt.saturating_sub(1)
+            ))
+        }
         Transition::Adopted { .. } | Transition::Stopping(_) => None,
     }
 }
@@ -274,6 +293,7 @@ fn live_phase(transition: &Transition) -> Option<String> {
         Transition::Started { .. } | Transition::Adopted { .. } => Some(Phase::Running.to_string()),
         Transition::Stopping(_) => Some("Stopping".into()),
         Transition::Ended(ending) => Some(ending.phase.to_string()),
+        Transition::Retrying { .. } => Some(Reason::BackOff.to_string()),
         Transition::Removed { .. } => None,
     }
 }
@@ -390,6 +410,7 @@ mod tests {
             exit_code,
             started_at: started.then_some(Timestamp::UNIX_EPOCH),
             finished_at: Timestamp::UNIX_EPOCH,
+            retryable: true,
         })
     }
 

@@ -72,6 +72,8 @@ pub struct RunRecord {
     pub waiting_since: Option<Timestamp>,
     /// The first spell it spent waiting too long, and what held it.
     pub stuck: Option<(Timestamp, String)>,
+    /// Each phase and reason it was seen in, with when it was first seen so, for the report.
+    pub history: Vec<(Timestamp, String)>,
 }
 
 /// One fault as it happened.
@@ -158,6 +160,20 @@ impl Ledger {
         }
         if phase_of(taskrun).is_final() && record.ended.is_none() {
             record.ended = Some(now);
+        }
+        let shown = taskrun.status.as_ref().map_or_else(
+            || "Pending".to_string(),
+            |s| {
+                format!(
+                    "{:?}/{} on {}",
+                    s.phase(),
+                    s.reason.map_or("-", |r| r.as_str()),
+                    s.node_name.as_deref().unwrap_or("-")
+                )
+            },
+        );
+        if record.history.last().is_none_or(|(_, last)| *last != shown) {
+            record.history.push((now, shown));
         }
         record.latest = Some(taskrun.clone());
     }

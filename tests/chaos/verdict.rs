@@ -404,7 +404,24 @@ impl Judged<'_> {
             .any(|a| a.admits(status.phase(), status.reason, status.exit_code))
         {
             let expected: Vec<String> = allowed.iter().map(ToString::to_string).collect();
-            self.violation(Invariant::Outcome, expected.join(" or "), describe(taskrun));
+            let history: Vec<String> = self
+                .record
+                .history
+                .iter()
+                .map(|(at, shown)| format!("{} {shown}", at.strftime("%H:%M:%S%.1f")))
+                .collect();
+            let seen = format!(
+                "{} (created {}, touched {:?}; seen as: {})",
+                describe(taskrun),
+                self.record
+                    .created
+                    .map_or("-".into(), |t| t.strftime("%H:%M:%S%.1f").to_string()),
+                self.record
+                    .touched
+                    .map(|(t, ended)| (t.strftime("%H:%M:%S%.1f").to_string(), ended)),
+                history.join(", ")
+            );
+            self.violation(Invariant::Outcome, expected.join(" or "), seen);
         }
     }
 

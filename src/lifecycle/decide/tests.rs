@@ -24,6 +24,7 @@ fn container(state: ContainerState) -> ObservedContainer {
             name: "run".into(),
             uid: UID.into(),
             node: "n".into(),
+            attempt: 1,
         }),
         state,
     }
@@ -50,7 +51,9 @@ fn decide_at(
         node: "n",
         spec,
         status,
+        created: at(0),
         container,
+        previous: None,
         now: at(now),
     })
 }
@@ -433,6 +436,304 @@ fn a_sigkill_exit_says_who_may_have_sent_it() {
     assert!(ending.message.contains("SIGKILL"), "{}", ending.message);
 }
 
+fn decide_with(
+    spec: &TaskRunSpec,
+    status: &TaskRunStatus,
+    container: Option<&ObservedContainer>,
+    previous: Option<&ObservedContainer>,
+    now: i64,
+) -> Action {
+    decide(Observed {
+        uid: UID,
+        node: "n",
+        spec,
+        status,
+        created: at(0),
+        container,
+        previous,
+        now: at(now),
+    })
+}
+
+fn attempt_container(attempt: u32, state: ContainerState) -> ObservedContainer {
+    let mut c = container(state);
+    c.name = crate::docker::attempt_container_name(UID, attempt);
+    c.id = format!("c{attempt}");
+    if let Some(owner) = c.owner.as_mut() {
+        owner.attempt = attempt;
+    }
+    c
+}
+
+/// Attempt 2 waiting after attempt 1 failed at 110 s.
+const BACKING_OFF: &str = "phase: Pending\nreason: BackOff\nattempt: 2\npreviousAttempts: [{attempt: 1, nodeName: n, exitCode: 1, reason: Error, startTime: '1970-01-01T00:01:40Z', completionTime: '1970-01-01T00:01:50Z'}]";
+
+const RETRIED: &str = "image: busybox\nretries: {limit: 2, backoff: {seconds: 10, maxSeconds: 15}}";
+
+#[test]
+fn the_back_off_doubles_up_to_its_cap_with_a_little_jitter_from_the_uid() {
+    let s = spec(RETRIED);
+    let next = |failed, ended| retry_time(UID, &s, failed, at(ended));
+    for (failed, base) in [(1, 10), (2, 15), (3, 15)] {
+        let wait = next(failed, 110).duration_since(at(111)).as_secs_f64();
+        assert!(
+            wait >= f64::from(base) && wait <= f64::from(base) * 1.1,
+            "attempt {failed} waits {wait}"
+        );
+    }
+    assert_eq!(
+        next(1, 110),
+        next(1, 110),
+        "every agent computes the same time"
+    );
+    assert_ne!(
+        retry_time("another-uid", &s, 1, at(110)),
+        next(1, 110),
+        "runs that failed together do not retry together"
+    );
+}
+
+#[test]
+fn a_retried_failure_waits_for_its_back_off_then_launches_the_next_attempt() {
+    let s = spec(RETRIED);
+    let backing_off = status(BACKING_OFF);
+    let at_time = next_attempt_at(UID, &s, &backing_off).unwrap();
+    assert!(at_time >= at(121), "{at_time}");
+    assert_eq!(
+        decide_with(&s, &backing_off, None, None, 115),
+        Action::Wait {
+            until: Some(at_time)
+        }
+    );
+    assert_eq!(
+        decide_with(&s, &backing_off, None, None, at_time.as_second() + 1),
+        Action::Launch
+    );
+}
+
+#[test]
+fn the_previous_attempts_container_is_stopped_before_and_removed_as_cleanup_says() {
+    let backing_off = status(BACKING_OFF);
+    let still_running = attempt_container(
+        1,
+        ContainerState::Running {
+            started_at: at(100),
+        },
+    );
+    assert_eq!(
+        decide_with(
+            &spec(RETRIED),
+            &backing_off,
+            None,
+            Some(&still_running),
+            200
+        ),
+        Action::StopPrevious {
+            grace: Duration::from_secs(10)
+        }
+    );
+    let exited_first = attempt_container(1, exited(1, 100, 110));
+    let always = spec(&format!("{RETRIED}\ncleanup: Always"));
+    assert_eq!(
+        decide_with(&always, &backing_off, None, Some(&exited_first), 200),
+        Action::RemovePrevious
+    );
+    assert_eq!(
+        decide_with(&spec(RETRIED), &backing_off, None, Some(&exited_first), 200),
+        Action::Launch,
+        "OnSuccess keeps a failed attempt's container until the run ends"
+    );
+    let succeeded = status(
+        "phase: Succeeded\nattempt: 2\ncompletionTime: '1970-01-01T00:03:00Z'\npreviousAttempts: [{attempt: 1, reason: Error, completionTime: '1970-01-01T00:01:50Z'}]",
+    );
+    assert_eq!(
+        decide_with(&spec(RETRIED), &succeeded, None, Some(&exited_first), 200),
+        Action::Remove,
+        "a success removes the earlier attempts' containers too"
+    );
+}
+
+#[test]
+fn the_current_attempts_container_is_the_one_decided_on() {
+    let s = spec(RETRIED);
+    let second = attempt_container(2, exited(0, 130, 135));
+    let Action::RecordExit {
+        ending,
+        container_id,
+    } = decide_with(&s, &status(BACKING_OFF), Some(&second), None, 140)
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (ending.reason, container_id.as_str()),
+        (Reason::Completed, "c2")
+    );
+}
+
+#[test]
+fn which_endings_start_another_attempt() {
+    let ended = |reason, exit_code, retryable| Ending {
+        phase: Phase::Failed,
+        reason,
+        message: String::new(),
+        exit_code,
+        started_at: None,
+        finished_at: at(110),
+        retryable,
+    };
+    let first = status("phase: Running");
+    let retry = |spec_yaml: &str, ending: &Ending| {
+        after_attempt(UID, &spec(spec_yaml), &first, at(0), ending).is_some()
+    };
+    let error = ended(Reason::Error, Some(1), true);
+    assert!(retry(RETRIED, &error));
+    assert!(!retry("image: busybox", &error), "no retries asked for");
+    assert!(!retry("image: busybox\nretries: {limit: 0}", &error));
+    assert!(
+        !retry(&format!("{RETRIED}\ncancel: true"), &error),
+        "a cancel is never retried"
+    );
+    assert!(!retry(RETRIED, &ended(Reason::OomKilled, Some(137), true)));
+    assert!(retry(
+        "image: busybox\nretries: {limit: 1, reasons: [OOMKilled]}",
+        &ended(Reason::OomKilled, Some(137), true)
+    ));
+    assert!(
+        !retry(
+            "image: busybox\nretries: {limit: 1, reasons: [StartFailed]}",
+            &ended(Reason::StartFailed, None, false)
+        ),
+        "input errors are never retried"
+    );
+    assert!(!retry(
+        "image: busybox\nretries: {limit: 1, exitCodes: [2, 3]}",
+        &error
+    ));
+    assert!(retry(
+        "image: busybox\nretries: {limit: 1, exitCodes: [1]}",
+        &error
+    ));
+    let cancelled = Ending {
+        phase: Phase::Cancelled,
+        ..ended(Reason::Cancelled, None, true)
+    };
+    assert!(!retry(
+        "image: busybox\nretries: {limit: 1, reasons: [Error, NodeLost, ContainerLost]}",
+        &cancelled
+    ));
+    let last = status("phase: Running\nattempt: 3");
+    assert!(
+        after_attempt(UID, &spec(RETRIED), &last, at(0), &error).is_none(),
+        "no attempts left"
+    );
+    assert!(
+        after_attempt(
+            UID,
+            &spec(&format!("{RETRIED}\nactiveDeadlineSeconds: 115")),
+            &first,
+            at(0),
+            &error
+        )
+        .is_none(),
+        "the next attempt would start after activeDeadlineSeconds"
+    );
+}
+
+#[test]
+fn launch_failures_that_are_the_specs_fault_are_never_retried() {
+    let s = spec("image: busybox");
+    let retryable = |failure| launch_failed(failure, &s, "n", at(1)).retryable;
+    assert!(retryable(LaunchFailure::PullFailed("timeout".into())));
+    assert!(retryable(LaunchFailure::StartFailed(
+        "oci runtime error".into()
+    )));
+    assert!(!retryable(LaunchFailure::StartFailed(
+        "task 1: already exists".into()
+    )));
+    assert!(!retryable(LaunchFailure::InvalidImage("bad".into())));
+    assert!(!retryable(LaunchFailure::ImageMissing));
+    assert!(!retryable(LaunchFailure::ImageGone("gone".into())));
+    assert!(!retryable(LaunchFailure::InvalidLimit("12Qi".into())));
+    assert!(!retryable(LaunchFailure::CreateFailed("bad dir".into())));
+}
+
+#[test]
+fn a_run_not_started_within_its_pending_timeout_fails_pending_timeout() {
+    let s = spec("image: busybox\npendingTimeoutSeconds: 30");
+    assert_eq!(
+        decide_unclaimed(&s, &status("{}"), at(0), at(10)),
+        Action::Wait {
+            until: Some(at(30))
+        }
+    );
+    let Action::RecordEnd(ending) = decide_unclaimed(&s, &status("{}"), at(0), at(30)) else {
+        panic!()
+    };
+    assert_eq!(
+        (ending.phase, ending.reason, ending.retryable),
+        (Phase::Failed, Reason::PendingTimeout, false)
+    );
+    let Action::RecordEnd(ending) = decide_at(&s, &status("{}"), None, 31) else {
+        panic!()
+    };
+    assert_eq!(ending.reason, Reason::PendingTimeout);
+    let created = container(ContainerState::Created { error: None });
+    let Action::RecordEnd(ending) = decide_at(&s, &status("{}"), Some(&created), 31) else {
+        panic!()
+    };
+    assert_eq!(ending.reason, Reason::PendingTimeout);
+    let running = container(ContainerState::Running { started_at: at(20) });
+    assert_eq!(
+        decide_at(&s, &status(RUNNING), Some(&running), 40),
+        Action::Wait { until: None },
+        "a started container is past waiting"
+    );
+    assert_eq!(
+        pending_deadline(&s, &status(BACKING_OFF), at(0)),
+        Some(at(140)),
+        "a later attempt's wait counts from the previous attempt's end"
+    );
+    assert_eq!(
+        decide_unclaimed(&spec("image: busybox"), &status("{}"), at(0), at(10)),
+        Action::Wait { until: None }
+    );
+}
+
+#[test]
+fn the_active_deadline_stops_a_running_attempt_and_ends_the_run_for_good() {
+    let s = spec(&format!(
+        "{RETRIED}\nactiveDeadlineSeconds: 60\ntimeoutSeconds: 100"
+    ));
+    let running = container(ContainerState::Running { started_at: at(20) });
+    assert_eq!(
+        decide_at(&s, &status(RUNNING), Some(&running), 30),
+        Action::Wait {
+            until: Some(at(60))
+        }
+    );
+    assert_eq!(
+        decide_at(&s, &status(RUNNING), Some(&running), 60),
+        Action::Stop {
+            cause: StopCause::ActiveDeadlineExceeded,
+            grace: Duration::from_secs(10)
+        }
+    );
+    let stopped = container(exited(143, 20, 61));
+    let Action::RecordExit { ending, .. } = decide_at(&s, &status(RUNNING), Some(&stopped), 62)
+    else {
+        panic!()
+    };
+    assert_eq!(ending.reason, Reason::ActiveDeadlineExceeded);
+    assert!(
+        after_attempt(UID, &s, &status(RUNNING), at(0), &ending).is_none(),
+        "no further attempt"
+    );
+    let Action::RecordEnd(ending) = decide_with(&s, &status(BACKING_OFF), None, None, 60) else {
+        panic!()
+    };
+    assert_eq!(ending.reason, Reason::ActiveDeadlineExceeded);
+}
+
 mod properties {
     use proptest::prelude::*;
 
@@ -455,18 +756,52 @@ mod properties {
             ],
             proptest::option::of(0i64..100),
             any::<bool>(),
+            proptest::option::of((
+                0i32..4,
+                proptest::collection::vec(0usize..7, 0..3),
+                1i64..20,
+            )),
+            proptest::option::of(1i64..500),
+            proptest::option::of(1i64..500),
         )
-            .prop_map(|(cancel, timeout, cleanup, ttl, memory)| {
-                let mut spec = TaskRunSpec::for_image("busybox");
-                spec.cancel = cancel;
-                spec.timeout_seconds = timeout;
-                spec.cleanup = cleanup;
-                spec.ttl_seconds_after_finished = ttl;
-                if memory {
-                    spec.resources = serde_yaml::from_str("limits: {memory: 32Mi}").ok();
-                }
-                spec
-            })
+            .prop_map(
+                |(cancel, timeout, cleanup, ttl, memory, retries, pending, active)| {
+                    let mut spec = TaskRunSpec::for_image("busybox");
+                    spec.retries = retries.map(|(limit, on, seconds)| crate::api::RetryPolicy {
+                        limit,
+                        reasons: on
+                            .into_iter()
+                            .map(|i| {
+                                use crate::api::RetryReason::*;
+                                [
+                                    Error,
+                                    OomKilled,
+                                    DeadlineExceeded,
+                                    ImagePullFailed,
+                                    StartFailed,
+                                    ContainerLost,
+                                    NodeLost,
+                                ][i]
+                            })
+                            .collect(),
+                        exit_codes: Vec::new(),
+                        backoff: Some(crate::api::Backoff {
+                            seconds,
+                            max_seconds: 40,
+                        }),
+                    });
+                    spec.pending_timeout_seconds = pending;
+                    spec.active_deadline_seconds = active;
+                    spec.cancel = cancel;
+                    spec.timeout_seconds = timeout;
+                    spec.cleanup = cleanup;
+                    spec.ttl_seconds_after_finished = ttl;
+                    if memory {
+                        spec.resources = serde_yaml::from_str("limits: {memory: 32Mi}").ok();
+                    }
+                    spec
+                },
+            )
     }
 
     fn phase() -> impl Strategy<Value = Option<Phase>> {
@@ -489,17 +824,33 @@ mod properties {
             ]),
             proptest::option::of(time()),
             proptest::option::of(time()),
+            (1i32..4, time()),
         )
-            .prop_map(|(phase, container_id, node_name, started, completed)| {
-                TaskRunStatus {
-                    phase,
-                    container_id,
-                    node_name,
-                    start_time: started.map(Time),
-                    completion_time: completed.map(Time),
-                    ..TaskRunStatus::default()
-                }
-            })
+            .prop_map(
+                |(phase, container_id, node_name, started, completed, (attempt, ended))| {
+                    let previous_attempts = (1..attempt)
+                        .map(|a| crate::api::AttemptRecord {
+                            attempt: a,
+                            node_name: Some("n".into()),
+                            exit_code: Some(1),
+                            reason: Reason::Error,
+                            start_time: None,
+                            completion_time: Time(ended),
+                            message: String::new(),
+                        })
+                        .collect();
+                    TaskRunStatus {
+                        phase,
+                        container_id,
+                        node_name,
+                        start_time: started.map(Time),
+                        completion_time: completed.map(Time),
+                        attempt: Some(attempt),
+                        previous_attempts,
+                        ..TaskRunStatus::default()
+                    }
+                },
+            )
     }
 
     fn state() -> impl Strategy<Value = ContainerState> {
@@ -542,6 +893,7 @@ mod properties {
             spec in spec(),
             status in status(),
             container in observed_container(),
+            previous in observed_container(),
             now in time(),
         ) {
             let action = decide(Observed {
@@ -549,7 +901,9 @@ mod properties {
                 node: "n",
                 spec: &spec,
                 status: &status,
+                created: at(0),
                 container: container.as_ref(),
+                previous: previous.as_ref(),
                 now,
             });
             if let Action::Wait { until: Some(until) } = &action {
@@ -562,12 +916,52 @@ mod properties {
                         Action::Wait { .. }
                             | Action::Remove
                             | Action::Stop { cause: StopCause::AlreadyEnded, .. }
+                            | Action::StopPrevious { .. }
                     ),
                     "an ended run changed: {action:?}"
                 );
             }
+            // What the step records: the attempt never goes back, a final phase never
+            // changes, and a new attempt is counted only once the last one was recorded.
+            let ending = match &action {
+                Action::RecordExit { ending, .. } | Action::RecordEnd(ending) => Some(ending),
+                _ => None,
+            };
+            if let Some(ending) = ending {
+                let next_at = after_attempt(UID, &spec, &status, at(0), ending);
+                let location = crate::lifecycle::status::Location {
+                    node: "n",
+                    container_name: "taskrun-uid-1",
+                    generation: None,
+                };
+                let next = crate::lifecycle::status::concluded(
+                    &status, location, ending, None, None, next_at, now,
+                );
+                prop_assert!(next.attempt() >= status.attempt());
+                if next.phase().is_final() {
+                    prop_assert_eq!(next.attempt(), status.attempt());
+                } else {
+                    prop_assert_eq!(next.attempt(), status.attempt() + 1);
+                    prop_assert!(next.attempt() <= spec.max_attempts());
+                    prop_assert_eq!(
+                        next.previous_attempts.last().map(|r| r.attempt),
+                        i32::try_from(status.attempt()).ok()
+                    );
+                    prop_assert!(next_attempt_at(UID, &spec, &next).is_some_and(|t| t > ending.finished_at));
+                }
+            }
             match &action {
-                Action::Launch => prop_assert!(container.is_none(), "a second container"),
+                Action::Launch => {
+                    prop_assert!(container.is_none(), "a second container");
+                    let previous_running = previous.as_ref().is_some_and(|p| {
+                        p.owner.is_some() && matches!(p.state, ContainerState::Running { .. })
+                    });
+                    prop_assert!(!previous_running, "launched while the last attempt runs");
+                    prop_assert!(
+                        next_attempt_at(UID, &spec, &status).is_none_or(|t| t <= now),
+                        "launched before the back-off ended"
+                    );
+                }
                 Action::Start { .. } => {
                     let startable = matches!(
                         container.as_ref().map(|c| (&c.state, c.owner.is_some())),
@@ -579,6 +973,9 @@ mod properties {
                     prop_assert!(container.as_ref().is_some_and(|c| c.owner.is_some()))
                 }
                 Action::RecordEnd(ending) => prop_assert!(ending.phase.is_final()),
+                Action::StopPrevious { .. } | Action::RemovePrevious => {
+                    prop_assert!(previous.as_ref().is_some_and(|p| p.owner.is_some()))
+                }
                 Action::Remove | Action::Wait { .. } => {}
             }
         }

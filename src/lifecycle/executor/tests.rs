@@ -24,6 +24,7 @@ fn run<'a>(spec: &'a TaskRunSpec, status: &'a TaskRunStatus) -> Run<'a> {
         name: "hello",
         uid: UID,
         generation: Some(1),
+        created: Timestamp::UNIX_EPOCH,
         spec,
         status,
         inputs: None,
@@ -90,7 +91,20 @@ async fn the_container_carries_the_limits_labels_and_log_cap_of_the_spec() {
     assert_eq!(template.nano_cpus, Some(250_000_000));
     assert_eq!(template.memory_bytes, Some(64 << 20));
     assert_eq!(template.log_max_bytes, 1 << 20);
-    assert_eq!(template.env, [("A".to_string(), "b".to_string())]);
+    let env: Vec<(&str, &str)> = template
+        .env
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("A", "b"),
+            ("TASKRUN_ATTEMPT", "1"),
+            ("TASKRUN_NAME", "hello"),
+            ("TASKRUN_NAMESPACE", "team")
+        ]
+    );
     assert_eq!(template.owner.uid, UID);
     assert_eq!(template.owner.node, "node-a");
 }
@@ -245,6 +259,7 @@ async fn an_exit_is_recorded_with_the_output_tail() {
         exit_code: Some(3),
         started_at: None,
         finished_at: Timestamp::UNIX_EPOCH,
+        retryable: true,
     };
     let outcome = perform(
         &fake,
@@ -269,7 +284,7 @@ async fn deletion_stops_and_removes_only_the_runs_own_container() {
         .await
         .unwrap();
     let executor = executor(&fake);
-    let observed = executor.observe(UID).await.unwrap();
+    let observed = executor.observe(UID, 1).await.unwrap().current;
     assert!(matches!(
         observed.as_ref().map(|c| &c.state),
         Some(ContainerState::Running { .. })
@@ -283,7 +298,7 @@ async fn deletion_stops_and_removes_only_the_runs_own_container() {
             grace: Duration::from_secs(3)
         }
     );
-    assert!(executor.delete(deletion).await.unwrap());
+    assert!(executor.delete(UID, 1, deletion).await.unwrap());
     assert!(fake.state().containers.is_empty());
 
     let foreign = super::super::decide_deletion("other-uid", &spec, observed.as_ref());
@@ -334,6 +349,171 @@ async fn a_start_the_runtime_already_holds_ends_the_run_without_starting_it_agai
         "{message}"
     );
     assert!(message.contains("never runs twice"), "{message}");
+}
+
+/// Sees a run through on the fake daemon, as a controller's passes would, deciding each step
+/// from what the fake shows; the final status and every status written on the way.
+async fn run_through(
+    fake: &Arc<FakeDaemon>,
+    spec: &TaskRunSpec,
+    exit_codes: &[i64],
+) -> (TaskRunStatus, Vec<TaskRunStatus>) {
+    let executor = executor(fake);
+    let mut status = TaskRunStatus::default();
+    let mut written = Vec::new();
+    let mut exits = exit_codes.iter();
+    for _ in 0..100 {
+        let observation = executor.observe(UID, status.attempt()).await.unwrap();
+        // The back-off passes at once: the test plays the clock forward.
+        let now = crate::lifecycle::next_attempt_at(UID, spec, &status)
+            .filter(|_| observation.current.is_none())
+            .map_or_else(Timestamp::now, |at| at.max(Timestamp::now()));
+        let action = crate::lifecycle::decide(crate::lifecycle::Observed {
+            uid: UID,
+            node: "node-a",
+            spec,
+            status: &status,
+            created: Timestamp::UNIX_EPOCH,
+            container: observation.current.as_ref(),
+            previous: observation.previous.as_ref(),
+            now,
+        });
+        if let Action::Wait { .. } = action {
+            let running = observation
+                .current
+                .as_ref()
+                .is_some_and(|c| matches!(c.state, ContainerState::Running { .. }));
+            if !running {
+                return (status, written);
+            }
+            fake.state().exit_code = *exits.next().unwrap_or(&0);
+            executor.wait_for_exit(UID, status.attempt()).await.unwrap();
+            continue;
+        }
+        let outcome = executor
+            .perform(run(spec, &status), action, now)
+            .await
+            .unwrap();
+        if let Some(next) = outcome.status {
+            written.push(next.clone());
+            status = next;
+        }
+    }
+    panic!("the run never settled: {status:?}");
+}
+
+#[tokio::test]
+async fn each_attempt_is_its_own_container_told_its_attempt_and_the_last_one_decides() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    let spec = spec("image: busybox\ncleanup: Never\nretries: {limit: 3, backoff: {seconds: 1}}");
+    let (status, written) = run_through(&fake, &spec, &[1, 2, 0]).await;
+    assert_eq!(
+        (status.phase, status.reason, status.attempt()),
+        (Some(Phase::Succeeded), Some(Reason::Completed), 3)
+    );
+    let records: Vec<_> = status
+        .previous_attempts
+        .iter()
+        .map(|r| (r.attempt, r.reason, r.exit_code))
+        .collect();
+    assert_eq!(
+        records,
+        [(1, Reason::Error, Some(1)), (2, Reason::Error, Some(2))]
+    );
+    let creates: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("create"))
+        .collect();
+    assert_eq!(
+        creates,
+        [
+            "create taskrun-u1",
+            "create taskrun-u1-2",
+            "create taskrun-u1-3"
+        ]
+    );
+    let state = fake.state();
+    let env = &state.containers["taskrun-u1-3"].template.env;
+    for (name, value) in [
+        ("TASKRUN_ATTEMPT", "3"),
+        ("TASKRUN_NAME", "hello"),
+        ("TASKRUN_NAMESPACE", "team"),
+    ] {
+        assert!(
+            env.contains(&(name.to_string(), value.to_string())),
+            "{env:?}"
+        );
+    }
+    assert_eq!(state.containers["taskrun-u1-2"].template.owner.attempt, 2);
+    let backoffs = written
+        .iter()
+        .filter(|s| s.reason == Some(Reason::BackOff))
+        .count();
+    assert_eq!(
+        backoffs, 2,
+        "each retry is recorded before the next attempt starts"
+    );
+}
+
+#[tokio::test]
+async fn cleanup_always_removes_each_attempts_container_and_limits_end_the_retries() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    let spec = spec("image: busybox\ncleanup: Always\nretries: {limit: 1, backoff: {seconds: 1}}");
+    let (status, _) = run_through(&fake, &spec, &[5, 6]).await;
+    assert_eq!(
+        (
+            status.phase,
+            status.reason,
+            status.exit_code,
+            status.attempt()
+        ),
+        (Some(Phase::Failed), Some(Reason::Error), Some(6), 2)
+    );
+    assert!(
+        fake.state().containers.is_empty(),
+        "every attempt's container is gone"
+    );
+}
+
+#[tokio::test]
+async fn an_exit_code_outside_exit_codes_and_an_unlisted_reason_are_not_retried() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    let codes = spec("image: busybox\nretries: {limit: 3, exitCodes: [3], backoff: {seconds: 1}}");
+    let (status, _) = run_through(&fake, &codes, &[4]).await;
+    assert_eq!((status.exit_code, status.attempt()), (Some(4), 1));
+
+    let fake = Arc::new(FakeDaemon::default());
+    let unlisted = spec("image: missing\nretries: {limit: 3, backoff: {seconds: 1}}");
+    let (status, _) = run_through(&fake, &unlisted, &[]).await;
+    assert_eq!(
+        (status.reason, status.attempt()),
+        (Some(Reason::ImagePullFailed), 1),
+        "a pull failure is retried only when listed"
+    );
+}
+
+#[tokio::test]
+async fn a_pull_failure_is_retried_when_listed() {
+    let fake = Arc::new(FakeDaemon::default());
+    let spec = spec(
+        "image: missing\nretries: {limit: 2, reasons: [ImagePullFailed], backoff: {seconds: 1}}",
+    );
+    let (status, _) = run_through(&fake, &spec, &[]).await;
+    assert_eq!(
+        (
+            status.reason,
+            status.attempt(),
+            status.previous_attempts.len()
+        ),
+        (Some(Reason::ImagePullFailed), 3, 2)
+    );
+    let pulls = fake
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("pull"))
+        .count();
+    assert_eq!(pulls, 3);
 }
 
 fn resolved_inputs() -> Inputs {
@@ -396,7 +576,7 @@ async fn resolved_inputs_reach_the_pull_the_container_and_its_files_before_the_s
     let state = fake.state();
     assert_eq!(state.pulled_with, inputs.registry_auth);
     let template = &state.containers[NAME].template;
-    assert_eq!(template.env, inputs.env);
+    assert_eq!(template.env[..inputs.env.len()], inputs.env[..]);
     assert_eq!(
         template.tmpfs,
         [(

@@ -355,6 +355,9 @@ fn manifest(name: String) -> impl Strategy<Value = Manifest> {
                     }),
                     node_name,
                     cancel,
+                    retries: None,
+                    pending_timeout_seconds: None,
+                    active_deadline_seconds: None,
                 },
                 (policy, cleanup),
             )
