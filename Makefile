@@ -13,7 +13,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: ## Build kube-apiserver, etcd and kubectl from their Go modules (cached under ~/.cache)
+tools: ## Build the Kubernetes binaries, etcd and kubectl from their Go modules (cached under ~/.cache)
 	@scripts/tools.sh >/dev/null
 
 .PHONY: docker-up
