@@ -21,7 +21,7 @@ docker-up: ## Make sure a Docker daemon answers and the local test images exist
 	@scripts/docker-up.sh
 
 .PHONY: cluster-up
-cluster-up: tools ## Start etcd and kube-apiserver on loopback; writes .cluster/kubeconfig
+cluster-up: tools ## Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler; writes .cluster/kubeconfig
 	@scripts/cluster-up.sh
 
 .PHONY: cluster-down

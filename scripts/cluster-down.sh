@@ -11,7 +11,9 @@ source "$(dirname "$0")/cluster-lib.sh"
 take_cluster_lock
 
 if [[ -d "$dir" ]]; then
-  stop kube-apiserver # first, so it does not log errors about a vanished etcd
+  stop kube-scheduler
+  stop kube-controller-manager
+  stop kube-apiserver # before etcd, so it does not log errors about a vanished etcd
   stop etcd
   rm -rf "$dir"
   log "cluster down; removed $dir"
