@@ -25,8 +25,16 @@ cluster-up: tools ## Start etcd, kube-apiserver, kube-controller-manager, kube-s
 	@scripts/cluster-up.sh
 
 .PHONY: cluster-down
-cluster-down: ## Stop the local control plane and remove .cluster/
+cluster-down: ## Stop the local node and control plane and remove .cluster/
 	@scripts/cluster-down.sh
+
+.PHONY: node-up
+node-up: cluster-up image ## Add a node to the local cluster: containerd, a CNI bridge, kube-proxy, a kubelet; imports the operator image
+	@scripts/node-up.sh
+
+.PHONY: node-down
+node-down: ## Take the node away: its pods and containers, its processes, its bridge
+	@scripts/node-down.sh
 
 .PHONY: build
 build: ## Build the taskrun binary

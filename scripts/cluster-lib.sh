@@ -129,7 +129,7 @@ alive() {
 # mentions this cluster's state folder, so a reused pid is never signalled.
 ours() {
   local cmdline argv0
-  cmdline="$(tr '\0' '\n' < "/proc/$1/cmdline" 2>/dev/null)" || return 1
+  cmdline="$(tr '\0' '\n' 2>/dev/null < "/proc/$1/cmdline")" || return 1
   argv0="$(head -n1 <<<"$cmdline")"
   [[ "$(basename "$argv0")" == "$2" ]] && grep -qF "$dir/" <<<"$cmdline"
 }
