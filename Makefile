@@ -36,6 +36,10 @@ node-up: cluster-up image ## Add a node to the local cluster: containerd, a CNI 
 node-down: ## Take the node away: its pods and containers, its processes, its bridge
 	@scripts/node-down.sh
 
+.PHONY: deploy
+deploy: ## Install the operator's DaemonSet from deploy/ on KUBECONFIG's cluster, or the local one (make node-up)
+	@KUBECONFIG=$${KUBECONFIG:-$(KUBECONFIG_LOCAL)} scripts/deploy.sh
+
 .PHONY: build
 build: ## Build the taskrun binary
 	cargo build --bins
