@@ -61,9 +61,11 @@ if [[ -z "$owner" || "$owner" == "$dir" ]]; then
   # its device plugin socket, and the CNI library's cache of results.
   find /var/log/containers -maxdepth 1 -lname "$node/*" -delete 2>/dev/null || true
   rm -f /var/lib/kubelet/device-plugins/{kubelet.sock,kubelet_internal_checkpoint} \
-    /var/lib/cni/results/taskrun-*
+    /var/lib/cni/results/{taskrun,cni-loopback}-*
   rmdir /var/log/containers /var/lib/kubelet/device-plugins /var/lib/kubelet \
-    /var/lib/cni/results /var/lib/cni "$shim_socket_dir" 2>/dev/null || true
+    /var/lib/cni/results /var/lib/cni 2>/dev/null || true
+  # Only this node's shims ever listened there, and none runs now (a killed one leaves its socket).
+  rm -rf "$shim_socket_dir"
 else
   log "$bridge belongs to the node of $owner; leaving the machine's network and settings alone"
 fi

@@ -10,7 +10,7 @@ pod_subnet=10.250.0.0/24
 pause_image=taskrun.dev/pause:dev
 containerd_socket="$node/containerd.sock"
 # Shim sockets need a short path (containerd allows 42 characters), so they live outside the
-# cluster folder; their names are hashes of the containerd socket, so nodes never share one.
+# cluster folder, in a folder of the machine's one node.
 shim_socket_dir=/run/taskrun-node
 # The kernel settings the kubelet sets at start (vm.overcommit_memory, kernel.panic, ...),
 # saved by node-up beforehand and put back by node-down.
