@@ -13,7 +13,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: ## Build kube-apiserver, etcd and kubectl from their Go modules (cached under ~/.cache)
+tools: ## Build the Kubernetes binaries, etcd and kubectl from their Go modules (cached under ~/.cache)
 	@scripts/tools.sh >/dev/null
 
 .PHONY: docker-up
@@ -21,12 +21,24 @@ docker-up: ## Make sure a Docker daemon answers and the local test images exist
 	@scripts/docker-up.sh
 
 .PHONY: cluster-up
-cluster-up: tools ## Start etcd and kube-apiserver on loopback; writes .cluster/kubeconfig
+cluster-up: tools ## Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler; writes .cluster/kubeconfig
 	@scripts/cluster-up.sh
 
 .PHONY: cluster-down
-cluster-down: ## Stop the local control plane and remove .cluster/
+cluster-down: ## Stop the local node and control plane and remove .cluster/
 	@scripts/cluster-down.sh
+
+.PHONY: node-up
+node-up: cluster-up image ## Add a node to the local cluster: containerd, a CNI bridge, kube-proxy, a kubelet; imports the operator image
+	@scripts/node-up.sh
+
+.PHONY: node-down
+node-down: ## Take the node away: its pods and containers, its processes, its bridge
+	@scripts/node-down.sh
+
+.PHONY: deploy
+deploy: ## Install the operator's DaemonSet from deploy/ on KUBECONFIG's cluster, or the local one (make node-up)
+	@KUBECONFIG=$${KUBECONFIG:-$(KUBECONFIG_LOCAL)} scripts/deploy.sh
 
 .PHONY: build
 build: ## Build the taskrun binary

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Stops the control plane started by scripts/cluster-up.sh and removes its state folder
-# (.cluster/, or TASKRUN_CLUSTER_DIR). Only the pids recorded in its *.pid files are signalled,
-# and only while /proc shows they are still the expected binary running for that folder.
-# Harmless when nothing is up.
+# Stops the node (scripts/node-down.sh) and the control plane started by scripts/cluster-up.sh
+# and removes their state folder (.cluster/, or TASKRUN_CLUSTER_DIR). Only the pids recorded in
+# its *.pid files are signalled, and only while /proc shows they are still the expected binary
+# running for that folder. Harmless when nothing is up.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/cluster-lib.sh"
@@ -11,7 +11,10 @@ source "$(dirname "$0")/cluster-lib.sh"
 take_cluster_lock
 
 if [[ -d "$dir" ]]; then
-  stop kube-apiserver # first, so it does not log errors about a vanished etcd
+  if [[ -d "$dir/node" ]]; then "$repo_root/scripts/node-down.sh"; fi
+  stop kube-scheduler
+  stop kube-controller-manager
+  stop kube-apiserver # before etcd, so it does not log errors about a vanished etcd
   stop etcd
   rm -rf "$dir"
   log "cluster down; removed $dir"

@@ -1,10 +1,15 @@
-# What cluster-up, cluster-down and cluster-ctl share: where the control plane keeps its state,
-# how each of its two processes starts and is waited for, and how a recorded pid is stopped.
-# Sourced after lib.sh, not run.
+# What the cluster and node scripts share: where the control plane keeps its state, its
+# certificates and kubeconfigs, how etcd and kube-apiserver start and are waited for, and how a
+# recorded pid is stopped. Sourced after lib.sh, not run.
 
 dir="$(cluster_dir)"
 pki="$dir/pki"
 kubeconfig="$dir/kubeconfig"
+# The node's address, on the bridge scripts/node-up.sh creates (it is also the pods' gateway).
+# The API server advertises it, so the `kubernetes` Service leads pods to it, and the kubelet
+# serves there. A private address of the project's own, never the machine's interface address.
+node_address=10.250.0.1
+service_cidr=10.96.0.0/12
 # use_ports APISERVER ETCD ETCD_PEER: the loopback ports of this cluster.
 use_ports() {
   apiserver_port="$1" etcd_port="$2" etcd_peer_port="$3"
@@ -28,7 +33,59 @@ load_ports() {
 bin_dir="$(tools_bin_dir)"
 etcd_bin="$bin_dir/etcd"
 apiserver_bin="$bin_dir/kube-apiserver"
+controller_manager_bin="$bin_dir/kube-controller-manager"
+scheduler_bin="$bin_dir/kube-scheduler"
 kubectl_bin="$bin_dir/kubectl"
+
+ec_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+
+# issue NAME SUBJECT EXTENSIONS: $pki/NAME.crt for a fresh $pki/NAME.key, signed by the cluster
+# CA. EXTENSIONS are openssl x509v3 lines; client_ext and server_ext are the usual ones.
+issue() {
+  (
+    cd "$pki"
+    umask 077
+    ec_key "$1.key"
+    printf '%b\n' "$3" > "$1.ext"
+    openssl req -new -key "$1.key" -subj "$2" -out "$1.csr"
+    openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 825 \
+      -extfile "$1.ext" -out "$1.crt" 2>/dev/null
+    rm -f "$1.csr" "$1.ext" ca.srl
+  )
+}
+cert_ext='basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\nauthorityKeyIdentifier = keyid'
+client_ext="$cert_ext\nextendedKeyUsage = clientAuth"
+server_ext="$cert_ext\nextendedKeyUsage = serverAuth"
+
+# write_kubeconfig FILE NAME: a kubeconfig at FILE for the holder of $pki/NAME.crt, against
+# this cluster's API server on loopback. Written atomically.
+write_kubeconfig() {
+  local b64
+  b64() { base64 -w0 < "$1"; }
+  cat > "$1.tmp" <<YAML
+apiVersion: v1
+kind: Config
+clusters:
+- name: taskrun-local
+  cluster:
+    server: $server
+    certificate-authority-data: $(b64 "$pki/ca.crt")
+users:
+- name: taskrun-local-$2
+  user:
+    client-certificate-data: $(b64 "$pki/$2.crt")
+    client-key-data: $(b64 "$pki/$2.key")
+contexts:
+- name: taskrun-local
+  context:
+    cluster: taskrun-local
+    user: taskrun-local-$2
+    namespace: default
+current-context: taskrun-local
+YAML
+  chmod 600 "$1.tmp"
+  mv "$1.tmp" "$1"
+}
 
 # Takes the lock on this state folder for the rest of the script, unless a caller holds it.
 take_cluster_lock() {
@@ -72,7 +129,7 @@ alive() {
 # mentions this cluster's state folder, so a reused pid is never signalled.
 ours() {
   local cmdline argv0
-  cmdline="$(tr '\0' '\n' < "/proc/$1/cmdline" 2>/dev/null)" || return 1
+  cmdline="$(tr '\0' '\n' 2>/dev/null < "/proc/$1/cmdline")" || return 1
   argv0="$(head -n1 <<<"$cmdline")"
   [[ "$(basename "$argv0")" == "$2" ]] && grep -qF "$dir/" <<<"$cmdline"
 }
@@ -161,24 +218,29 @@ start_apiserver() {
   # --enable-admission-plugins adds to the default-on set (which already has NamespaceLifecycle,
   # LimitRanger, ServiceAccount, DefaultStorageClass, ResourceQuota, the webhook and policy
   # plugins, ...); NodeRestriction is the one extra that pairs with the Node authorizer.
-  # --endpoint-reconciler-type=none: the default reconciler refuses a loopback advertise
-  # address ("may not be in the loopback range"); without it the `kubernetes` Service still
-  # exists but has no Endpoints, which nothing here needs (there are no pods).
+  # It listens on loopback for users, tests and the node's own processes, and on the node
+  # address for pods (the `kubernetes` Service's endpoint is the advertised address); one
+  # --bind-address takes only one address, so it is the wildcard.
+  # The API server reaches kubelets (logs, exec) by their InternalIP, with a client cert that
+  # cluster-up binds to system:kubelet-api-admin, and checks their serving certs.
   spawn "$dir/kube-apiserver.pid" "$dir/kube-apiserver.log" "$apiserver_bin" \
-    --bind-address=127.0.0.1 \
-    --advertise-address=127.0.0.1 \
-    --endpoint-reconciler-type=none \
+    --bind-address=0.0.0.0 \
+    --advertise-address="$node_address" \
     --secure-port="$apiserver_port" \
     --etcd-servers="$etcd_url" \
     --tls-cert-file="$pki/apiserver.crt" \
     --tls-private-key-file="$pki/apiserver.key" \
     --client-ca-file="$pki/ca.crt" \
+    --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$pki/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority="$pki/ca.crt" \
+    --kubelet-preferred-address-types=InternalIP \
     --authorization-mode=Node,RBAC \
     --service-account-issuer="$issuer" \
     --api-audiences="$issuer" \
     --service-account-key-file="$pki/sa.pub" \
     --service-account-signing-key-file="$pki/sa.key" \
-    --service-cluster-ip-range=10.96.0.0/12 \
+    --service-cluster-ip-range="$service_cidr" \
     --enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,DefaultTolerationSeconds,NodeRestriction,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota \
     --allow-privileged=true \
     --profiling=false

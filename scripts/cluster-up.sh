@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Starts a local Kubernetes control plane (etcd + kube-apiserver, no kubelet, no
-# controller-manager) on loopback, with its state under .cluster/, and writes
-# .cluster/kubeconfig (context taskrun-local, admin = system:masters).
+# Starts a local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager and
+# kube-scheduler) with its state under .cluster/, and writes .cluster/kubeconfig (context
+# taskrun-local on 127.0.0.1, admin = system:masters). No node: scripts/node-up.sh adds one.
 # A second run while the cluster answers does nothing. Stop it with scripts/cluster-down.sh.
 #
 # Ports can be overridden: TASKRUN_APISERVER_PORT (6443), TASKRUN_ETCD_PORT (2379),
@@ -15,7 +15,7 @@ need openssl
 need curl
 need setsid
 need flock
-for b in "$etcd_bin" "$apiserver_bin" "$kubectl_bin"; do
+for b in "$etcd_bin" "$apiserver_bin" "$controller_manager_bin" "$scheduler_bin" "$kubectl_bin"; do
   [[ -x "$b" ]] || die "$b not found; build the tools first with scripts/tools.sh"
 done
 
@@ -51,12 +51,7 @@ save_ports
 # --- PKI ---------------------------------------------------------------------------------
 # EC P-256 for the CA and TLS certs (fast to generate); RSA 2048 for service-account tokens.
 log "generating certificates in $pki"
-(
-  cd "$pki"
-  umask 077
-  ec_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
-
-  cat > ca.cnf <<'CNF'
+cat > "$pki/ca.cnf" <<'CNF'
 [req]
 distinguished_name = dn
 x509_extensions = v3_ca
@@ -68,28 +63,23 @@ basicConstraints = critical, CA:TRUE
 keyUsage = critical, keyCertSign, cRLSign, digitalSignature
 subjectKeyIdentifier = hash
 CNF
+(
+  cd "$pki"
+  umask 077
   ec_key ca.key
   openssl req -x509 -new -key ca.key -config ca.cnf -days 3650 -out ca.crt
-
-  # sign NAME SUBJECT EXTENSIONS: issue NAME.crt for a fresh NAME.key, signed by the CA.
-  sign() {
-    ec_key "$1.key"
-    printf '%b\n' "$3" > "$1.ext"
-    openssl req -new -key "$1.key" -subj "$2" -out "$1.csr"
-    openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 825 \
-      -extfile "$1.ext" -out "$1.crt" 2>/dev/null
-    rm -f "$1.csr" "$1.ext"
-  }
-  common='basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\nauthorityKeyIdentifier = keyid'
-  sign apiserver "/CN=kube-apiserver" \
-    "$common\nextendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1, IP:10.96.0.1, IP:::1, DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local"
-  sign admin "/O=system:masters/CN=admin" "$common\nextendedKeyUsage = clientAuth"
-
+  rm ca.cnf
   # Service-account token signing key pair.
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key 2>/dev/null
   openssl pkey -in sa.key -pubout -out sa.pub
-  rm -f ca.cnf ca.srl
 )
+issue apiserver "/CN=kube-apiserver" \
+  "$server_ext\nsubjectAltName = IP:127.0.0.1, IP:$node_address, IP:10.96.0.1, IP:::1, DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local"
+issue admin "/O=system:masters/CN=admin" "$client_ext"
+issue apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client" "$client_ext"
+# The users the default RBAC policy already grants each component's rights.
+issue kube-controller-manager "/CN=system:kube-controller-manager" "$client_ext"
+issue kube-scheduler "/CN=system:kube-scheduler" "$client_ext"
 
 # --- etcd --------------------------------------------------------------------------------
 log "starting etcd on $etcd_url (log: $dir/etcd.log)"
@@ -101,40 +91,46 @@ log "starting kube-apiserver on $server (log: $dir/kube-apiserver.log)"
 start_apiserver
 wait_apiserver
 
-# --- kubeconfig --------------------------------------------------------------------------
-# Written last (and atomically): its presence plus a ready /readyz is what marks "up".
-b64() { base64 -w0 < "$1"; }
-cat > "$kubeconfig.tmp" <<YAML
-apiVersion: v1
-kind: Config
-clusters:
-- name: taskrun-local
-  cluster:
-    server: $server
-    certificate-authority-data: $(b64 "$pki/ca.crt")
-users:
-- name: taskrun-local-admin
-  user:
-    client-certificate-data: $(b64 "$pki/admin.crt")
-    client-key-data: $(b64 "$pki/admin.key")
-contexts:
-- name: taskrun-local
-  context:
-    cluster: taskrun-local
-    user: taskrun-local-admin
-    namespace: default
-current-context: taskrun-local
-YAML
-chmod 600 "$kubeconfig.tmp"
-mv "$kubeconfig.tmp" "$kubeconfig"
+# The admin kubeconfig is written beside its final name and moved there last: its presence
+# plus a ready /readyz is what marks "up".
+write_kubeconfig "$kubeconfig.new" admin
+kubectl() { "$kubectl_bin" --kubeconfig "$kubeconfig.new" "$@"; }
+kubectl create clusterrolebinding taskrun:kube-apiserver-kubelet-client \
+  --clusterrole=system:kubelet-api-admin --user=kube-apiserver-kubelet-client >/dev/null
 
-# The apiserver creates the default namespace itself shortly after it starts serving.
-for _ in $(seq 1 50); do
-  "$kubectl_bin" --kubeconfig "$kubeconfig" get namespace default >/dev/null 2>&1 && break
-  sleep 0.2
+# --- kube-controller-manager and kube-scheduler ------------------------------------------
+# Only the controllers this cluster has work for: service accounts and a token for each
+# controller (--use-service-account-credentials), the CA bundle every pod mounts, namespace
+# deletion, garbage collection, DaemonSets, and the lifecycle of nodes and of their pods.
+# Neither serves HTTPS (--secure-port=0): several clusters on one machine would fight over the
+# fixed ports, and readiness is read from the API instead.
+log "starting kube-controller-manager and kube-scheduler (logs: $dir/kube-controller-manager.log, $dir/kube-scheduler.log)"
+write_kubeconfig "$dir/kube-controller-manager.kubeconfig" kube-controller-manager
+spawn "$dir/kube-controller-manager.pid" "$dir/kube-controller-manager.log" "$controller_manager_bin" \
+  --kubeconfig="$dir/kube-controller-manager.kubeconfig" \
+  --controllers=serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,namespace-controller,garbage-collector-controller,daemonset-controller,node-lifecycle-controller,taint-eviction-controller,pod-garbage-collector-controller \
+  --use-service-account-credentials \
+  --service-account-private-key-file="$pki/sa.key" \
+  --root-ca-file="$pki/ca.crt" \
+  --leader-elect=false \
+  --secure-port=0
+write_kubeconfig "$dir/kube-scheduler.kubeconfig" kube-scheduler
+spawn "$dir/kube-scheduler.pid" "$dir/kube-scheduler.log" "$scheduler_bin" \
+  --kubeconfig="$dir/kube-scheduler.kubeconfig" \
+  --leader-elect=false \
+  --secure-port=0
+
+# The controller manager is working once the default ServiceAccount exists (pods need it).
+for _ in $(seq 1 120); do
+  alive "$dir/kube-controller-manager.pid" ||
+    fail_with_log "kube-controller-manager exited during startup" "$dir/kube-controller-manager.log"
+  kubectl get serviceaccount default -n default >/dev/null 2>&1 && break
+  sleep 0.5
 done
-"$kubectl_bin" --kubeconfig "$kubeconfig" get namespace default >/dev/null ||
-  die "namespace default does not exist"
+kubectl get serviceaccount default -n default >/dev/null 2>&1 ||
+  fail_with_log "no default ServiceAccount 60 s after kube-controller-manager started" "$dir/kube-controller-manager.log"
+alive "$dir/kube-scheduler.pid" || fail_with_log "kube-scheduler exited during startup" "$dir/kube-scheduler.log"
 
+mv "$kubeconfig.new" "$kubeconfig"
 log "cluster up in $((SECONDS - start)) s; kubeconfig: $kubeconfig"
 "$kubectl_bin" --kubeconfig "$kubeconfig" version

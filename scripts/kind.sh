@@ -14,11 +14,7 @@ case "${1:-}" in
     kind get clusters | grep -qx "$cluster" || kind create cluster --name "$cluster" --config deploy/kind/cluster.yaml
     image="$(scripts/image.sh)"
     kind load docker-image "$image" --name "$cluster"
-    kubectl apply --server-side -k deploy/
-    socket_group="$(stat -c %g /var/run/docker.sock)"
-    kubectl -n taskrun-system patch daemonset taskrun-operator --type json \
-      -p "[{\"op\":\"replace\",\"path\":\"/spec/template/spec/securityContext/supplementalGroups\",\"value\":[$socket_group]}]"
-    kubectl -n taskrun-system rollout status daemonset/taskrun-operator --timeout=120s
+    scripts/deploy.sh
     kubectl apply -f examples/hello-gopher.yaml
     kubectl wait --for=condition=Done taskrun/hello-gopher --timeout=120s
     kubectl get taskruns -o wide

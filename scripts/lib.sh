@@ -10,6 +10,10 @@ tools_cache_dir() {
   echo "${XDG_CACHE_HOME:-$HOME/.cache}/taskrun-operator/kubernetes-$KUBERNETES_VERSION-etcd-$ETCD_VERSION"
 }
 tools_bin_dir() { echo "$(tools_cache_dir)/bin"; }
+# containerd, its runc shim, ctr and crictl, for the node (scripts/node-tools.sh).
+node_tools_bin_dir() {
+  echo "${XDG_CACHE_HOME:-$HOME/.cache}/taskrun-operator/containerd-$CONTAINERD_VERSION-crictl-$CRICTL_VERSION/bin"
+}
 # The control plane's state folder: .cluster/, or TASKRUN_CLUSTER_DIR for a second, separate one.
 cluster_dir() { echo "${TASKRUN_CLUSTER_DIR:-$repo_root/.cluster}"; }
 # The lock that serializes cluster-up, cluster-down and cluster-ctl on one state folder. It
