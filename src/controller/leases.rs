@@ -55,7 +55,9 @@ pub async fn keep_lease(context: Arc<Context>, duration: Duration, resync: mpsc:
         match tokio::time::timeout(every, renew(&leases, &node, seconds)).await {
             Ok(Ok(())) => context.nodes.renewed(started),
             Ok(Err(e)) => warn!(error = %e, "could not renew this node's Lease"),
-            Err(_) => warn!(waited = ?every, "renewing this node's Lease took too long; trying again"),
+            Err(_) => {
+                warn!(waited = ?every, "renewing this node's Lease took too long; trying again")
+            }
         }
         if watched_since.is_none() && store.wait_until_ready().now_or_never().is_some() {
             watched_since = Some(Instant::now());

@@ -206,6 +206,7 @@ async fn place_and_act(
                 created: created(taskrun),
                 spec: &taskrun.spec,
                 status: &status,
+                inputs: None,
             };
             // With `NodeLost` in `retries.reasons` this records the next attempt; the pass after
             // this write frees the claim for it (`Placement::Handover`).
