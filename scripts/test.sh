@@ -41,6 +41,10 @@ else
 fi
 phase build bash -c 'cargo build --all-targets --quiet && cargo fmt --check && cargo clippy --all-targets --quiet -- -D warnings'
 phase image scripts/image.sh
+if [[ "$KUBECONFIG" == "$repo_root/.cluster/kubeconfig" ]]; then
+  # A kubelet node for the tests that install the operator as its DaemonSet.
+  phase node scripts/node-up.sh
+fi
 phase bench cargo bench --profile dev --bench operator -- --quick
 # The bounded fuzzing is the property tests among these; `make fuzz` runs the cargo-fuzz target,
 # whose first build instruments every dependency in release mode: over 5 minutes on 2 cores.

@@ -671,16 +671,17 @@ pub fn taskrun_yaml(name: &str, spec: &str) -> String {
     )
 }
 
-/// `kubectl apply --server-side -k deploy/`, as a user installs the operator.
+/// `kubectl apply --server-side -k deploy/`, as a user installs the operator, with the
+/// DaemonSet's socket group set to this machine's (`scripts/deploy.sh`), so the agent pod on the
+/// local node keeps running whichever test applies it.
 pub fn apply_deploy() {
-    let applied = kubectl()
-        .args(["apply", "--server-side", "--force-conflicts", "-k"])
-        .arg(repo_root().join("deploy"))
+    let applied = Command::new(repo_root().join("scripts/deploy.sh"))
+        .env("KUBECONFIG", kubeconfig())
         .output()
         .unwrap();
     assert!(
         applied.status.success(),
-        "kubectl apply -k deploy/: {}",
+        "scripts/deploy.sh: {}",
         String::from_utf8_lossy(&applied.stderr)
     );
 }
