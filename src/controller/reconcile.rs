@@ -148,14 +148,7 @@ async fn place_and_act(
                 let message = format!(
                     "node {node} is cordoned and takes no new runs; waiting for a node that does"
                 );
-                let waiting = lifecycle::status::held_up(
-                    &status,
-                    Reason::Unschedulable,
-                    &message,
-                    taskrun.meta().generation,
-                    Timestamp::now(),
-                );
-                write_status(api, taskrun, &waiting, context).await?;
+                hold(taskrun, api, context, Reason::Unschedulable, &message).await?;
             }
             Ok(by_deadline(RESYNC))
         }
@@ -230,17 +223,29 @@ async fn place_and_act(
             let message = format!(
                 "spec.nodeName names node {pinned}, which has no live agent; waiting for one"
             );
-            let waiting = lifecycle::status::held_up(
-                &status,
-                Reason::NodeUnavailable,
-                &message,
-                taskrun.meta().generation,
-                Timestamp::now(),
-            );
-            write_status(api, taskrun, &waiting, context).await?;
+            hold(taskrun, api, context, Reason::NodeUnavailable, &message).await?;
             Ok(Requeue::requeue(RESYNC))
         }
     }
+}
+
+/// Records that the run waits, for `reason`, on something outside it.
+async fn hold(
+    taskrun: &TaskRun,
+    api: &Api<TaskRun>,
+    context: &Context,
+    reason: Reason,
+    message: &str,
+) -> Result<bool> {
+    let status = taskrun.status.clone().unwrap_or_default();
+    let waiting = lifecycle::status::held_up(
+        &status,
+        reason,
+        message,
+        taskrun.meta().generation,
+        Timestamp::now(),
+    );
+    write_status(api, taskrun, &waiting, context).await
 }
 
 /// A TaskRun being deleted: the agent holding it stops and removes its container, then lets
