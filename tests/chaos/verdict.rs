@@ -352,12 +352,14 @@ impl Judged<'_> {
         if node.is_some_and(|n| struck(FaultKind::loses_agent, n)) {
             allowed.push(Allowed::new(Phase::Failed, &[Reason::NodeLost], Some(None)));
         }
-        // A daemon restarted while the container ran kills it: the run ends as that exit.
+        // A daemon restarted while the container ran kills it: the run ends as that exit. The
+        // restart strikes from its injection until it healed, so a container that started in
+        // that window (before the kill took effect) is struck as well.
         let killed_by_restart = self.containers.iter().any(|(_, c)| {
             self.ledger.faults.iter().any(|f| {
                 f.plan.kind == FaultKind::RestartDockerd
                     && f.strikes(c.node)
-                    && c.started.is_some_and(|s| s < f.injected)
+                    && c.started.is_some_and(|s| s < f.until(self.now))
                     && c.died.is_none_or(|d| d >= f.injected)
             })
         });
