@@ -57,8 +57,10 @@ kind-down: ## Delete the kind cluster
 	@scripts/kind.sh down
 
 .PHONY: crds
-crds: ## Regenerate crds/taskrun.yaml from the Rust types
+crds: ## Regenerate crds/ and deploy/admission.yaml from the Rust types and rules
 	cargo run --quiet -- crd > crds/taskrun.yaml
+	cargo run --quiet -- crd taskrunpolicy > crds/taskrunpolicy.yaml
+	cargo run --quiet -- admission > deploy/admission.yaml
 
 .PHONY: fmt
 fmt: ## Format the code

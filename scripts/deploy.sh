@@ -24,4 +24,5 @@ patches:
         value: ${TASKRUN_IMAGE:-taskrun-operator:dev}
 YAML
 kubectl apply --server-side --force-conflicts -k "$overlay"
+kubectl wait --for condition=established crd/taskrunpolicies.taskrun.dev --timeout=60s >/dev/null
 kubectl -n taskrun-system rollout status daemonset/taskrun-operator --timeout=120s

@@ -3,7 +3,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
-use taskrun_operator::api::TaskRun;
+use taskrun_operator::api::{
+    ADMISSION_POLICY, CLUSTER_POLICY, TaskRun, TaskRunPolicy, admission_policy,
+    admission_policy_binding,
+};
 use taskrun_operator::controller::{self, ControllerConfig};
 use taskrun_operator::docker::DEFAULT_CONTAINER_LOG_BYTES;
 use taskrun_operator::standalone::{self, OutputFormat, RunOptions};
@@ -67,9 +70,17 @@ enum Command {
         /// to their /etc/hosts, when it is a name they cannot resolve.
         #[arg(long)]
         task_api_server_ip: Option<std::net::IpAddr>,
+        /// Name of the TaskRunPolicy to enforce before creating a container (see `taskrun crd
+        /// taskrunpolicy`). Without that object, or its kind, runs get the hardened defaults.
+        #[arg(long = "policy", value_name = "NAME", default_value = CLUSTER_POLICY)]
+        policy_name: String,
     },
-    /// Print the TaskRun CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML: TaskRun's, or TaskRunPolicy's.
+    Crd {
+        /// Which one.
+        #[arg(value_enum, default_value_t = CrdKind::Taskrun)]
+        kind: CrdKind,
+    },
     /// Run task.yaml files or TaskRun manifests on the local Docker daemon, without a cluster.
     ///
     /// Exits 0 when every task succeeded, 1 when any failed, 2 when the input cannot run.
@@ -86,7 +97,42 @@ enum Command {
         /// Node name recorded in the containers' `taskrun.dev/node` label.
         #[arg(long, default_value = "local", hide = true)]
         node_name: String,
+        /// A TaskRunPolicy manifest to hold every task to, as the agents hold TaskRuns to the
+        /// cluster's (a task breaking it ends Failed/PolicyViolation, and nothing is created).
+        #[arg(long, value_name = "FILE")]
+        policy: Option<String>,
     },
+    /// Print the ValidatingAdmissionPolicy that enforces the TaskRunPolicy `cluster` at
+    /// admission, with its binding, as YAML (`deploy/admission.yaml`).
+    Admission,
+}
+
+/// The custom resources of the operator.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CrdKind {
+    Taskrun,
+    Taskrunpolicy,
+}
+
+/// Prints `objects` as YAML documents after `header`.
+fn print_yaml<T: serde::Serialize>(header: &str, objects: &[T]) -> ExitCode {
+    let mut out = String::from(header);
+    for (i, object) in objects.iter().enumerate() {
+        match serde_yaml::to_string(object) {
+            Ok(yaml) => {
+                if i > 0 {
+                    out.push_str("---\n");
+                }
+                out.push_str(&yaml);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    print!("{out}");
+    ExitCode::SUCCESS
 }
 
 #[tokio::main]
@@ -97,25 +143,38 @@ async fn main() -> ExitCode {
             parallel,
             output,
             node_name,
+            policy,
         } => {
             standalone::run(RunOptions {
                 files,
                 parallel: usize::from(parallel),
                 output,
                 node_name,
+                policy,
             })
             .await
         }
-        Command::Crd => match serde_yaml::to_string(&TaskRun::crd()) {
-            Ok(yaml) => {
-                print!("{yaml}");
-                ExitCode::SUCCESS
+        Command::Crd {
+            kind: CrdKind::Taskrun,
+        } => print_yaml("", &[TaskRun::crd()]),
+        Command::Crd {
+            kind: CrdKind::Taskrunpolicy,
+        } => print_yaml("", &[TaskRunPolicy::crd()]),
+        Command::Admission => {
+            let policy = serde_json::to_value(admission_policy());
+            let binding = serde_json::to_value(admission_policy_binding(
+                ADMISSION_POLICY,
+                CLUSTER_POLICY,
+                None,
+            ));
+            match (policy, binding) {
+                (Ok(policy), Ok(binding)) => print_yaml(ADMISSION_HEADER, &[policy, binding]),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Controller {
             node_name,
             pull_timeout_seconds,
@@ -130,6 +189,7 @@ async fn main() -> ExitCode {
             log_format,
             task_api_server,
             task_api_server_ip,
+            policy_name,
         } => {
             telemetry::init(log_format, "info,kube=warn");
             let config = ControllerConfig {
@@ -148,6 +208,7 @@ async fn main() -> ExitCode {
                 container_log_max_bytes,
                 task_api_server,
                 task_api_server_ip,
+                policy_name,
             };
             match controller::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -159,6 +220,14 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+/// What `taskrun admission` prints first.
+const ADMISSION_HEADER: &str = "\
+# Generated by `taskrun admission` (`make crds`) from the rules in src/api/policy.rs: the API
+# server refuses a new TaskRun that breaks the TaskRunPolicy named `cluster`, naming the rule
+# and the field. Without that object every TaskRun is admitted; the agents check the same
+# rules again before they create a container.
+";
 
 /// A label value: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter
 /// or digit.

@@ -28,6 +28,25 @@ fn checked_in_crd_matches_the_rust_types() {
     );
 }
 
+#[test]
+fn checked_in_policy_crd_and_admission_policy_match_the_rust_rules() {
+    for (args, file) in [
+        (&["crd", "taskrunpolicy"][..], "crds/taskrunpolicy.yaml"),
+        (&["admission"][..], "deploy/admission.yaml"),
+    ] {
+        let generated = std::process::Command::new(env!("CARGO_BIN_EXE_taskrun"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(generated.status.success(), "taskrun {args:?}");
+        let checked_in = std::fs::read_to_string(common::repo_root().join(file)).unwrap();
+        assert!(
+            String::from_utf8_lossy(&generated.stdout) == checked_in,
+            "{file} is stale: run `make crds` and commit the result"
+        );
+    }
+}
+
 #[tokio::test]
 async fn examples_are_accepted_and_listed_with_printer_columns() {
     let ns = TestNamespace::new("crd-examples").await;
@@ -240,6 +259,31 @@ async fn malformed_taskruns_are_rejected_with_the_field_named() {
             "spec.workingDir",
         ),
         (
+            "a capability beyond Docker's default set",
+            "image: busybox\nsecurityContext: {capabilities: {add: [SYS_ADMIN]}}".into(),
+            "spec.securityContext.capabilities.add[0]",
+        ),
+        (
+            "ALL added",
+            "image: busybox\nsecurityContext: {capabilities: {add: [ALL]}}".into(),
+            "spec.securityContext.capabilities.add",
+        ),
+        (
+            "root with runAsNonRoot",
+            "image: busybox\nsecurityContext: {runAsUser: 0, runAsNonRoot: true}".into(),
+            "spec.securityContext.runAsUser",
+        ),
+        (
+            "the host network",
+            "image: busybox\nnetwork: Host".into(),
+            "spec.network",
+        ),
+        (
+            "a read-only root with files to write",
+            "image: busybox\nsecurityContext: {readOnlyRootFilesystem: true}\nvolumes: [{name: v, configMap: {name: c}}]".into(),
+            "spec.securityContext.readOnlyRootFilesystem",
+        ),
+        (
             "unknown field",
             "image: busybox\nrunner: busybox".into(),
             "spec.runner",
@@ -428,6 +472,15 @@ async fn taskrun_run_refuses_exactly_what_the_api_server_refuses() {
         "image: busybox\nretries: {limit: 1, backoff: {seconds: 400}}",
         "image: busybox\nretries: {limit: 1, backoff: {seconds: 10, maxSeconds: 10}}",
         "image: busybox\npendingTimeoutSeconds: 0\nactiveDeadlineSeconds: 5",
+        "image: busybox\nnetwork: None",
+        "image: busybox\nsecurityContext: {runAsUser: 1000, runAsGroup: 1000, runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {add: [NET_BIND_SERVICE], drop: [ALL]}}",
+        "image: busybox\nsecurityContext: {runAsUser: 0, runAsNonRoot: true}",
+        "image: busybox\nsecurityContext: {runAsGroup: 10}",
+        "image: busybox\nsecurityContext: {runAsUser: -1}",
+        "image: busybox\nsecurityContext: {capabilities: {add: [ALL]}}",
+        "image: busybox\nsecurityContext: {readOnlyRootFilesystem: true}\nvolumes: [{name: v, emptyDir: {}}]\nvolumeMounts: [{name: v, mountPath: /v}]",
+        "image: busybox\nsecurityContext: {readOnlyRootFilesystem: true}\nvolumes: [{name: v, secret: {secretName: s}}]",
+        "image: busybox\nsecurityContext: {readOnlyRootFilesystem: true}\nserviceAccountName: robot",
     ];
     for (index, spec) in specs.iter().enumerate() {
         let manifest = common::taskrun_yaml(&format!("t{index}"), spec);

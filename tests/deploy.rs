@@ -22,6 +22,9 @@ async fn deploy_manifests_are_accepted_by_the_api_server() {
         "clusterrole.rbac.authorization.k8s.io/taskrun-operator",
         "clusterrole.rbac.authorization.k8s.io/taskrun-operator-workloads",
         "daemonset.apps/taskrun-operator",
+        "customresourcedefinition.apiextensions.k8s.io/taskrunpolicies.taskrun.dev",
+        "validatingadmissionpolicy.admissionregistration.k8s.io/taskrun-policy",
+        "validatingadmissionpolicybinding.admissionregistration.k8s.io/taskrun-policy",
     ] {
         assert!(stdout.contains(object), "{object} missing from: {stdout}");
     }
@@ -48,6 +51,9 @@ async fn deploy_manifests_are_accepted_by_the_api_server() {
     };
     assert_eq!(can_i("watch", "taskruns.taskrun.dev"), "yes");
     assert_eq!(can_i("patch", "taskruns.taskrun.dev/status"), "yes");
+    // The cluster's TaskRunPolicy, read before any run starts; never written.
+    assert_eq!(can_i("watch", "taskrunpolicies.taskrun.dev"), "yes");
+    assert_eq!(can_i("update", "taskrunpolicies.taskrun.dev"), "no");
     // What a TaskRun takes from its namespace: a Pod's reach there, and nothing more.
     for (verb, resource) in [
         ("get", "secrets"),

@@ -749,3 +749,71 @@ fn json_output_on_a_terminal_is_one_object_per_task() {
     names.sort();
     assert_eq!(names, ["gopher-loops", "hello-gopher"], "{drawn}");
 }
+
+#[test]
+fn local_runs_are_hardened_and_held_to_a_policy_file() {
+    let node = Node::new("hardened");
+    let dir = std::env::temp_dir().join(&node.name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifests = dir.join("runs.yaml");
+    std::fs::write(
+        &manifests,
+        "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata: {name: confined}\nspec:\n  image: busybox\n  command: [sh, -c, 'id -u; grep -E \"^(Seccomp|NoNewPrivs):\" /proc/self/status; ls /sys/class/net']\n  securityContext: {runAsUser: 1000, capabilities: {drop: [ALL]}}\n  network: None\n  cleanup: Never\n",
+    )
+    .unwrap();
+    let output = node
+        .run(&["--output", "json", manifests.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let result: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    assert_eq!(result["logTail"], "1000\nNoNewPrivs:\t1\nSeccomp:\t2\nlo\n");
+    let pids = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.PidsLimit}} {{.HostConfig.Privileged}} {{json .HostConfig.SecurityOpt}}",
+        result["containerId"].as_str().unwrap(),
+    ]);
+    assert_eq!(pids, "4096 false [\"no-new-privileges\"]");
+
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRunPolicy\nmetadata: {name: local}\nspec: {allowedImages: ['registry.example.com/**']}\n",
+    )
+    .unwrap();
+    let output = node
+        .run(&[
+            "--output",
+            "json",
+            "--policy",
+            policy.to_str().unwrap(),
+            "examples/failing.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let result: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    assert_eq!(
+        (result["phase"].as_str(), result["reason"].as_str()),
+        (Some("Failed"), Some("PolicyViolation"))
+    );
+    assert_eq!(
+        result["message"],
+        "TaskRunPolicy local: spec.image matches none of allowedImages"
+    );
+    assert!(node.container_names().iter().all(|n| n == "confined"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -3,6 +3,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::security::{Network, SecurityContext};
 use super::status::{Reason, TaskRunStatus};
 use super::validation;
 use super::workloads::{
@@ -123,6 +124,14 @@ pub struct TaskRunSpec {
     /// Limits on what the container may use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+
+    /// Who the task runs as and what it may do, with a Pod's names: `runAsUser`, `runAsGroup`, `runAsNonRoot`, `readOnlyRootFilesystem`, `allowPrivilegeEscalation` (false by default) and `capabilities`. The container is never privileged, runs with Docker's default seccomp profile, `no-new-privileges` and a pids limit, and shares no namespace, device or path with the node, whatever this says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+
+    /// The network the container joins: `Bridge` (Docker's default bridge) or `None` (loopback only). The cluster's TaskRunPolicy gives the default, `Bridge` without one, and may allow only some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
 
     /// Runs the task on this node only. When unset, any node's agent with room claims it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -365,6 +374,8 @@ impl TaskRunSpec {
             ttl_seconds_after_finished: None,
             termination_grace_period_seconds: None,
             resources: None,
+            security_context: None,
+            network: None,
             node_name: None,
             cancel: false,
             retries: None,

@@ -184,6 +184,9 @@ pub enum Reason {
     /// A Secret or ConfigMap the spec refers to holds something the run cannot use, such as
     /// a pull secret without registry credentials; the run waits for it to be fixed.
     ReferenceInvalid,
+    /// The run breaks the cluster's TaskRunPolicy, as the agent read it before creating
+    /// anything; the message names each rule and field. No container was created.
+    PolicyViolation,
 }
 
 /// The condition types a TaskRun reports.
@@ -259,6 +262,7 @@ impl Reason {
             Self::Unschedulable => "Unschedulable",
             Self::ReferenceMissing => "ReferenceMissing",
             Self::ReferenceInvalid => "ReferenceInvalid",
+            Self::PolicyViolation => "PolicyViolation",
         }
     }
 }

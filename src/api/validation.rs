@@ -8,7 +8,9 @@ use kube::CustomResourceExt;
 use schemars::Schema;
 use serde_json::{Value, json};
 
+use super::policy::TaskRunPolicySpec;
 use super::quantity::{parse_cpu_nanos, parse_memory_bytes};
+use super::security::{Capabilities, Capability, SecurityContext};
 use super::spec::{Backoff, EnvVar};
 use super::workloads::{
     EmptyDirVolumeSource, EnvFromSource, EnvVarSource, KeyToPath, Volume, VolumeMount,
@@ -105,15 +107,53 @@ fn climbs(path: &str) -> bool {
     path.split('/').any(|segment| segment == "..")
 }
 
-const SPEC_RULES: [ObjectRule<TaskRunSpec>; 1] = [ObjectRule {
-    field: ".volumeMounts",
-    cel: "!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && self.volumes.exists(v, v.name == m.name))",
-    message: "every volumeMount must name a volume in volumes",
-    holds: |spec| {
-        spec.volume_mounts
-            .iter()
-            .all(|m| spec.volumes.iter().any(|v| v.name == m.name))
+const SPEC_RULES: [ObjectRule<TaskRunSpec>; 2] = [
+    ObjectRule {
+        field: ".volumeMounts",
+        cel: "!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && self.volumes.exists(v, v.name == m.name))",
+        message: "every volumeMount must name a volume in volumes",
+        holds: |spec| {
+            spec.volume_mounts
+                .iter()
+                .all(|m| spec.volumes.iter().any(|v| v.name == m.name))
+        },
     },
+    // Docker writes files into a created container only where its root filesystem is writable.
+    ObjectRule {
+        field: ".securityContext.readOnlyRootFilesystem",
+        cel: "!has(self.securityContext) || !has(self.securityContext.readOnlyRootFilesystem) || !self.securityContext.readOnlyRootFilesystem || ((!has(self.volumes) || self.volumes.all(v, has(v.emptyDir))) && !has(self.serviceAccountName))",
+        message: "readOnlyRootFilesystem cannot be combined with secret or configMap volumes or serviceAccountName, whose files are written into the root filesystem",
+        holds: |spec| {
+            !spec
+                .security_context
+                .as_ref()
+                .is_some_and(SecurityContext::read_only_root)
+                || (spec.volumes.iter().all(|v| v.empty_dir.is_some())
+                    && spec.service_account_name.is_none())
+        },
+    },
+];
+
+const SECURITY_CONTEXT_RULES: [ObjectRule<SecurityContext>; 2] = [
+    ObjectRule {
+        field: ".runAsUser",
+        cel: "!has(self.runAsNonRoot) || !self.runAsNonRoot || !has(self.runAsUser) || self.runAsUser != 0",
+        message: "runAsUser 0 is root, which runAsNonRoot forbids",
+        holds: |context| !context.non_root() || context.run_as_user != Some(0),
+    },
+    ObjectRule {
+        field: ".runAsGroup",
+        cel: "!has(self.runAsGroup) || has(self.runAsUser)",
+        message: "runAsGroup needs runAsUser",
+        holds: |context| context.run_as_group.is_none() || context.run_as_user.is_some(),
+    },
+];
+
+const CAPABILITIES_RULES: [ObjectRule<Capabilities>; 1] = [ObjectRule {
+    field: ".add",
+    cel: "!has(self.add) || !self.add.exists(c, c == 'ALL')",
+    message: "ALL can only be dropped, not added",
+    holds: |capabilities| !capabilities.add.contains(&Capability::ALL),
 }];
 
 const ENV_VAR_RULES: [ObjectRule<EnvVar>; 1] = [ObjectRule {
@@ -178,6 +218,111 @@ const VOLUME_MOUNT_RULES: [ObjectRule<VolumeMount>; 1] = [ObjectRule {
     message: "mountPath must be an absolute path other than / without a '..' segment",
     holds: |mount| !climbs(&mount.mount_path) && mount.mount_path.split('/').any(|s| !s.is_empty()),
 }];
+
+/// Whether the limit `pick` of `lower` is at most that of `upper`; true unless both set it,
+/// false when either is not a quantity.
+pub(super) fn at_most(
+    lower: Option<&super::spec::ResourceLimits>,
+    upper: Option<&super::spec::ResourceLimits>,
+    pick: fn(&super::spec::ResourceLimits) -> Option<&Quantity>,
+    parse: fn(&Quantity) -> Option<i64>,
+) -> bool {
+    match (lower.and_then(pick), upper.and_then(pick)) {
+        (Some(lower), Some(upper)) => {
+            matches!((parse(lower), parse(upper)), (Some(l), Some(u)) if l <= u)
+        }
+        _ => true,
+    }
+}
+
+const POLICY_SPEC_RULES: [ObjectRule<TaskRunPolicySpec>; 4] = [
+    ObjectRule {
+        field: ".defaultNetwork",
+        cel: "!has(self.defaultNetwork) || !has(self.allowedNetworks) || self.defaultNetwork in self.allowedNetworks",
+        message: "defaultNetwork must be one of allowedNetworks",
+        holds: |policy| match (policy.default_network, &policy.allowed_networks) {
+            (Some(default), Some(allowed)) => allowed.contains(&default),
+            _ => true,
+        },
+    },
+    ObjectRule {
+        field: ".defaultLimits.cpu",
+        cel: "!has(self.defaultLimits) || !has(self.defaultLimits.cpu) || !has(self.maxLimits) || !has(self.maxLimits.cpu) || quantity(string(self.defaultLimits.cpu)).compareTo(quantity(string(self.maxLimits.cpu))) <= 0",
+        message: "defaultLimits.cpu must be at most maxLimits.cpu",
+        holds: |policy| {
+            at_most(
+                policy.default_limits.as_ref(),
+                policy.max_limits.as_ref(),
+                |l| l.cpu.as_ref(),
+                parse_cpu_nanos,
+            )
+        },
+    },
+    ObjectRule {
+        field: ".defaultLimits.memory",
+        cel: "!has(self.defaultLimits) || !has(self.defaultLimits.memory) || !has(self.maxLimits) || !has(self.maxLimits.memory) || quantity(string(self.defaultLimits.memory)).compareTo(quantity(string(self.maxLimits.memory))) <= 0",
+        message: "defaultLimits.memory must be at most maxLimits.memory",
+        holds: |policy| {
+            at_most(
+                policy.default_limits.as_ref(),
+                policy.max_limits.as_ref(),
+                |l| l.memory.as_ref(),
+                parse_memory_bytes,
+            )
+        },
+    },
+    ObjectRule {
+        field: ".allowedCapabilities",
+        cel: "!has(self.allowedCapabilities) || !self.allowedCapabilities.exists(c, c == 'ALL')",
+        message: "allowedCapabilities cannot hold ALL, which can only be dropped",
+        holds: |policy| {
+            policy
+                .allowed_capabilities
+                .as_ref()
+                .is_none_or(|caps| !caps.contains(&Capability::ALL))
+        },
+    },
+];
+
+/// A policy's defaults lie within what it allows.
+pub fn policy_rules(schema: &mut Schema) {
+    insert_rules(schema, &POLICY_SPEC_RULES);
+}
+
+/// What the API server's CEL rules refuse in a TaskRunPolicy's spec, checked in Rust for a
+/// policy read from a file (`taskrun run --policy`). The schema's own bounds are the parser's.
+pub fn policy_problems(policy: &TaskRunPolicySpec) -> Vec<SpecProblem> {
+    let mut problems = broken(&POLICY_SPEC_RULES, policy, "");
+    for (field, limits) in [
+        ("maxLimits", policy.max_limits.as_ref()),
+        ("defaultLimits", policy.default_limits.as_ref()),
+    ] {
+        let Some(limits) = limits else { continue };
+        for rule in &LIMIT_RULES {
+            let value = match rule.field {
+                "cpu" => limits.cpu.as_ref(),
+                _ => limits.memory.as_ref(),
+            };
+            if value.is_some_and(|q| !(rule.holds)(q)) {
+                problems.push(SpecProblem {
+                    field: format!("{field}.{}", rule.field),
+                    problem: rule.message.into(),
+                });
+            }
+        }
+    }
+    problems
+}
+
+/// A non-root user is not user 0; a group needs a user.
+pub fn security_context_rules(schema: &mut Schema) {
+    insert_rules(schema, &SECURITY_CONTEXT_RULES);
+}
+
+/// `ALL` is only for dropping.
+pub fn capabilities_rules(schema: &mut Schema) {
+    insert_rules(schema, &CAPABILITIES_RULES);
+}
 
 /// Exactly one of `value` and `valueFrom`.
 pub fn env_var_rules(schema: &mut Schema) {
@@ -257,6 +402,16 @@ fn object_rule_problems(spec: &TaskRunSpec) -> Vec<SpecProblem> {
             mount,
             &format!("volumeMounts[{i}]"),
         ));
+    }
+    if let Some(context) = &spec.security_context {
+        problems.extend(broken(&SECURITY_CONTEXT_RULES, context, "securityContext"));
+        if let Some(capabilities) = &context.capabilities {
+            problems.extend(broken(
+                &CAPABILITIES_RULES,
+                capabilities,
+                "securityContext.capabilities",
+            ));
+        }
     }
     problems
 }
@@ -581,6 +736,56 @@ mod tests {
                 .any(|(f, p)| f == "env[0].valueFrom" && p.contains("exactly one")),
             "{found:#?}"
         );
+    }
+
+    #[test]
+    fn security_contexts_are_checked_like_the_api_server_checks_them() {
+        assert_eq!(
+            problems(
+                "image: busybox\nnetwork: None\nsecurityContext: {runAsUser: 1, runAsGroup: 2, runAsNonRoot: true, readOnlyRootFilesystem: true, capabilities: {add: [CHOWN], drop: [ALL]}}\nvolumes: [{name: t, emptyDir: {}}]\nvolumeMounts: [{name: t, mountPath: /t}]"
+            ),
+            []
+        );
+        let found = problems(
+            "image: busybox\nsecurityContext: {runAsUser: 0, runAsNonRoot: true, readOnlyRootFilesystem: true, capabilities: {add: [ALL]}}\nserviceAccountName: robot",
+        );
+        let fields: Vec<&str> = found.iter().map(|(field, _)| field.as_str()).collect();
+        for field in [
+            "securityContext.runAsUser",
+            "securityContext.readOnlyRootFilesystem",
+            "securityContext.capabilities.add",
+        ] {
+            assert!(fields.contains(&field), "{field} in {found:?}");
+        }
+        let group = problems("image: busybox\nsecurityContext: {runAsGroup: 5}");
+        assert_eq!(group.len(), 1, "{group:?}");
+        assert_eq!(group[0].0, "securityContext.runAsGroup");
+    }
+
+    #[test]
+    fn a_policy_s_defaults_must_lie_within_what_it_allows() {
+        let policy: TaskRunPolicySpec = serde_yaml::from_str(
+            "defaultNetwork: Bridge\nallowedNetworks: [None]\ndefaultLimits: {cpu: '2', memory: 1Gi}\nmaxLimits: {cpu: '1', memory: 64Mi}\nallowedCapabilities: [ALL]",
+        )
+        .unwrap();
+        let fields: Vec<String> = policy_problems(&policy)
+            .into_iter()
+            .map(|p| p.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "defaultNetwork",
+                "defaultLimits.cpu",
+                "defaultLimits.memory",
+                "allowedCapabilities"
+            ]
+        );
+        let fine: TaskRunPolicySpec = serde_yaml::from_str(
+            "defaultNetwork: None\nallowedNetworks: [None]\ndefaultLimits: {memory: 32Mi}\nmaxLimits: {memory: 64Mi}",
+        )
+        .unwrap();
+        assert!(policy_problems(&fine).is_empty());
     }
 
     #[test]

@@ -12,7 +12,8 @@ use tokio::sync::Notify;
 
 use super::events::Events;
 use super::metrics::Metrics;
-use crate::api::TaskRun;
+use super::policy::Policy;
+use crate::api::{CLUSTER_POLICY, TaskRun};
 use crate::lifecycle::inputs::TaskApi;
 use crate::lifecycle::{Executor, NodeState};
 
@@ -30,6 +31,8 @@ pub struct Context {
     pub nodes: Nodes,
     /// Where task containers reach the API server, for the runs with a ServiceAccount.
     pub task_api: TaskApi,
+    /// The cluster's TaskRunPolicy, as last read.
+    pub policy: Policy,
 }
 
 /// Where a TaskRun stands after failed passes.
@@ -269,7 +272,15 @@ impl Context {
             metrics,
             failures: Mutex::default(),
             task_api: TaskApi::default(),
+            policy: Policy::new(CLUSTER_POLICY),
         }
+    }
+
+    /// The same context, enforcing `policy` (the TaskRunPolicy named `cluster`, not read yet,
+    /// unless told otherwise).
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// The same context, giving ServiceAccount runs the API server at `api`.

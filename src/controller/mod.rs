@@ -9,6 +9,7 @@ mod http;
 mod leases;
 mod metrics;
 mod node_objects;
+mod policy;
 mod reconcile;
 mod references;
 mod status_writer;
@@ -32,6 +33,7 @@ use tracing::{info, warn};
 pub use context::Context;
 pub use error::{Error, Result};
 pub use metrics::Metrics;
+pub use policy::{Policy, PolicyView};
 
 use crate::api::TaskRun;
 use crate::docker::DockerClient;
@@ -69,6 +71,8 @@ pub struct ControllerConfig {
     pub task_api_server: Option<(String, u16)>,
     /// The address that `task_api_server`'s host stands for inside task containers.
     pub task_api_server_ip: Option<std::net::IpAddr>,
+    /// The TaskRunPolicy this agent enforces.
+    pub policy_name: String,
 }
 
 /// Connects to the node's Docker daemon, waiting for it as long as it takes: an agent whose
@@ -168,7 +172,8 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
             config.max_running,
             config.lease_duration,
         )
-        .with_task_api(task_api),
+        .with_task_api(task_api)
+        .with_policy(Policy::new(config.policy_name.clone())),
     );
 
     let (stopped_tx, stopped_rx) = mpsc::channel(1024);
@@ -183,7 +188,11 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         config.lease_duration,
         resync_tx.clone(),
     ));
-    let node_objects = tokio::spawn(node_objects::follow_nodes(context.clone(), resync_tx));
+    let node_objects = tokio::spawn(node_objects::follow_nodes(
+        context.clone(),
+        resync_tx.clone(),
+    ));
+    let policy = tokio::spawn(policy::follow_policy(context.clone(), resync_tx));
 
     let taskruns: Api<DeserializeGuard<TaskRun>> = match &config.namespace {
         Some(namespace) => Api::namespaced(client.clone(), namespace),
@@ -233,7 +242,15 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
             }
         })
         .await;
-    for task in [triggers, lease, node_objects, waiting, referenced, sweeper] {
+    for task in [
+        triggers,
+        lease,
+        node_objects,
+        policy,
+        waiting,
+        referenced,
+        sweeper,
+    ] {
         task.abort();
     }
     endpoints.abort();

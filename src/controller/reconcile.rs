@@ -15,9 +15,10 @@ use super::claims::{
 use super::context::Context;
 use super::error::{Error, Result};
 use super::events::EventType;
+use super::policy::PolicyView;
 use super::references;
 use super::status_writer::write_status;
-use crate::api::{FINALIZER, Reason, TaskRun};
+use crate::api::{FINALIZER, Reason, TaskRun, policy_violations};
 use crate::lifecycle::inputs::Resolution;
 use crate::lifecycle::{
     self, Action, Claim, Ending, NodeState, Observed, Outcome, Placement, Run, StopCause,
@@ -43,6 +44,10 @@ enum Pass {
 
 /// How long a run waits to start while this agent's own Lease is not current.
 const LEASE_WAIT: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
+
+/// How long a run waits to start while this agent has not read the TaskRunPolicy yet; the
+/// read itself wakes every run sooner.
+const POLICY_WAIT: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
 
 /// One pass over a TaskRun: observe, decide, act, record.
 #[instrument(skip(guard, context), fields(namespace = field::Empty, name = field::Empty))]
@@ -200,6 +205,7 @@ async fn place_and_act(
                 spec: &taskrun.spec,
                 status: &status,
                 inputs: None,
+                policy: None,
             };
             // With `NodeLost` in `retries.reasons` this records the next attempt; the pass after
             // this write frees the claim for it (`Placement::Handover`).
@@ -312,7 +318,9 @@ async fn apply(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Resu
         spec: &taskrun.spec,
         status: &status,
         inputs: None,
+        policy: None,
     };
+    let policy = context.policy.view();
 
     let performed = async {
         let observed = context
@@ -339,9 +347,23 @@ async fn apply(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Resu
                 ..Outcome::default()
             })));
         }
+        let policy = match &policy {
+            PolicyView::Known(policy) => policy.as_deref(),
+            PolicyView::Unknown if starts => {
+                // A run must not slip past a policy this agent has not read yet.
+                return Ok(Pass::Performed(Box::new(Outcome {
+                    recheck_at: now.checked_add(POLICY_WAIT).ok(),
+                    ..Outcome::default()
+                })));
+            }
+            PolicyView::Unknown => None,
+        };
+        // A launch the policy refuses creates nothing: it needs nothing from the namespace.
+        let refused = matches!(action, Action::Launch)
+            && policy.is_some_and(|p| !policy_violations(p, &namespace, &taskrun.spec).is_empty());
         // What the run takes from its namespace is read only on the way to a start, never
         // once its container runs or ran.
-        let resolved = if starts && !taskrun.spec.cluster_only_fields().is_empty() {
+        let resolved = if starts && !refused && !taskrun.spec.cluster_only_fields().is_empty() {
             match references::gather(
                 &context.client,
                 &namespace,
@@ -360,6 +382,7 @@ async fn apply(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Resu
         };
         let run = Run {
             inputs: resolved.as_ref(),
+            policy,
             ..run
         };
         context

@@ -12,8 +12,9 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use super::context::{Context, NodeObjects};
+use super::policy::Policy;
 use super::reconcile::reconcile;
-use crate::api::{Phase, TaskRun, TaskRunStatus};
+use crate::api::{CLUSTER_POLICY, Phase, Reason, TaskRun, TaskRunPolicy, TaskRunStatus};
 use crate::docker::fake::FakeDaemon;
 use crate::docker::{ContainerState, container_name};
 use crate::lifecycle::Executor;
@@ -97,18 +98,24 @@ fn taskrun(yaml: &str) -> TaskRun {
 const NEW: &str = "metadata: {name: hello}\nspec: {image: busybox}";
 const CLAIMED: &str = "metadata: {name: hello, annotations: {taskrun.dev/node: node-a}, finalizers: [taskrun.dev/container]}\nspec: {image: busybox}";
 
-/// One pass over `taskrun` by the agent of [`NODE`].
+/// One pass over `taskrun` by the agent of [`NODE`], on a cluster without a TaskRunPolicy.
 async fn pass(taskrun: &TaskRun, fake: &Arc<FakeDaemon>, server: &Arc<ApiServer>) {
+    pass_under(Policy::known(CLUSTER_POLICY, None), taskrun, fake, server).await;
+}
+
+/// One pass over `taskrun` by the agent of [`NODE`], which knows `policy` as it does.
+async fn pass_under(
+    policy: Policy,
+    taskrun: &TaskRun,
+    fake: &Arc<FakeDaemon>,
+    server: &Arc<ApiServer>,
+) {
     let client = client(server.clone(), taskrun);
     let executor = Executor::new(fake.clone(), NODE, Duration::from_secs(5), 1 << 20);
     let leases = Api::namespaced(client.clone(), "team");
-    let context = Arc::new(Context::new(
-        client,
-        executor,
-        leases,
-        8,
-        Duration::from_secs(15),
-    ));
+    let context = Arc::new(
+        Context::new(client, executor, leases, 8, Duration::from_secs(15)).with_policy(policy),
+    );
     context.nodes.renewed(Instant::now());
     context.nodes.set_node_objects(NodeObjects::default());
     let guard = Arc::new(DeserializeGuard(Ok(taskrun.clone())));
@@ -271,4 +278,56 @@ async fn the_backoff_of_a_deleted_taskrun_is_forgotten() {
     assert_eq!(context.retry_wait(&kept, now), Some(Duration::from_secs(1)));
     context.forget_all_failures();
     assert_eq!(context.retry_wait(&kept, now), None, "the daemon is back");
+}
+
+#[tokio::test]
+async fn a_run_the_policy_refuses_fails_in_one_status_write_and_no_docker_call() {
+    let (fake, server) = (
+        Arc::new(FakeDaemon::with_images(&["busybox"])),
+        Arc::default(),
+    );
+    let policy = TaskRunPolicy::new(
+        CLUSTER_POLICY,
+        serde_yaml::from_str("allowedNamespaces: [elsewhere]").unwrap(),
+    );
+    pass_under(
+        Policy::known(CLUSTER_POLICY, Some(policy)),
+        &taskrun(CLAIMED),
+        &fake,
+        &server,
+    )
+    .await;
+    let writes = server.taskrun_writes();
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    let status = written_status(&writes[0]);
+    assert_eq!(
+        (status.phase, status.reason),
+        (Some(Phase::Failed), Some(Reason::PolicyViolation))
+    );
+    assert_eq!(
+        status.message.as_deref(),
+        Some("TaskRunPolicy cluster: TaskRuns may not run in this namespace (allowedNamespaces)")
+    );
+    assert!(
+        fake.calls().iter().all(|c| c.starts_with("inspect ")),
+        "only looked for the container: {:?}",
+        fake.calls()
+    );
+}
+
+#[tokio::test]
+async fn nothing_starts_before_the_policy_was_read() {
+    let (fake, server) = (
+        Arc::new(FakeDaemon::with_images(&["busybox"])),
+        Arc::default(),
+    );
+    pass_under(
+        Policy::new(CLUSTER_POLICY),
+        &taskrun(CLAIMED),
+        &fake,
+        &server,
+    )
+    .await;
+    assert!(server.taskrun_writes().is_empty());
+    assert!(fake.state().containers.is_empty());
 }

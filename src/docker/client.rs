@@ -92,6 +92,21 @@ impl Daemon for DockerClient {
         }
     }
 
+    async fn image_user(&self, image: &str) -> Result<Option<String>, DockerError> {
+        match self.docker.inspect_image(image).await {
+            Ok(inspect) => Ok(Some(
+                inspect.config.and_then(|c| c.user).unwrap_or_default(),
+            )),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(cause) => Err(DockerError::InspectImage {
+                image: image.to_string(),
+                cause,
+            }),
+        }
+    }
+
     async fn pull_image(
         &self,
         image: &str,
@@ -127,6 +142,7 @@ impl Daemon for DockerClient {
 
     async fn create_container(&self, template: &ContainerTemplate) -> Result<String, DockerError> {
         let name = template.owner.container_name();
+        let security = &template.security;
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let body = ContainerCreateBody {
             image: Some(template.image.clone()),
@@ -140,6 +156,7 @@ impl Daemon for DockerClient {
                     .collect(),
             ),
             working_dir: template.working_dir.clone(),
+            user: security.user.clone(),
             labels: Some(template.owner.labels()),
             host_config: Some(HostConfig {
                 memory: template.memory_bytes,
@@ -150,6 +167,18 @@ impl Daemon for DockerClient {
                     .then(|| template.tmpfs.iter().cloned().collect()),
                 extra_hosts: (!template.extra_hosts.is_empty())
                     .then(|| template.extra_hosts.clone()),
+                // Said out loud rather than left to the daemon's defaults: never privileged,
+                // no host IPC, and no seccomp option, so Docker's default profile applies.
+                privileged: Some(false),
+                ipc_mode: Some("private".into()),
+                security_opt: security
+                    .no_new_privileges
+                    .then(|| vec!["no-new-privileges".to_string()]),
+                pids_limit: Some(security.pids_limit),
+                readonly_rootfs: Some(security.read_only_root),
+                cap_add: (!security.cap_add.is_empty()).then(|| security.cap_add.clone()),
+                cap_drop: (!security.cap_drop.is_empty()).then(|| security.cap_drop.clone()),
+                network_mode: Some(security.network_mode.clone()),
                 ..Default::default()
             }),
             ..Default::default()

@@ -47,7 +47,30 @@ pub struct ContainerTemplate {
     pub tmpfs: Vec<(String, String)>,
     /// `/etc/hosts` entries, `NAME:ADDRESS`.
     pub extra_hosts: Vec<String>,
+    /// How the container is confined.
+    pub security: ContainerSecurity,
     pub owner: ContainerOwner,
+}
+
+/// How a container is confined, beyond what every container of ours gets (never privileged,
+/// Docker's default seccomp profile, a private IPC namespace, no host namespace, device or
+/// path).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerSecurity {
+    /// `UID` or `UID:GID` the process runs as; the image's user when `None`.
+    pub user: Option<String>,
+    /// The root filesystem is read-only.
+    pub read_only_root: bool,
+    /// Capabilities added to Docker's default set.
+    pub cap_add: Vec<String>,
+    /// Capabilities dropped from it; `ALL` drops every one.
+    pub cap_drop: Vec<String>,
+    /// `no-new-privileges`: setuid binaries and file capabilities grant nothing.
+    pub no_new_privileges: bool,
+    /// Most processes and threads at once.
+    pub pids_limit: i64,
+    /// Docker's network mode: `bridge` or `none`.
+    pub network_mode: String,
 }
 
 impl ObservedContainer {

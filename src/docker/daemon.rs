@@ -22,6 +22,10 @@ pub trait Daemon: Send + Sync {
     /// Whether the daemon has the image.
     async fn has_image(&self, image: &str) -> Result<bool, DockerError>;
 
+    /// The user the image runs its process as (its `USER`, empty for root), `None` when the
+    /// daemon has no such image.
+    async fn image_user(&self, image: &str) -> Result<Option<String>, DockerError>;
+
     /// Pulls the image with the registry's credentials, if any, giving up after `timeout`.
     async fn pull_image(
         &self,

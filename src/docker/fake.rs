@@ -38,6 +38,8 @@ pub struct FakeContainer {
 #[derive(Debug, Default)]
 pub struct FakeState {
     pub images: HashSet<String>,
+    /// The `USER` of images that set one.
+    pub image_users: HashMap<String, String>,
     /// Images a pull can fetch.
     pub pullable: HashSet<String>,
     pub containers: HashMap<String, FakeContainer>,
@@ -139,6 +141,18 @@ impl Daemon for FakeDaemon {
             cause,
         })?;
         Ok(self.state().images.contains(image))
+    }
+
+    async fn image_user(&self, image: &str) -> Result<Option<String>, DockerError> {
+        self.call("inspect_image", image, |cause| DockerError::InspectImage {
+            image: image.to_string(),
+            cause,
+        })?;
+        let state = self.state();
+        Ok(state
+            .images
+            .contains(image)
+            .then(|| state.image_users.get(image).cloned().unwrap_or_default()))
     }
 
     async fn pull_image(

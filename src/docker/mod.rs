@@ -10,7 +10,7 @@ pub mod fake;
 mod naming;
 
 pub use client::{DEFAULT_CONTAINER_LOG_BYTES, DockerClient, LOG_TAIL_BYTES};
-pub use container::{ContainerState, ContainerTemplate, ObservedContainer};
+pub use container::{ContainerSecurity, ContainerState, ContainerTemplate, ObservedContainer};
 pub use daemon::Daemon;
 pub use error::DockerError;
 pub use naming::{

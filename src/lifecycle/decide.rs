@@ -530,6 +530,11 @@ pub enum LaunchFailure {
     StartFailed(String),
     /// The daemon refused the files of the volumes.
     FilesRefused(String),
+    /// The run breaks the cluster's TaskRunPolicy; nothing was pulled or created.
+    PolicyViolation(String),
+    /// The run must not run as root and its image's user is root (or cannot be told apart
+    /// from root); no container was created.
+    RunsAsRoot(String),
 }
 
 /// How a launch that stopped short ends the run.
@@ -564,6 +569,8 @@ pub fn launch_failed(
             Reason::StartFailed,
             format!("the files of the volumes could not be written into the container: {message}"),
         ),
+        LaunchFailure::PolicyViolation(message) => (Reason::PolicyViolation, message),
+        LaunchFailure::RunsAsRoot(message) => (Reason::StartFailed, message),
     };
     Ending {
         phase: Phase::Failed,

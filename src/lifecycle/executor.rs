@@ -3,17 +3,15 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::decide::{
     Action, Deletion, Ending, LaunchFailure, StopCause, active_deadline, after_attempt,
     launch_failed,
 };
 use super::inputs::{self, Inputs};
+use super::security::{self, Settled};
 use super::status::{self, Location};
-use crate::api::{
-    ImagePullPolicy, TaskRunSpec, TaskRunStatus, parse_cpu_nanos, parse_memory_bytes,
-};
+use crate::api::{ImagePullPolicy, TaskRunPolicy, TaskRunSpec, TaskRunStatus};
 use crate::docker::{
     ContainerOwner, ContainerState, ContainerTemplate, Daemon, DockerError, ObservedContainer,
     attempt_container_name,
@@ -43,6 +41,8 @@ pub struct Run<'a> {
     /// What the run takes from its namespace, resolved; `None` for a spec that refers to
     /// nothing, whose literal env is all it needs.
     pub inputs: Option<&'a Inputs>,
+    /// The cluster's TaskRunPolicy as the agent last read it; `None` when there is none.
+    pub policy: Option<&'a TaskRunPolicy>,
 }
 
 /// What performing an action changed.
@@ -294,9 +294,15 @@ impl Executor {
         }
     }
 
-    /// Pulls as the policy says, then creates and starts the container. What the daemon
-    /// answered is a [`Launched`]; only a daemon that did not answer is an error.
+    /// Settles the container's confinement with the cluster's policy, pulls as the pull
+    /// policy says, checks the image's user where root is forbidden, then creates and starts
+    /// the container. What the daemon answered is a [`Launched`]; only a daemon that did not
+    /// answer is an error.
     async fn launch(&self, run: Run<'_>, owner: ContainerOwner) -> Result<Launched, DockerError> {
+        let settled = match security::settle(run.spec, run.namespace, run.policy) {
+            Ok(settled) => settled,
+            Err(failure) => return Ok(Launched::Failed(failure)),
+        };
         let image = &run.spec.image;
         let policy = run.spec.image_pull_policy;
         let present = match policy {
@@ -328,10 +334,25 @@ impl Executor {
                 }));
             }
         }
-        let template = match container_template(run, owner, self.log_max_bytes) {
-            Ok(template) => template,
-            Err(message) => return Ok(Launched::Failed(LaunchFailure::InvalidLimit(message))),
-        };
+        if settled.check_image_user {
+            match self.docker.image_user(image).await {
+                Ok(Some(user)) => {
+                    if let Err(message) = security::non_root_user(image, &user) {
+                        return Ok(Launched::Failed(LaunchFailure::RunsAsRoot(message)));
+                    }
+                }
+                Ok(None) => {
+                    return Ok(Launched::Failed(LaunchFailure::ImageGone(format!(
+                        "No such image: {image}"
+                    ))));
+                }
+                Err(e) if e.is_refusal() => {
+                    return Ok(Launched::Failed(LaunchFailure::InvalidImage(answer(e)?)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let template = container_template(run, owner, self.log_max_bytes, settled);
         let container_id = match self.docker.create_container(&template).await {
             Ok(id) => id,
             Err(e) if e.has_status(409) => return Ok(Launched::LookAgain),
@@ -491,13 +512,13 @@ fn started(run: Run<'_>, location: Location<'_>, container_id: &str, now: Timest
     }
 }
 
-/// The container a run describes; an error names a limit that is not a quantity, so no
-/// container ever runs without the limit its spec set.
+/// The container a run describes, confined as [`security::settle`] decided.
 fn container_template(
     run: Run<'_>,
     owner: ContainerOwner,
     log_max_bytes: u64,
-) -> Result<ContainerTemplate, String> {
+    settled: Settled,
+) -> ContainerTemplate {
     let spec = run.spec;
     let literal;
     let inputs = match run.inputs {
@@ -507,22 +528,13 @@ fn container_template(
             &literal
         }
     };
-    let limits = spec.limits();
-    let limit = |quantity: Option<&Quantity>, field: &str, parse: fn(&Quantity) -> Option<i64>| {
-        quantity
-            .map(|q| {
-                parse(q)
-                    .ok_or_else(|| format!("resources.limits.{field} {:?} is not a quantity", q.0))
-            })
-            .transpose()
-    };
     // The run's own variables come last, so the task can rely on them.
     let run_env = [
         ("TASKRUN_ATTEMPT", owner.attempt.to_string()),
         ("TASKRUN_NAME", owner.name.clone()),
         ("TASKRUN_NAMESPACE", owner.namespace.clone()),
     ];
-    Ok(ContainerTemplate {
+    ContainerTemplate {
         image: spec.image.clone(),
         entrypoint: spec.command.clone(),
         args: spec.args.clone(),
@@ -533,12 +545,8 @@ fn container_template(
             .chain(run_env.map(|(name, value)| (name.to_string(), value)))
             .collect(),
         working_dir: spec.working_dir.clone(),
-        memory_bytes: limit(
-            limits.and_then(|l| l.memory.as_ref()),
-            "memory",
-            parse_memory_bytes,
-        )?,
-        nano_cpus: limit(limits.and_then(|l| l.cpu.as_ref()), "cpu", parse_cpu_nanos)?,
+        memory_bytes: settled.memory_bytes,
+        nano_cpus: settled.nano_cpus,
         log_max_bytes,
         tmpfs: inputs
             .scratch
@@ -546,8 +554,9 @@ fn container_template(
             .map(|scratch| (scratch.path.clone(), tmpfs_options(scratch)))
             .collect(),
         extra_hosts: inputs.extra_hosts.clone(),
+        security: settled.security,
         owner,
-    })
+    }
 }
 
 /// Docker's tmpfs options for an emptyDir: writable by every user and executable, as a Pod's

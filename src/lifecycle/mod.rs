@@ -7,6 +7,7 @@ mod decide;
 mod executor;
 pub mod inputs;
 mod placement;
+pub mod security;
 pub mod status;
 
 pub use decide::{

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use input::parse;
 pub use report::OutputFormat;
 
-use crate::api::{Phase, Reason, TaskRunSpec, TaskRunStatus};
+use crate::api::{Phase, Reason, TaskRunPolicy, TaskRunSpec, TaskRunStatus, policy_problems};
 use crate::docker::{DEFAULT_CONTAINER_LOG_BYTES, DockerClient, DockerError};
 use crate::lifecycle::{self, Action, Executor, Observed, Run, decide};
 use input::{Task, load};
@@ -52,6 +52,30 @@ pub struct RunOptions {
     pub output: OutputFormat,
     /// Node name recorded in the containers' labels.
     pub node_name: String,
+    /// A TaskRunPolicy manifest every task is held to, as an agent holds TaskRuns to the
+    /// cluster's; the hardened defaults alone when unset.
+    pub policy: Option<String>,
+}
+
+/// Reads the TaskRunPolicy manifest at `path` and checks it as the API server would.
+fn load_policy(path: &str) -> Result<TaskRunPolicy, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+    if value.get("kind").and_then(serde_yaml::Value::as_str) != Some("TaskRunPolicy") {
+        return Err(format!("{path}: not a TaskRunPolicy manifest"));
+    }
+    let policy: TaskRunPolicy =
+        serde_yaml::from_value(value).map_err(|e| format!("{path}: {e}"))?;
+    let problems: Vec<String> = policy_problems(&policy.spec)
+        .into_iter()
+        .map(|p| format!("spec.{}: {}", p.field, p.problem))
+        .collect();
+    if problems.is_empty() {
+        Ok(policy)
+    } else {
+        Err(format!("{path}: {}", problems.join("; ")))
+    }
 }
 
 /// Runs every task of every file and reports on each. Exits 0 when all succeeded, 1 when
@@ -63,6 +87,14 @@ pub async fn run(options: RunOptions) -> ExitCode {
             for error in &errors {
                 eprintln!("taskrun: {error}");
             }
+            eprintln!("taskrun: nothing was run");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let policy = match options.policy.as_deref().map(load_policy).transpose() {
+        Ok(policy) => policy,
+        Err(error) => {
+            eprintln!("taskrun: {error}");
             eprintln!("taskrun: nothing was run");
             return ExitCode::from(EXIT_BAD_INPUT);
         }
@@ -91,7 +123,7 @@ pub async fn run(options: RunOptions) -> ExitCode {
     );
 
     let statuses: Vec<TaskRunStatus> = futures::stream::iter(&tasks)
-        .map(|task| run_task(&executor, task, &reporter, &interrupt))
+        .map(|task| run_task(&executor, task, &reporter, &interrupt, policy.as_ref()))
         .buffer_unordered(options.parallel.max(1))
         .collect()
         .await;
@@ -151,9 +183,10 @@ async fn run_task(
     task: &Task,
     reporter: &Reporter,
     interrupt: &Interrupt,
+    policy: Option<&TaskRunPolicy>,
 ) -> TaskRunStatus {
     let report = reporter.task(&task.name);
-    let mut run = LocalRun::new(task);
+    let mut run = LocalRun::new(task, policy);
     let retries = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(500))
         .with_max_times(ATTEMPTS - 1);
@@ -183,6 +216,7 @@ struct LocalRun<'a> {
     created: Timestamp,
     spec: TaskRunSpec,
     status: TaskRunStatus,
+    policy: Option<&'a TaskRunPolicy>,
 }
 
 /// Whether a task needs another step.
@@ -193,13 +227,14 @@ enum Step {
 
 impl<'a> LocalRun<'a> {
     /// A run of `task` under a fresh UID, so its container cannot be mistaken for another's.
-    fn new(task: &'a Task) -> Self {
+    fn new(task: &'a Task, policy: Option<&'a TaskRunPolicy>) -> Self {
         Self {
             task,
             uid: uuid::Uuid::new_v4().to_string(),
             created: Timestamp::now(),
             spec: task.spec.clone(),
             status: TaskRunStatus::default(),
+            policy,
         }
     }
 
@@ -213,6 +248,7 @@ impl<'a> LocalRun<'a> {
             spec: &self.spec,
             status: &self.status,
             inputs: None,
+            policy: self.policy,
         }
     }
 
@@ -351,6 +387,7 @@ mod tests {
             &task("image: busybox\ncleanup: Always"),
             &Reporter::new(OutputFormat::Json, ["hello"]),
             &Interrupt::default(),
+            None,
         )
         .await;
         assert_eq!(status.phase, Some(Phase::Succeeded));
@@ -376,6 +413,7 @@ mod tests {
             &task("image: busybox"),
             &Reporter::new(OutputFormat::Json, ["hello"]),
             &Interrupt::default(),
+            None,
         )
         .await;
         assert_eq!(
@@ -394,6 +432,7 @@ mod tests {
             &task("image: busybox\ncleanup: Never\nretries: {limit: 1, backoff: {seconds: 1}}"),
             &Reporter::new(OutputFormat::Json, ["hello"]),
             &Interrupt::default(),
+            None,
         )
         .await;
         assert_eq!(
@@ -420,6 +459,7 @@ mod tests {
             &task("image: busybox"),
             &Reporter::new(OutputFormat::Json, ["hello"]),
             &Interrupt::default(),
+            None,
         )
         .await;
         assert_eq!(status.reason, Some(Reason::DaemonUnavailable));

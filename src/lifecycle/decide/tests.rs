@@ -655,6 +655,15 @@ fn launch_failures_that_are_the_specs_fault_are_never_retried() {
     assert!(!retryable(LaunchFailure::ImageGone("gone".into())));
     assert!(!retryable(LaunchFailure::InvalidLimit("12Qi".into())));
     assert!(!retryable(LaunchFailure::CreateFailed("bad dir".into())));
+    assert!(!retryable(LaunchFailure::PolicyViolation("policy".into())));
+    assert!(!retryable(LaunchFailure::RunsAsRoot("root".into())));
+    let policy = launch_failed(LaunchFailure::PolicyViolation("p".into()), &s, "n", at(1));
+    assert_eq!(
+        (policy.phase, policy.reason),
+        (Phase::Failed, Reason::PolicyViolation)
+    );
+    let root = launch_failed(LaunchFailure::RunsAsRoot("r".into()), &s, "n", at(1));
+    assert_eq!(root.reason, Reason::StartFailed);
 }
 
 #[test]

@@ -28,6 +28,7 @@ fn run<'a>(spec: &'a TaskRunSpec, status: &'a TaskRunStatus) -> Run<'a> {
         spec,
         status,
         inputs: None,
+        policy: None,
     }
 }
 
@@ -603,7 +604,12 @@ async fn a_start_after_an_interrupted_launch_writes_the_files_again_and_a_refusa
         ..run(&spec, &status)
     };
     let executor = executor(&fake);
-    let template = container_template(run, executor.owner(run), 1 << 20).unwrap();
+    let template = container_template(
+        run,
+        executor.owner(run),
+        1 << 20,
+        security::settle(run.spec, run.namespace, None).unwrap(),
+    );
     fake.create_container(&template).await.unwrap();
     executor
         .perform(
@@ -639,4 +645,109 @@ async fn a_start_after_an_interrupted_launch_writes_the_files_again_and_a_refusa
         !fake.calls().iter().any(|c| c.starts_with("start")),
         "never started without its files"
     );
+}
+
+#[tokio::test]
+async fn every_container_is_hardened_and_carries_its_security_context() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    perform(&fake, "image: busybox", Action::Launch)
+        .await
+        .unwrap();
+    let hardened = fake.state().containers[NAME].template.security.clone();
+    assert!(hardened.no_new_privileges);
+    assert_eq!(hardened.pids_limit, 4096);
+    assert_eq!(hardened.network_mode, "bridge");
+    assert_eq!(hardened.user, None);
+
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    perform(
+        &fake,
+        "image: busybox\nnetwork: None\nsecurityContext: {runAsUser: 1000, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}",
+        Action::Launch,
+    )
+    .await
+    .unwrap();
+    let confined = fake.state().containers[NAME].template.security.clone();
+    assert_eq!(confined.user.as_deref(), Some("1000"));
+    assert!(confined.read_only_root);
+    assert_eq!(confined.cap_drop, ["ALL"]);
+    assert_eq!(confined.network_mode, "none");
+}
+
+/// Launches `image: busybox` under the TaskRunPolicy `cluster` with `policy_yaml` as its spec.
+async fn launch_under(fake: &Arc<FakeDaemon>, policy_yaml: &str) -> Outcome {
+    let spec = spec("image: busybox");
+    let status = TaskRunStatus::default();
+    let policy =
+        crate::api::TaskRunPolicy::new("cluster", serde_yaml::from_str(policy_yaml).unwrap());
+    executor(fake)
+        .perform(
+            Run {
+                policy: Some(&policy),
+                ..run(&spec, &status)
+            },
+            Action::Launch,
+            Timestamp::UNIX_EPOCH,
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_run_the_policy_refuses_touches_nothing_on_the_node() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    let outcome = launch_under(&fake, "allowedImages: [registry.example.com/**]").await;
+    let (phase, reason, message) = ended_with(&outcome);
+    assert_eq!(
+        (phase, reason),
+        (Some(Phase::Failed), Some(Reason::PolicyViolation))
+    );
+    assert_eq!(
+        message,
+        "TaskRunPolicy cluster: spec.image matches none of allowedImages"
+    );
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+}
+
+#[tokio::test]
+async fn a_policy_default_limit_reaches_a_container_without_limits() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    launch_under(
+        &fake,
+        "defaultLimits: {cpu: 250m, memory: 32Mi}\npidsLimit: 64",
+    )
+    .await;
+    let template = fake.state().containers[NAME].template.clone();
+    assert_eq!(template.memory_bytes, Some(32 << 20));
+    assert_eq!(template.nano_cpus, Some(250_000_000));
+    assert_eq!(template.security.pids_limit, 64);
+}
+
+#[tokio::test]
+async fn a_non_root_run_of_a_root_image_fails_before_any_container_exists() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox", "app"]));
+    fake.state().image_users.insert("app".into(), "1000".into());
+    let outcome = perform(
+        &fake,
+        "image: busybox\nsecurityContext: {runAsNonRoot: true}",
+        Action::Launch,
+    )
+    .await
+    .unwrap();
+    let (phase, reason, message) = ended_with(&outcome);
+    assert_eq!(
+        (phase, reason),
+        (Some(Phase::Failed), Some(Reason::StartFailed))
+    );
+    assert!(message.contains("image busybox runs as root"), "{message}");
+    assert!(fake.state().containers.is_empty());
+
+    let outcome = perform(
+        &fake,
+        "image: app\nsecurityContext: {runAsNonRoot: true}",
+        Action::Launch,
+    )
+    .await
+    .unwrap();
+    assert_eq!(ended_with(&outcome).0, Some(Phase::Running));
 }

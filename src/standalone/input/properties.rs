@@ -353,6 +353,8 @@ fn manifest(name: String) -> impl Strategy<Value = Manifest> {
                             memory: memory.map(Quantity),
                         }),
                     }),
+                    security_context: None,
+                    network: None,
                     node_name,
                     cancel,
                     retries: None,

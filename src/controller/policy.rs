@@ -1,0 +1,109 @@
+//! The cluster's TaskRunPolicy as this agent follows it. The agent starts nothing until it
+//! knows whether there is a policy: a run created while the agent starts must not slip past
+//! a policy it has not read yet. Where the TaskRunPolicy CRD is not installed, there is none.
+
+use std::sync::{Arc, RwLock};
+
+use futures::{FutureExt, StreamExt};
+use kube::Api;
+use kube::runtime::reflector;
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::context::Context;
+use crate::api::TaskRunPolicy;
+
+/// What the agent knows of the policy it enforces.
+#[derive(Clone, Debug, Default)]
+pub enum PolicyView {
+    /// Not read yet, or never readable: no run starts.
+    #[default]
+    Unknown,
+    /// Read: the policy, or `None` when there is no such object (or no such kind).
+    Known(Option<Arc<TaskRunPolicy>>),
+}
+
+/// The policy the agent enforces, by name, as last read.
+#[derive(Debug)]
+pub struct Policy {
+    /// The TaskRunPolicy's name (`cluster` unless `--policy` says otherwise).
+    pub name: String,
+    view: RwLock<PolicyView>,
+}
+
+impl Policy {
+    /// The policy named `name`, not read yet.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            view: RwLock::default(),
+        }
+    }
+
+    /// A policy already known, for tests and for agents told there is none.
+    pub fn known(name: impl Into<String>, policy: Option<TaskRunPolicy>) -> Self {
+        let known = Self::new(name);
+        known.set(PolicyView::Known(policy.map(Arc::new)));
+        known
+    }
+
+    /// What is known now.
+    pub fn view(&self) -> PolicyView {
+        self.view
+            .read()
+            .map_or(PolicyView::Unknown, |view| view.clone())
+    }
+
+    /// Records what was read; true when that changed what is known.
+    fn set(&self, seen: PolicyView) -> bool {
+        let Ok(mut view) = self.view.write() else {
+            return false;
+        };
+        let changed = match (&*view, &seen) {
+            (PolicyView::Known(old), PolicyView::Known(new)) => {
+                old.as_ref().map(|p| &p.spec) != new.as_ref().map(|p| &p.spec)
+            }
+            (PolicyView::Unknown, PolicyView::Unknown) => false,
+            _ => true,
+        };
+        *view = seen;
+        changed
+    }
+}
+
+/// Follows the TaskRunPolicy the agent enforces and records each version; every TaskRun is
+/// looked at again when it changes, so runs held until it was read start at once.
+pub async fn follow_policy(context: Arc<Context>, resync: mpsc::Sender<()>) {
+    let name = context.policy.name.clone();
+    let api: Api<TaskRunPolicy> = Api::all(context.client.clone());
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let (store, writer) = reflector::store();
+    let mut changes = watcher(api, config)
+        .backoff(super::watch_backoff())
+        .reflect(writer)
+        .boxed();
+    while let Some(change) = changes.next().await {
+        let seen = match &change {
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(e))) if e.code == 404 => {
+                PolicyView::Known(None)
+            }
+            Err(e) => {
+                if matches!(context.policy.view(), PolicyView::Unknown) {
+                    warn!(policy = %name, error = %e, "cannot read the TaskRunPolicy; no run starts until it can");
+                }
+                continue;
+            }
+            Ok(_) if store.wait_until_ready().now_or_never().is_none() => continue,
+            Ok(_) => PolicyView::Known(store.state().into_iter().next()),
+        };
+        let summary = match &seen {
+            PolicyView::Known(Some(policy)) => format!("{:?}", policy.spec),
+            _ => "none".to_string(),
+        };
+        if context.policy.set(seen) {
+            info!(policy = %name, rules = %summary, "TaskRunPolicy read");
+            let _ = resync.try_send(());
+        }
+    }
+}

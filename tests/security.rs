@@ -1,0 +1,582 @@
+//! What a TaskRun author can and cannot do on a node, against the real API server and Docker
+//! daemon: every container hardened, the securityContext and network reaching the container
+//! (seen with `docker inspect` and from inside), and a TaskRunPolicy enforced by both of its
+//! enforcers: the admission policy at `kubectl apply`, and the agent before it creates a
+//! container; both held to the same table of cases.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use bollard::models::ContainerInspectResponse;
+use bollard::query_parameters::InspectContainerOptions;
+use k8s_openapi::api::admissionregistration::v1::{
+    MatchResources, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, CustomResourceExt};
+use serde::Deserialize;
+use taskrun_operator::api::{
+    ADMISSION_POLICY, Phase, Reason, TaskRun, TaskRunPolicy, TaskRunPolicySpec, TaskRunSpec,
+    TaskRunStatus, admission_policy, admission_policy_binding, policy_violations,
+};
+
+use common::{ControllerProcess, TestNamespace};
+
+const MANAGER: &str = "taskrun-tests";
+
+fn status(taskrun: &TaskRun) -> &TaskRunStatus {
+    taskrun.status.as_ref().expect("status written")
+}
+
+fn outcome(taskrun: &TaskRun) -> (Option<Phase>, Option<Reason>) {
+    (status(taskrun).phase, status(taskrun).reason)
+}
+
+/// Starts this namespace's agent, enforcing the TaskRunPolicy `policy`.
+fn agent(ns: &TestNamespace, policy: &str) -> ControllerProcess {
+    ControllerProcess::start_with(&ns.name, &ns.node(), "127.0.0.1:0", &["--policy", policy])
+}
+
+/// `docker inspect` of the container the run recorded.
+async fn inspect(taskrun: &TaskRun) -> ContainerInspectResponse {
+    let name = status(taskrun)
+        .container_name
+        .clone()
+        .expect("a container name");
+    common::docker()
+        .await
+        .inspect_container(&name, None::<InspectContainerOptions>)
+        .await
+        .expect("inspect the run's container")
+}
+
+/// Installs the TaskRunPolicy CRD and waits until it is served.
+async fn ensure_policy_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = TaskRunPolicy::crd();
+    let name = crd.metadata.name.clone().unwrap();
+    crds.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply the TaskRunPolicy CRD");
+    tokio::time::timeout(
+        common::TIMEOUT,
+        await_condition(crds, &name, conditions::is_crd_established()),
+    )
+    .await
+    .expect("CRD established in time")
+    .expect("watch the CRD");
+}
+
+/// Cluster-scoped objects a test made, deleted when it ends.
+#[derive(Default)]
+struct ClusterObjects {
+    policies: Vec<String>,
+    bindings: Vec<String>,
+}
+
+impl ClusterObjects {
+    /// Creates (or replaces) the TaskRunPolicy `name` with `spec`.
+    async fn policy(&mut self, client: &Client, name: &str, spec: &str) -> TaskRunPolicy {
+        ensure_policy_crd(client).await;
+        let spec: TaskRunPolicySpec = serde_yaml::from_str(spec).expect("test policy parses");
+        let policy = TaskRunPolicy::new(name, spec);
+        Api::<TaskRunPolicy>::all(client.clone())
+            .patch(
+                name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&policy),
+            )
+            .await
+            .expect("apply the TaskRunPolicy");
+        self.policies.push(name.to_string());
+        policy
+    }
+
+    /// Binds the admission policy to the TaskRunPolicy `policy` for the TaskRuns of
+    /// `namespace` labelled `taskrun.dev/policy-case=<case>` (every one of them when `None`).
+    async fn binding(
+        &mut self,
+        client: &Client,
+        namespace: &str,
+        policy: &str,
+        case: Option<&str>,
+    ) {
+        let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
+        policies
+            .patch(
+                ADMISSION_POLICY,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&admission_policy()),
+            )
+            .await
+            .expect("apply the admission policy");
+        let mut scope = serde_json::json!({
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        });
+        if let Some(case) = case {
+            scope["objectSelector"] =
+                serde_json::json!({"matchLabels": {"taskrun.dev/policy-case": case}});
+        }
+        let scope: MatchResources = serde_json::from_value(scope).unwrap();
+        let binding = admission_policy_binding(policy, policy, Some(scope));
+        Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+            .patch(
+                policy,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&binding),
+            )
+            .await
+            .expect("apply the admission binding");
+        self.bindings.push(policy.to_string());
+    }
+}
+
+impl Drop for ClusterObjects {
+    fn drop(&mut self) {
+        for (kind, names) in [
+            ("validatingadmissionpolicybindings", &self.bindings),
+            ("taskrunpolicies.taskrun.dev", &self.policies),
+        ] {
+            if names.is_empty() {
+                continue;
+            }
+            let _ = common::kubectl()
+                .args(["delete", kind, "--ignore-not-found", "--wait=false"])
+                .args(names)
+                .output();
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_container_is_hardened_by_default() {
+    let ns = TestNamespace::new("hardened").await;
+    let _agent = ns.start_controller();
+    ns.create(&common::taskrun_yaml(
+        "plain",
+        "image: busybox\ncommand: [sh, -c, 'grep -E \"^(Seccomp|NoNewPrivs):\" /proc/self/status; id -u']\ncleanup: Never",
+    ))
+    .await;
+    let done = ns.wait_done("plain").await;
+    assert_eq!(
+        outcome(&done),
+        (Some(Phase::Succeeded), Some(Reason::Completed)),
+        "{:?}",
+        done.status
+    );
+    let inside = status(&done).log_tail.clone().unwrap_or_default();
+    // 2: a seccomp filter is in place (Docker's default profile); the image's root user.
+    assert_eq!(inside, "NoNewPrivs:\t1\nSeccomp:\t2\n0\n", "{inside:?}");
+    let host = inspect(&done).await.host_config.expect("host config");
+    assert_eq!(host.security_opt, Some(vec!["no-new-privileges".into()]));
+    assert_eq!(host.pids_limit, Some(4096));
+    assert_eq!(host.privileged, Some(false));
+    assert_eq!(host.network_mode.as_deref(), Some("bridge"));
+    assert_eq!(host.ipc_mode.as_deref(), Some("private"));
+    assert_eq!(host.pid_mode.as_deref().unwrap_or(""), "");
+    assert_eq!(host.uts_mode.as_deref().unwrap_or(""), "");
+    assert!(host.binds.unwrap_or_default().is_empty());
+    assert!(host.devices.unwrap_or_default().is_empty());
+    assert!(host.cap_add.unwrap_or_default().is_empty());
+}
+
+#[tokio::test]
+async fn the_security_context_reaches_the_container_and_holds_inside() {
+    let ns = TestNamespace::new("secctx").await;
+    let _agent = ns.start_controller();
+    ns.create(&common::taskrun_yaml(
+        "confined",
+        "image: busybox\ncommand: [sh, -c, 'id -u; id -g; grep ^CapEff: /proc/self/status']\nsecurityContext: {runAsUser: 1000, runAsGroup: 2000, runAsNonRoot: true, capabilities: {drop: [ALL]}}\ncleanup: Never",
+    ))
+    .await;
+    ns.create(&common::taskrun_yaml(
+        "read-only",
+        "image: busybox\ncommand: [sh, -c, 'touch /x 2>&1; touch /scratch/x && echo scratch-written']\nvolumes: [{name: scratch, emptyDir: {sizeLimit: 8Mi}}]\nvolumeMounts: [{name: scratch, mountPath: /scratch}]\nsecurityContext: {readOnlyRootFilesystem: true}\ncleanup: Never",
+    ))
+    .await;
+    ns.create(&common::taskrun_yaml(
+        "escalating",
+        "image: busybox\ncommand: [sh, -c, 'grep ^NoNewPrivs: /proc/self/status; grep ^CapEff: /proc/self/status']\nsecurityContext: {allowPrivilegeEscalation: true, capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}}\ncleanup: Never",
+    ))
+    .await;
+
+    let confined = ns.wait_done("confined").await;
+    assert_eq!(
+        outcome(&confined),
+        (Some(Phase::Succeeded), Some(Reason::Completed)),
+        "{:?}",
+        confined.status
+    );
+    assert_eq!(
+        status(&confined).log_tail.as_deref(),
+        Some("1000\n2000\nCapEff:\t0000000000000000\n")
+    );
+    let seen = inspect(&confined).await;
+    assert_eq!(
+        seen.config.and_then(|c| c.user).as_deref(),
+        Some("1000:2000")
+    );
+    assert_eq!(seen.host_config.unwrap().cap_drop, Some(vec!["ALL".into()]));
+
+    // As root, so only the read-only filesystem stands in the way.
+    let read_only = ns.wait_done("read-only").await;
+    assert_eq!(
+        outcome(&read_only),
+        (Some(Phase::Succeeded), Some(Reason::Completed)),
+        "{:?}",
+        read_only.status
+    );
+    let tail = status(&read_only).log_tail.clone().unwrap_or_default();
+    assert!(
+        tail.contains("Read-only file system") && tail.ends_with("scratch-written\n"),
+        "{tail:?}"
+    );
+    let host = inspect(&read_only).await.host_config.unwrap();
+    assert_eq!(host.readonly_rootfs, Some(true));
+
+    let escalating = ns.wait_done("escalating").await;
+    assert_eq!(
+        outcome(&escalating),
+        (Some(Phase::Succeeded), Some(Reason::Completed))
+    );
+    // Only NET_BIND_SERVICE (bit 10) is left.
+    assert_eq!(
+        status(&escalating).log_tail.as_deref(),
+        Some("NoNewPrivs:\t0\nCapEff:\t0000000000000400\n")
+    );
+    let host = inspect(&escalating).await.host_config.unwrap();
+    assert_eq!(host.security_opt, None);
+    assert_eq!(host.cap_add, Some(vec!["NET_BIND_SERVICE".into()]));
+}
+
+#[tokio::test]
+async fn a_non_root_run_of_a_root_image_never_gets_a_container() {
+    let ns = TestNamespace::new("nonroot").await;
+    let _agent = ns.start_controller();
+    ns.create(&common::taskrun_yaml(
+        "root-image",
+        "image: busybox\ncommand: ['true']\nsecurityContext: {runAsNonRoot: true}",
+    ))
+    .await;
+    let done = ns.wait_done("root-image").await;
+    assert_eq!(
+        outcome(&done),
+        (Some(Phase::Failed), Some(Reason::StartFailed))
+    );
+    let message = status(&done).message.clone().unwrap_or_default();
+    assert!(
+        message.contains("image busybox runs as root") && message.contains("runAsUser"),
+        "{message}"
+    );
+    assert!(ns.containers(&common::docker().await).await.is_empty());
+}
+
+#[tokio::test]
+async fn network_none_has_only_loopback_and_the_bridge_reaches_its_gateway() {
+    let ns = TestNamespace::new("network").await;
+    let _agent = ns.start_controller();
+    ns.create(&common::taskrun_yaml(
+        "isolated",
+        "image: busybox\ncommand: [sh, -c, 'ls /sys/class/net']\nnetwork: None\ncleanup: Never",
+    ))
+    .await;
+    ns.create(&common::taskrun_yaml(
+        "bridged",
+        "image: busybox\ncommand: [sh, -c, 'gw=$(ip route | awk \"/^default/ {print \\$3}\"); ping -c 1 -W 5 $gw >/dev/null && echo reached $gw']\nnetwork: Bridge",
+    ))
+    .await;
+    let isolated = ns.wait_done("isolated").await;
+    assert_eq!(
+        outcome(&isolated),
+        (Some(Phase::Succeeded), Some(Reason::Completed))
+    );
+    assert_eq!(status(&isolated).log_tail.as_deref(), Some("lo\n"));
+    let host = inspect(&isolated).await.host_config.unwrap();
+    assert_eq!(host.network_mode.as_deref(), Some("none"));
+    let bridged = ns.wait_done("bridged").await;
+    assert_eq!(
+        outcome(&bridged),
+        (Some(Phase::Succeeded), Some(Reason::Completed)),
+        "{:?}",
+        bridged.status
+    );
+    assert!(
+        status(&bridged)
+            .log_tail
+            .as_deref()
+            .is_some_and(|tail| tail.starts_with("reached ")),
+        "{:?}",
+        bridged.status
+    );
+}
+
+#[tokio::test]
+async fn a_task_container_cannot_reach_the_agents_endpoints() {
+    let ns = TestNamespace::new("endpoints").await;
+    let address = common::free_address();
+    let port = address.rsplit_once(':').unwrap().1.to_string();
+    let _agent = ControllerProcess::start_serving(&ns.name, &ns.node(), &address);
+    common::eventually("the agent serves /healthz", || async {
+        common::http_get(&address, "/healthz").await.is_some()
+    })
+    .await;
+    // From the bridge the node is the gateway: the agent's port there is closed.
+    ns.create(&common::taskrun_yaml(
+        "probe",
+        &format!(
+            "image: busybox\ncommand: [sh, -c, 'gw=$(ip route | awk \"/^default/ {{print \\$3}}\"); if echo | nc -w 3 $gw {port}; then echo reached; else echo refused; fi']"
+        ),
+    ))
+    .await;
+    // The port answers with a reset: nothing listens there, rather than nc failing to try.
+    let done = ns.wait_done("probe").await;
+    let tail = status(&done).log_tail.clone().unwrap_or_default();
+    assert!(
+        tail.ends_with("Connection refused\nrefused\n"),
+        "{:?}",
+        done.status
+    );
+}
+
+#[tokio::test]
+async fn the_agent_refuses_what_the_policy_forbids_and_creates_nothing() {
+    let ns = TestNamespace::new("policy-node").await;
+    let other = TestNamespace::new("policy-elsewhere").await;
+    let mut objects = ClusterObjects::default();
+    // No admission binding matches these namespaces: only the agents stand in the way, as
+    // on a cluster without the admission policy or for TaskRuns created before the policy.
+    objects
+        .policy(
+            &ns.client,
+            &ns.name,
+            "allowedImages: [busybox]\nrequireDigest: true\nmaxLimits: {memory: 64Mi}\nallowedCapabilities: [NET_BIND_SERVICE]\nrequireNonRoot: true",
+        )
+        .await;
+    objects
+        .policy(
+            &ns.client,
+            &other.name,
+            &format!("allowedNamespaces: [{}]", ns.name),
+        )
+        .await;
+    let _agent = agent(&ns, &ns.name);
+    let _other_agent = agent(&other, &other.name);
+    let pinned = "busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let cases = [
+        (
+            "image",
+            "image: alpine@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\nsecurityContext: {runAsUser: 1000}".to_string(),
+            "spec.image matches none of allowedImages",
+        ),
+        (
+            "digest",
+            "image: busybox\nsecurityContext: {runAsUser: 1000}".to_string(),
+            "spec.image must be pinned by digest (requireDigest)",
+        ),
+        (
+            "memory",
+            format!("image: {pinned}\nsecurityContext: {{runAsUser: 1000}}\nresources: {{limits: {{memory: 1Gi}}}}"),
+            "spec.resources.limits.memory is above maxLimits.memory",
+        ),
+        (
+            "capability",
+            format!("image: {pinned}\nsecurityContext: {{runAsUser: 1000, capabilities: {{add: [CHOWN]}}}}"),
+            "spec.securityContext.capabilities.add names a capability outside allowedCapabilities",
+        ),
+        (
+            "root",
+            format!("image: {pinned}"),
+            "spec.securityContext must set runAsNonRoot: true or a non-zero runAsUser (requireNonRoot)",
+        ),
+    ];
+    for (name, spec, _) in &cases {
+        ns.create(&common::taskrun_yaml(name, spec)).await;
+    }
+    other
+        .create(&common::taskrun_yaml(
+            "namespace",
+            "image: busybox\ncommand: ['true']",
+        ))
+        .await;
+    for (name, _, message) in &cases {
+        let done = ns.wait_done(name).await;
+        assert_eq!(
+            outcome(&done),
+            (Some(Phase::Failed), Some(Reason::PolicyViolation)),
+            "{name}: {:?}",
+            done.status
+        );
+        assert_eq!(
+            status(&done).message.as_deref(),
+            Some(format!("TaskRunPolicy {}: {message}", ns.name).as_str()),
+            "{name}"
+        );
+    }
+    let elsewhere = other.wait_done("namespace").await;
+    assert_eq!(
+        outcome(&elsewhere),
+        (Some(Phase::Failed), Some(Reason::PolicyViolation))
+    );
+    assert_eq!(
+        status(&elsewhere).message.as_deref(),
+        Some(
+            format!(
+                "TaskRunPolicy {}: TaskRuns may not run in this namespace (allowedNamespaces)",
+                other.name
+            )
+            .as_str()
+        )
+    );
+    let docker = common::docker().await;
+    assert!(ns.containers(&docker).await.is_empty());
+    assert!(other.containers(&docker).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_policy_defaults_reach_a_run_that_sets_none() {
+    let ns = TestNamespace::new("policy-defaults").await;
+    let mut objects = ClusterObjects::default();
+    objects
+        .policy(
+            &ns.client,
+            &ns.name,
+            "defaultLimits: {cpu: 250m, memory: 32Mi}\nmaxLimits: {memory: 64Mi}\npidsLimit: 128\ndefaultNetwork: None",
+        )
+        .await;
+    let _agent = agent(&ns, &ns.name);
+    ns.create(&common::taskrun_yaml(
+        "defaulted",
+        "image: busybox\ncommand: [sh, -c, 'ls /sys/class/net']\ncleanup: Never",
+    ))
+    .await;
+    let done = ns.wait_done("defaulted").await;
+    assert_eq!(
+        outcome(&done),
+        (Some(Phase::Succeeded), Some(Reason::Completed)),
+        "{:?}",
+        done.status
+    );
+    assert_eq!(status(&done).log_tail.as_deref(), Some("lo\n"));
+    let host = inspect(&done).await.host_config.unwrap();
+    assert_eq!(host.memory, Some(32 << 20));
+    assert_eq!(host.nano_cpus, Some(250_000_000));
+    assert_eq!(host.pids_limit, Some(128));
+    assert_eq!(host.network_mode.as_deref(), Some("none"));
+}
+
+/// A case of `tests/data/policy-cases.yaml`.
+#[derive(Deserialize)]
+struct Case {
+    name: String,
+    policy: serde_yaml::Value,
+    spec: serde_yaml::Value,
+}
+
+/// Creates `taskrun` as a server-side dry run: `Err` holds the API server's refusal.
+async fn admit(api: &Api<TaskRun>, taskrun: &TaskRun) -> Result<(), String> {
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    match api.create(&dry_run, taskrun).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) => Err(e.message),
+        Err(other) => panic!("the API server did not answer: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn the_admission_policy_and_the_agent_agree_on_every_case() {
+    let ns = TestNamespace::new("policy-admission").await;
+    let text = std::fs::read_to_string(common::repo_root().join("tests/data/policy-cases.yaml"))
+        .unwrap()
+        .replace("$NAMESPACE", &ns.name);
+    let cases: Vec<Case> = serde_yaml::from_str(&text).unwrap();
+    let mut objects = ClusterObjects::default();
+    let mut expected = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let name = format!("{}-{i}", ns.name);
+        let policy = objects
+            .policy(
+                &ns.client,
+                &name,
+                &serde_yaml::to_string(&case.policy).unwrap(),
+            )
+            .await;
+        objects
+            .binding(&ns.client, &ns.name, &name, Some(&i.to_string()))
+            .await;
+        let spec: TaskRunSpec = serde_yaml::from_value(case.spec.clone()).unwrap();
+        let mut taskrun = TaskRun::new(&format!("case-{i}"), spec.clone());
+        taskrun.metadata.labels = Some(BTreeMap::from([(
+            "taskrun.dev/policy-case".to_string(),
+            i.to_string(),
+        )]));
+        let first = policy_violations(&policy, &ns.name, &spec)
+            .into_iter()
+            .next()
+            .map(|v| v.message);
+        expected.push((taskrun, first));
+    }
+    let api = ns.taskruns();
+    let mut disagreements = Vec::new();
+    for ((taskrun, agent), case) in expected.iter().zip(&cases) {
+        // A binding or policy reaches the admission chain moments after it is written: until
+        // then the API server admits what it should refuse, never the other way round.
+        let mut server = admit(&api, taskrun).await;
+        let started = std::time::Instant::now();
+        while agent.is_some() && server.is_ok() && started.elapsed() < common::TIMEOUT {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            server = admit(&api, taskrun).await;
+        }
+        let agrees = match (&server, agent) {
+            (Ok(()), None) => true,
+            (Err(refusal), Some(message)) => {
+                refusal.ends_with(&format!("denied request: {message}"))
+            }
+            _ => false,
+        };
+        if !agrees {
+            disagreements.push(format!(
+                "{}: the API server says {server:?}, the agent {agent:?}",
+                case.name
+            ));
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "{} of {} cases disagree:\n{}",
+        disagreements.len(),
+        cases.len(),
+        disagreements.join("\n")
+    );
+
+    // And as a user meets it: `kubectl apply` refused, naming the policy, rule and field.
+    let refused = cases
+        .iter()
+        .position(|c| c.name == "an image outside the allowed ones")
+        .unwrap();
+    let manifest = format!(
+        "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: by-kubectl\n  labels: {{taskrun.dev/policy-case: \"{refused}\"}}\nspec:\n  image: alpine\n"
+    );
+    let output = common::kubectl_with_input(&["apply", "-n", &ns.name, "-f", "-"], &manifest);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success()
+            && stderr.contains(&format!(
+                "TaskRunPolicy {}-{refused}: spec.image matches none of allowedImages",
+                ns.name
+            )),
+        "kubectl apply: {stderr}"
+    );
+    let _ = Api::<TaskRun>::namespaced(ns.client.clone(), &ns.name)
+        .delete("by-kubectl", &DeleteParams::default())
+        .await;
+}
