@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::query_parameters::{EventsOptionsBuilder, InspectContainerOptions};
@@ -23,33 +24,54 @@ fn reason_is(reason: Reason) -> impl Fn(&TaskRun) -> bool {
     move |tr| tr.status.as_ref().is_some_and(|s| s.reason == Some(reason))
 }
 
-/// The containers the daemon created for the namespace's TaskRuns since `since`, as the
-/// events stream reports them: (TaskRun name, attempt, container name).
-async fn created_since(ns: &TestNamespace, since: Timestamp) -> Vec<(String, String, String)> {
-    let docker = common::docker().await;
-    let filters = HashMap::from([
-        ("type", vec!["container".to_string()]),
-        ("event", vec!["create".to_string()]),
-        ("label", vec![format!("taskrun.dev/namespace={}", ns.name)]),
-    ]);
-    let options = EventsOptionsBuilder::default()
-        .since(&since.as_second().to_string())
-        .until(&(Timestamp::now().as_second() + 1).to_string())
-        .filters(&filters)
-        .build();
-    let mut events = docker.events(Some(options));
-    let mut created = Vec::new();
-    while let Some(event) = events.next().await {
-        let event = event.expect("read the Docker events");
-        let attributes = event.actor.and_then(|a| a.attributes).unwrap_or_default();
-        let get = |key: &str| attributes.get(key).cloned().unwrap_or_default();
-        created.push((
-            get("taskrun.dev/name"),
-            get("taskrun.dev/attempt"),
-            get("name"),
-        ));
+/// The containers created for the namespace's TaskRuns, followed live from the Docker events
+/// stream from the moment it is made: the daemon keeps only its last 1,024 events, which a busy
+/// test run goes through in seconds.
+struct Creations(
+    Arc<Mutex<Vec<(String, String, String)>>>,
+    tokio::task::JoinHandle<()>,
+);
+
+impl Creations {
+    async fn follow(ns: &TestNamespace) -> Self {
+        let docker = common::docker().await;
+        let filters = HashMap::from([
+            ("type", vec!["container".to_string()]),
+            ("event", vec!["create".to_string()]),
+            ("label", vec![format!("taskrun.dev/namespace={}", ns.name)]),
+        ]);
+        // From this second on, so nothing between here and the stream's first poll is missed.
+        let since = Timestamp::now().as_second().to_string();
+        let options = EventsOptionsBuilder::default()
+            .since(&since)
+            .filters(&filters)
+            .build();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let into = seen.clone();
+        let mut events = docker.events(Some(options));
+        let following = tokio::spawn(async move {
+            while let Some(Ok(event)) = events.next().await {
+                let attributes = event.actor.and_then(|a| a.attributes).unwrap_or_default();
+                let get = |key: &str| attributes.get(key).cloned().unwrap_or_default();
+                into.lock().unwrap().push((
+                    get("taskrun.dev/name"),
+                    get("taskrun.dev/attempt"),
+                    get("name"),
+                ));
+            }
+        });
+        Self(seen, following)
     }
-    created
+
+    fn seen(&self) -> Vec<(String, String, String)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Creations {
+    fn drop(&mut self) {
+        self.1.abort();
+    }
 }
 
 /// The containers created for the TaskRun `name`: one per attempt, in attempt order.
@@ -80,7 +102,7 @@ async fn container_times(container: &str) -> (Timestamp, Timestamp) {
 #[tokio::test]
 async fn a_task_failing_twice_succeeds_on_its_third_attempt_in_three_containers() {
     let ns = TestNamespace::new("retry-third").await;
-    let since = Timestamp::now();
+    let creations = Creations::follow(&ns).await;
     let _controller = ns.start_controller();
     let created = ns
         .create(&common::taskrun_yaml(
@@ -115,7 +137,7 @@ async fn a_task_failing_twice_succeeds_on_its_third_attempt_in_three_containers(
         [1, 2].map(|a| (a, Reason::Error, Some(7), Some(ns.node()))),
     );
 
-    let events = created_since(&ns, since).await;
+    let events = creations.seen();
     assert_eq!(
         attempts_of(&events, "third"),
         ["1", "2", "3"],
@@ -143,7 +165,7 @@ async fn a_task_failing_twice_succeeds_on_its_third_attempt_in_three_containers(
 #[tokio::test]
 async fn only_listed_exit_codes_and_reasons_are_retried_and_a_cancel_never_is() {
     let ns = TestNamespace::new("retry-rules").await;
-    let since = Timestamp::now();
+    let creations = Creations::follow(&ns).await;
     let _controller = ns.start_controller();
     let every_reason = "reasons: [Error, OOMKilled, DeadlineExceeded, ImagePullFailed, StartFailed, ContainerLost, NodeLost]";
     ns.create(&common::taskrun_yaml(
@@ -207,7 +229,7 @@ async fn only_listed_exit_codes_and_reasons_are_retried_and_a_cancel_never_is() 
             "{name}"
         );
     }
-    let events = created_since(&ns, since).await;
+    let events = creations.seen();
     for (name, containers) in [
         ("other-code", 1),
         ("listed-code", 2),
@@ -226,7 +248,7 @@ async fn only_listed_exit_codes_and_reasons_are_retried_and_a_cancel_never_is() 
 /// attempt had exactly one container and the run still ends as it should.
 async fn crash_when(test: &str, moment: fn(&TaskRun) -> Option<Timestamp>) {
     let ns = TestNamespace::new(test).await;
-    let since = Timestamp::now();
+    let creations = Creations::follow(&ns).await;
     let mut controller = ns.start_controller();
     ns.create(&common::taskrun_yaml(
         "crashy",
@@ -251,7 +273,7 @@ async fn crash_when(test: &str, moment: fn(&TaskRun) -> Option<Timestamp>) {
         (Some(Phase::Succeeded), Some(3), 2),
         "{s:#?}"
     );
-    let events = created_since(&ns, since).await;
+    let events = creations.seen();
     assert_eq!(
         attempts_of(&events, "crashy"),
         ["1", "2", "3"],
@@ -282,7 +304,7 @@ async fn kill_9_as_an_attempt_starts_still_gives_one_container_per_attempt() {
 #[tokio::test]
 async fn each_deadline_ends_the_run_with_its_own_reason() {
     let ns = TestNamespace::new("deadlines").await;
-    let since = Timestamp::now();
+    let creations = Creations::follow(&ns).await;
     let _controller = ns.start_controller();
     ns.create(&common::taskrun_yaml(
         "active",
@@ -341,7 +363,7 @@ async fn each_deadline_ends_the_run_with_its_own_reason() {
             .contains("pendingTimeoutSeconds"),
         "{s:#?}"
     );
-    let events = created_since(&ns, since).await;
+    let events = creations.seen();
     assert_eq!(attempts_of(&events, "active"), ["1"]);
     assert_eq!(attempts_of(&events, "per-attempt"), ["1", "2"]);
     assert!(attempts_of(&events, "nowhere").is_empty());
