@@ -1,4 +1,5 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,6 +24,9 @@ use crate::lifecycle::inputs::RegistryAuth;
 #[derive(Clone)]
 pub struct DockerClient {
     docker: bollard::Docker,
+    /// Managed containers the daemon reported OOM-killed by an `oom` event, until destroyed:
+    /// the daemon keeps only its last 1,024 events to ask again.
+    oom_killed: Arc<Mutex<HashSet<String>>>,
 }
 
 /// How much of a container's output is kept once it has finished.
@@ -44,7 +48,10 @@ impl DockerClient {
             .negotiate_version()
             .await
             .map_err(DockerError::Connect)?;
-        Ok(Self { docker })
+        Ok(Self {
+            docker,
+            oom_killed: Arc::default(),
+        })
     }
 }
 
@@ -340,14 +347,34 @@ impl Daemon for DockerClient {
     ) -> BoxStream<'static, Result<ContainerOwner, DockerError>> {
         let mut filters = managed_filters(node);
         filters.insert("type".into(), vec!["container".into()]);
-        filters.insert("event".into(), vec!["die".into(), "destroy".into()]);
+        filters.insert(
+            "event".into(),
+            vec!["oom".into(), "die".into(), "destroy".into()],
+        );
         let options = EventsOptionsBuilder::default().filters(&filters).build();
+        let oom_killed = self.oom_killed.clone();
         self.docker
             .events(Some(options))
-            .filter_map(|event| async move {
-                match event {
-                    Ok(event) => ContainerOwner::from_labels(&event.actor?.attributes?).map(Ok),
-                    Err(e) => Some(Err(DockerError::Events(e))),
+            .filter_map(move |event| {
+                let oom_killed = oom_killed.clone();
+                async move {
+                    let event = match event {
+                        Ok(event) => event,
+                        Err(e) => return Some(Err(DockerError::Events(e))),
+                    };
+                    let actor = event.actor?;
+                    if let (Some(id), Ok(mut killed)) = (actor.id.clone(), oom_killed.lock()) {
+                        match event.action.as_deref() {
+                            Some("oom") => {
+                                killed.insert(id);
+                            }
+                            Some("destroy") => {
+                                killed.remove(&id);
+                            }
+                            _ => {}
+                        }
+                    }
+                    ContainerOwner::from_labels(&actor.attributes?).map(Ok)
                 }
             })
             .boxed()
@@ -363,6 +390,10 @@ impl DockerClient {
         &self,
         mut container: ObservedContainer,
     ) -> Result<ObservedContainer, DockerError> {
+        let seen = self
+            .oom_killed
+            .lock()
+            .is_ok_and(|killed| killed.contains(&container.id));
         let ContainerState::Exited {
             started_at: Some(started),
             oom_killed,
@@ -371,6 +402,10 @@ impl DockerClient {
         else {
             return Ok(container);
         };
+        if seen {
+            *oom_killed = true;
+            return Ok(container);
+        }
         let filters = HashMap::from([
             ("container".to_string(), vec![container.id.clone()]),
             ("event".to_string(), vec!["oom".to_string()]),
