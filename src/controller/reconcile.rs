@@ -18,7 +18,7 @@ use super::events::EventType;
 use super::policy::PolicyView;
 use super::references;
 use super::status_writer::write_status;
-use crate::api::{FINALIZER, Reason, TaskRun, policy_violations};
+use crate::api::{FINALIZER, Reason, TaskRun, TaskRunStatus, policy_violations};
 use crate::lifecycle::inputs::Resolution;
 use crate::lifecycle::{
     self, Action, Claim, Ending, NodeState, Observed, Outcome, Placement, Run, StopCause,
@@ -196,17 +196,7 @@ async fn place_and_act(
             };
             let namespace = taskrun.namespace().unwrap_or_default();
             let name = taskrun.name_any();
-            let run = Run {
-                namespace: &namespace,
-                name: &name,
-                uid: &uid,
-                generation: taskrun.meta().generation,
-                created: created(taskrun),
-                spec: &taskrun.spec,
-                status: &status,
-                inputs: None,
-                policy: None,
-            };
+            let run = run_of(taskrun, &namespace, &name, &uid, &status);
             // With `NodeLost` in `retries.reasons` this records the next attempt; the pass after
             // this write frees the claim for it (`Placement::Handover`).
             let outcome = lifecycle::ended(
@@ -302,6 +292,27 @@ pub fn error_policy(
     Requeue::requeue(delay)
 }
 
+/// The run as the executor and the lifecycle see it, before its inputs are read.
+fn run_of<'a>(
+    taskrun: &'a TaskRun,
+    namespace: &'a str,
+    name: &'a str,
+    uid: &'a str,
+    status: &'a TaskRunStatus,
+) -> Run<'a> {
+    Run {
+        namespace,
+        name,
+        uid,
+        generation: taskrun.meta().generation,
+        created: created(taskrun),
+        spec: &taskrun.spec,
+        status,
+        inputs: None,
+        policy: None,
+    }
+}
+
 async fn apply(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Result<Requeue> {
     let uid = taskrun
         .uid()
@@ -309,17 +320,7 @@ async fn apply(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Resu
     let namespace = taskrun.namespace().unwrap_or_default();
     let name = taskrun.name_any();
     let status = taskrun.status.clone().unwrap_or_default();
-    let run = Run {
-        namespace: &namespace,
-        name: &name,
-        uid: &uid,
-        generation: taskrun.meta().generation,
-        created: created(taskrun),
-        spec: &taskrun.spec,
-        status: &status,
-        inputs: None,
-        policy: None,
-    };
+    let run = run_of(taskrun, &namespace, &name, &uid, &status);
     let policy = context.policy.view();
 
     let performed = async {
