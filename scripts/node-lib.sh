@@ -26,3 +26,15 @@ crictl() { "$node_bin/crictl" --config "$node/crictl.yaml" "$@"; }
 
 # bridge_owner: the cluster folder whose node made the bridge; empty when there is no bridge.
 bridge_owner() { cat "/sys/class/net/$bridge/ifalias" 2>/dev/null || true; }
+
+# node_runs DIR: true while a process recorded for the node of the cluster folder DIR still
+# runs it. A node whose processes all ended (its machine session was torn down, say) leaves the
+# bridge behind but holds nothing.
+node_runs() {
+  local name pid
+  for name in containerd kube-proxy kubelet; do
+    pid="$(tr -dc '0-9' < "$1/$name.pid" 2>/dev/null)" || continue
+    [[ -n "$pid" ]] && running "$pid" && tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "$1/" && return 0
+  done
+  return 1
+}

@@ -94,7 +94,18 @@ fi
 
 owner="$(bridge_owner)"
 if [[ -n "$owner" && "$owner" != "$dir" ]]; then
-  die "the node of $owner holds $bridge on this machine; stop it first: TASKRUN_CLUSTER_DIR=$owner scripts/node-down.sh"
+  if node_runs "$owner"; then
+    die "the node of $owner holds $bridge on this machine; stop it first: TASKRUN_CLUSTER_DIR=$owner scripts/node-down.sh"
+  fi
+  log "the node of $owner no longer runs but left $bridge behind; taking what it left down"
+  if [[ -d "$owner/node" ]]; then
+    TASKRUN_CLUSTER_DIR="$owner" TASKRUN_CLUSTER_LOCK_HELD= "$repo_root/scripts/node-down.sh"
+  else
+    "$kube_proxy_bin" --cleanup >/dev/null 2>&1 || true
+    ip link delete "$bridge"
+    rm -rf "$shim_socket_dir"
+  fi
+  owner=""
 fi
 if [[ -n "$owner" ]] || ls "$dir"/{containerd,kube-proxy,kubelet}.pid >/dev/null 2>&1; then
   log "found a node that is not Ready; cleaning it up first"
