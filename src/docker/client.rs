@@ -14,7 +14,7 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 
-use super::container::{ContainerState, ContainerTemplate, ObservedContainer};
+use super::container::{ContainerState, ContainerTemplate, ObservedContainer, ReportedEnd};
 use super::daemon::Daemon;
 use super::error::DockerError;
 use super::naming::{ContainerOwner, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY};
@@ -24,9 +24,10 @@ use crate::lifecycle::inputs::RegistryAuth;
 #[derive(Clone)]
 pub struct DockerClient {
     docker: bollard::Docker,
-    /// Managed containers the daemon reported OOM-killed by an `oom` event, until destroyed:
-    /// the daemon keeps only its last 1,024 events to ask again.
-    oom_killed: Arc<Mutex<HashSet<String>>>,
+    /// How managed containers ended, by container id, as the daemon's events reported it, until
+    /// they are destroyed: the daemon keeps only its last 1,024 events to ask again, and one
+    /// restarted in between forgets an exit code it had not saved.
+    reported_ends: Arc<Mutex<HashMap<String, ReportedEnd>>>,
 }
 
 /// How much of a container's output is kept once it has finished.
@@ -50,7 +51,7 @@ impl DockerClient {
             .map_err(DockerError::Connect)?;
         Ok(Self {
             docker,
-            oom_killed: Arc::default(),
+            reported_ends: Arc::default(),
         })
     }
 }
@@ -71,10 +72,8 @@ impl Daemon for DockerClient {
     ) -> Result<Option<ObservedContainer>, DockerError> {
         match self.docker.inspect_container(name, None).await {
             Ok(inspect) => match ObservedContainer::from_inspect(inspect) {
-                Some(container) if container.killed_without_oom_flag() => {
-                    self.with_reported_oom(container).await.map(Some)
-                }
-                container => Ok(container),
+                Some(container) => self.with_reported_end(container).await.map(Some),
+                None => Ok(None),
             },
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
@@ -335,10 +334,16 @@ impl Daemon for DockerClient {
             .list_containers(Some(options))
             .await
             .map_err(DockerError::ListContainers)?;
-        Ok(containers
+        let managed: Vec<(String, ContainerOwner)> = containers
             .into_iter()
             .filter_map(|c| Some((c.id?, ContainerOwner::from_labels(&c.labels?)?)))
-            .collect())
+            .collect();
+        // Ends of containers destroyed while no event stream was open.
+        if let Ok(mut ends) = self.reported_ends.lock() {
+            let ids: HashSet<&String> = managed.iter().map(|(id, _)| id).collect();
+            ends.retain(|id, _| ids.contains(id));
+        }
+        Ok(managed)
     }
 
     fn container_stops(
@@ -352,29 +357,32 @@ impl Daemon for DockerClient {
             vec!["oom".into(), "die".into(), "destroy".into()],
         );
         let options = EventsOptionsBuilder::default().filters(&filters).build();
-        let oom_killed = self.oom_killed.clone();
+        let reported_ends = self.reported_ends.clone();
         self.docker
             .events(Some(options))
             .filter_map(move |event| {
-                let oom_killed = oom_killed.clone();
+                let reported_ends = reported_ends.clone();
                 async move {
                     let event = match event {
                         Ok(event) => event,
                         Err(e) => return Some(Err(DockerError::Events(e))),
                     };
                     let actor = event.actor?;
-                    if let (Some(id), Ok(mut killed)) = (actor.id.clone(), oom_killed.lock()) {
+                    let attributes = actor.attributes?;
+                    if let (Some(id), Ok(mut ends)) = (actor.id, reported_ends.lock()) {
                         match event.action.as_deref() {
-                            Some("oom") => {
-                                killed.insert(id);
+                            Some("oom") => ends.entry(id).or_default().oom_killed = true,
+                            Some("die") => {
+                                let end = ends.entry(id).or_default();
+                                end.exit_code = end.exit_code.or_else(|| {
+                                    attributes.get("exitCode").and_then(|c| c.parse().ok())
+                                });
                             }
-                            Some("destroy") => {
-                                killed.remove(&id);
-                            }
+                            Some("destroy") => drop(ends.remove(&id)),
                             _ => {}
                         }
                     }
-                    ContainerOwner::from_labels(&actor.attributes?).map(Ok)
+                    ContainerOwner::from_labels(&attributes).map(Ok)
                 }
             })
             .boxed()
@@ -382,18 +390,24 @@ impl Daemon for DockerClient {
 }
 
 impl DockerClient {
-    /// The container, marked OOM-killed when the daemon sent an `oom` event for it. The daemon
-    /// sets the flag it reports in an inspect only when the runtime tells of the OOM kill
-    /// before the exit; told after it, the daemon still sends the event, and keeps it among
-    /// its recent events.
-    async fn with_reported_oom(
+    /// The container with what the daemon's events reported of its end. The daemon sets the
+    /// OOM flag it reports in an inspect only when the runtime tells of the OOM kill before
+    /// the exit; told after it, the daemon still sends the event, and keeps it among its recent
+    /// events, which are asked when no event of ours was seen.
+    async fn with_reported_end(
         &self,
-        mut container: ObservedContainer,
+        container: ObservedContainer,
     ) -> Result<ObservedContainer, DockerError> {
-        let seen = self
-            .oom_killed
+        let reported = self
+            .reported_ends
             .lock()
-            .is_ok_and(|killed| killed.contains(&container.id));
+            .ok()
+            .and_then(|ends| ends.get(&container.id).copied())
+            .unwrap_or_default();
+        let mut container = container.with_reported_end(reported);
+        if !container.killed_without_oom_flag() {
+            return Ok(container);
+        }
         let ContainerState::Exited {
             started_at: Some(started),
             oom_killed,
@@ -402,10 +416,6 @@ impl DockerClient {
         else {
             return Ok(container);
         };
-        if seen {
-            *oom_killed = true;
-            return Ok(container);
-        }
         let filters = HashMap::from([
             ("container".to_string(), vec![container.id.clone()]),
             ("event".to_string(), vec!["oom".to_string()]),

@@ -118,7 +118,31 @@ impl ObservedContainer {
     }
 }
 
+/// How a container ended, as the daemon's `die` and `oom` events told it when it happened.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(super) struct ReportedEnd {
+    /// The exit code of the first `die` event: ours are started once, and a daemon restarted
+    /// after the exit but before it saved it restores the container with exit code 255.
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+}
+
 impl ObservedContainer {
+    /// The container with what the daemon's events reported of its end put over what the
+    /// inspect said.
+    pub(super) fn with_reported_end(mut self, reported: ReportedEnd) -> Self {
+        if let ContainerState::Exited {
+            exit_code,
+            oom_killed,
+            ..
+        } = &mut self.state
+        {
+            *exit_code = reported.exit_code.unwrap_or(*exit_code);
+            *oom_killed |= reported.oom_killed;
+        }
+        self
+    }
+
     /// Whether the container exited from a SIGKILL the daemon did not flag as an OOM kill.
     pub(super) fn killed_without_oom_flag(&self) -> bool {
         matches!(
@@ -140,6 +164,49 @@ fn parse_docker_time(text: &str) -> Option<Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn exited(exit_code: i64, oom_killed: bool) -> ObservedContainer {
+        ObservedContainer {
+            id: "c1".into(),
+            name: "taskrun-x".into(),
+            owner: None,
+            state: ContainerState::Exited {
+                exit_code,
+                oom_killed,
+                started_at: None,
+                finished_at: None,
+                error: None,
+            },
+        }
+    }
+
+    #[test]
+    fn the_reported_end_wins_over_a_restored_one() {
+        let reported = ReportedEnd {
+            exit_code: Some(1),
+            oom_killed: false,
+        };
+        assert_eq!(
+            exited(255, false).with_reported_end(reported),
+            exited(1, false)
+        );
+        let oom = ReportedEnd {
+            exit_code: Some(137),
+            oom_killed: true,
+        };
+        assert_eq!(exited(137, false).with_reported_end(oom), exited(137, true));
+        assert_eq!(
+            exited(3, false).with_reported_end(ReportedEnd::default()),
+            exited(3, false)
+        );
+        let running = ObservedContainer {
+            state: ContainerState::Running {
+                started_at: Timestamp::UNIX_EPOCH,
+            },
+            ..exited(0, false)
+        };
+        assert_eq!(running.clone().with_reported_end(reported), running);
+    }
 
     #[test]
     fn zero_docker_times_are_absent() {
