@@ -8,7 +8,10 @@ use taskrun_operator::api::{
     admission_policy_binding,
 };
 use taskrun_operator::controller::{self, ControllerConfig};
-use taskrun_operator::docker::DEFAULT_CONTAINER_LOG_BYTES;
+use taskrun_operator::docker::{
+    DEFAULT_CONTAINER_LOG_BYTES, DEFAULT_LOG_TAIL_BYTES, MAX_LOG_TAIL_BYTES,
+};
+use taskrun_operator::lifecycle::OutputLimits;
 use taskrun_operator::standalone::{self, OutputFormat, RunOptions};
 use taskrun_operator::telemetry::{self, LogFormat};
 
@@ -46,6 +49,10 @@ enum Command {
         /// `status.logTail` is read from the newest.
         #[arg(long, default_value_t = DEFAULT_CONTAINER_LOG_BYTES, value_parser = clap::value_parser!(u64).range(8192..))]
         container_log_max_bytes: u64,
+        /// Most bytes of the end of a container's output recorded in its run's
+        /// `status.logTail` (0 records none and reads no logs).
+        #[arg(long, default_value_t = DEFAULT_LOG_TAIL_BYTES, value_parser = parse_log_tail_bytes)]
+        log_tail_bytes: usize,
         /// Address of the /healthz, /readyz and /metrics endpoints. Loopback by default, out of
         /// reach of the task containers; the DaemonSet serves on the pod's address.
         #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_socket_address)]
@@ -183,6 +190,7 @@ async fn main() -> ExitCode {
             lease_namespace,
             lease_duration_seconds,
             container_log_max_bytes,
+            log_tail_bytes,
             health_addr,
             namespace,
             class,
@@ -205,7 +213,10 @@ async fn main() -> ExitCode {
                 health_address: health_addr,
                 max_running: max_running.unwrap_or_else(default_max_running).max(1),
                 lease_duration: Duration::from_secs(lease_duration_seconds.max(1)),
-                container_log_max_bytes,
+                output: OutputLimits {
+                    node_bytes: container_log_max_bytes,
+                    tail_bytes: log_tail_bytes,
+                },
                 task_api_server,
                 task_api_server_ip,
                 policy_name,
@@ -241,6 +252,15 @@ fn parse_class(text: &str) -> Result<String, String> {
         Ok(text.to_string())
     } else {
         Err(format!("{text:?} is not a label value"))
+    }
+}
+
+/// A byte count from 0 to [`MAX_LOG_TAIL_BYTES`].
+fn parse_log_tail_bytes(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(bytes) if bytes <= MAX_LOG_TAIL_BYTES => Ok(bytes),
+        Ok(_) => Err(format!("at most {MAX_LOG_TAIL_BYTES} bytes")),
+        Err(e) => Err(format!("{text:?}: {e}")),
     }
 }
 

@@ -37,8 +37,8 @@ pub use policy::{Policy, PolicyView};
 
 use crate::api::TaskRun;
 use crate::docker::DockerClient;
-use crate::lifecycle::Executor;
 use crate::lifecycle::inputs::TaskApi;
+use crate::lifecycle::{Executor, OutputLimits};
 
 /// Name under which the operator writes status and publishes Events.
 pub const FIELD_MANAGER: &str = "taskrun-operator";
@@ -64,8 +64,8 @@ pub struct ControllerConfig {
     pub lease_namespace: String,
     /// How long an agent that stopped renewing its Lease still counts as alive.
     pub lease_duration: Duration,
-    /// Most bytes of output the daemon keeps per container.
-    pub container_log_max_bytes: u64,
+    /// How much of each container's output is kept on the node and in its run's status.
+    pub output: OutputLimits,
     /// The API server address tasks with a ServiceAccount get (`HOST`, `PORT`); the one the
     /// agent uses when unset.
     pub task_api_server: Option<(String, u16)>,
@@ -162,7 +162,7 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         Arc::new(docker),
         config.node_name.clone(),
         config.pull_timeout,
-        config.container_log_max_bytes,
+        config.output,
     );
     let context = Arc::new(
         Context::new(

@@ -17,7 +17,7 @@ use super::reconcile::reconcile;
 use crate::api::{CLUSTER_POLICY, Phase, Reason, TaskRun, TaskRunPolicy, TaskRunStatus};
 use crate::docker::fake::FakeDaemon;
 use crate::docker::{ContainerState, container_name};
-use crate::lifecycle::Executor;
+use crate::lifecycle::{Executor, OutputLimits};
 
 const NODE: &str = "node-a";
 
@@ -111,7 +111,12 @@ async fn pass_under(
     server: &Arc<ApiServer>,
 ) {
     let client = client(server.clone(), taskrun);
-    let executor = Executor::new(fake.clone(), NODE, Duration::from_secs(5), 1 << 20);
+    let executor = Executor::new(
+        fake.clone(),
+        NODE,
+        Duration::from_secs(5),
+        OutputLimits::default(),
+    );
     let leases = Api::namespaced(client.clone(), "team");
     let context = Arc::new(
         Context::new(client, executor, leases, 8, Duration::from_secs(15)).with_policy(policy),
@@ -243,7 +248,7 @@ fn silent_context() -> (
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "team");
     let fake = Arc::new(FakeDaemon::default());
-    let executor = Executor::new(fake, NODE, Duration::from_secs(5), 1 << 20);
+    let executor = Executor::new(fake, NODE, Duration::from_secs(5), OutputLimits::default());
     let leases = Api::namespaced(client.clone(), "team");
     let context = Context::new(client, executor, leases, 8, Duration::from_secs(15));
     (context, handle)

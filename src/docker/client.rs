@@ -30,8 +30,13 @@ pub struct DockerClient {
     reported_ends: Arc<Mutex<HashMap<String, ReportedEnd>>>,
 }
 
-/// How much of a container's output is kept once it has finished.
-pub const LOG_TAIL_BYTES: usize = 4096;
+/// How much of the end of a container's output its run records, unless the agent is told
+/// otherwise.
+pub const DEFAULT_LOG_TAIL_BYTES: usize = 4096;
+
+/// The most the agent may be told to record: a TaskRun object must stay well within what the
+/// API server stores.
+pub const MAX_LOG_TAIL_BYTES: usize = 64 * 1024;
 
 /// Most bytes of output kept on the node per container, unless the agent is told otherwise.
 pub const DEFAULT_CONTAINER_LOG_BYTES: u64 = 10 * 1024 * 1024;
@@ -259,26 +264,26 @@ impl Daemon for DockerClient {
         }
     }
 
-    async fn log_tail(&self, name: &str) -> Result<String, DockerError> {
+    async fn log_tail(&self, name: &str, max_bytes: usize) -> Result<String, DockerError> {
         // The daemon tails by lines; the last bytes lie within as many lines as there are bytes.
         let options = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
-            .tail(&LOG_TAIL_BYTES.to_string())
+            .tail(&max_bytes.to_string())
             .build();
         let mut logs = self.docker.logs(name, Some(options));
-        let mut tail = Vec::with_capacity(2 * LOG_TAIL_BYTES);
+        let mut tail = Vec::with_capacity(2 * max_bytes);
         while let Some(chunk) = logs.next().await {
             let chunk = chunk.map_err(|cause| DockerError::ReadLogs {
                 name: name.to_string(),
                 cause,
             })?;
             tail.extend_from_slice(&chunk.into_bytes());
-            if tail.len() > 2 * LOG_TAIL_BYTES {
-                tail.drain(..tail.len() - LOG_TAIL_BYTES);
+            if tail.len() > 2 * max_bytes {
+                tail.drain(..tail.len() - max_bytes);
             }
         }
-        Ok(String::from_utf8_lossy(last_bytes(&tail, LOG_TAIL_BYTES)).into_owned())
+        Ok(String::from_utf8_lossy(last_bytes(&tail, max_bytes)).into_owned())
     }
 
     async fn last_line(&self, name: &str) -> Result<Option<String>, DockerError> {

@@ -49,9 +49,8 @@ pub trait Daemon: Send + Sync {
     /// Removes the container, killing it if it still runs. A container already gone is fine.
     async fn remove_container(&self, name: &str) -> Result<(), DockerError>;
 
-    /// The last [`super::LOG_TAIL_BYTES`] of the container's stdout and stderr, interleaved
-    /// as written.
-    async fn log_tail(&self, name: &str) -> Result<String, DockerError>;
+    /// The last `max_bytes` of the container's stdout and stderr, interleaved as written.
+    async fn log_tail(&self, name: &str, max_bytes: usize) -> Result<String, DockerError>;
 
     /// The last line the container wrote to stdout or stderr (empty before it wrote any),
     /// `None` when there is no such container. It is at most 16 KiB: Docker splits longer lines.

@@ -279,12 +279,17 @@ impl Daemon for FakeDaemon {
         Ok(())
     }
 
-    async fn log_tail(&self, name: &str) -> Result<String, DockerError> {
+    async fn log_tail(&self, name: &str, max_bytes: usize) -> Result<String, DockerError> {
         self.call("logs", name, |cause| DockerError::ReadLogs {
             name: name.to_string(),
             cause,
         })?;
-        Ok(self.state().output.clone())
+        let output = &self.state().output;
+        let mut start = output.len().saturating_sub(max_bytes);
+        while !output.is_char_boundary(start) {
+            start += 1;
+        }
+        Ok(output[start..].to_string())
     }
 
     async fn last_line(&self, name: &str) -> Result<Option<String>, DockerError> {

@@ -9,7 +9,9 @@ mod error;
 pub mod fake;
 mod naming;
 
-pub use client::{DEFAULT_CONTAINER_LOG_BYTES, DockerClient, LOG_TAIL_BYTES};
+pub use client::{
+    DEFAULT_CONTAINER_LOG_BYTES, DEFAULT_LOG_TAIL_BYTES, DockerClient, MAX_LOG_TAIL_BYTES,
+};
 pub use container::{ContainerSecurity, ContainerState, ContainerTemplate, ObservedContainer};
 pub use daemon::Daemon;
 pub use error::DockerError;

@@ -11,10 +11,10 @@ use super::decide::{
 use super::inputs::{self, Inputs};
 use super::security::{self, Settled};
 use super::status::{self, Location};
-use crate::api::{ImagePullPolicy, TaskRunPolicy, TaskRunSpec, TaskRunStatus};
+use crate::api::{ImagePullPolicy, TaskRunPolicy, TaskRunSpec, TaskRunStatus, api_safe_tail};
 use crate::docker::{
-    ContainerOwner, ContainerState, ContainerTemplate, Daemon, DockerError, ObservedContainer,
-    attempt_container_name,
+    ContainerOwner, ContainerState, ContainerTemplate, DEFAULT_CONTAINER_LOG_BYTES,
+    DEFAULT_LOG_TAIL_BYTES, Daemon, DockerError, ObservedContainer, attempt_container_name,
 };
 
 /// Performs the Docker side of each [`Action`] for the runs of one node: the one door
@@ -24,7 +24,25 @@ pub struct Executor {
     docker: Arc<dyn Daemon>,
     node: String,
     pull_timeout: Duration,
-    log_max_bytes: u64,
+    output: OutputLimits,
+}
+
+/// How much of a container's output is kept, and where.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OutputLimits {
+    /// Most bytes of output the daemon keeps on the node per container.
+    pub node_bytes: u64,
+    /// Most bytes of the end of the output recorded in `status.logTail`; 0 records none.
+    pub tail_bytes: usize,
+}
+
+impl Default for OutputLimits {
+    fn default() -> Self {
+        Self {
+            node_bytes: DEFAULT_CONTAINER_LOG_BYTES,
+            tail_bytes: DEFAULT_LOG_TAIL_BYTES,
+        }
+    }
 }
 
 /// A run as the executor sees it.
@@ -80,19 +98,19 @@ pub enum Transition {
 }
 
 impl Executor {
-    /// An executor for the node `node`, pulling for at most `pull_timeout` and keeping at
-    /// most `log_max_bytes` of each container's output on the node.
+    /// An executor for the node `node`, pulling for at most `pull_timeout` and keeping the
+    /// containers' output within `output`.
     pub fn new(
         docker: Arc<dyn Daemon>,
         node: impl Into<String>,
         pull_timeout: Duration,
-        log_max_bytes: u64,
+        output: OutputLimits,
     ) -> Self {
         Self {
             docker,
             node: node.into(),
             pull_timeout,
-            log_max_bytes,
+            output,
         }
     }
 
@@ -246,13 +264,19 @@ impl Executor {
                 ending,
                 container_id,
             } => {
-                let log_tail = self.docker.log_tail(&name).await?;
+                let log_tail = match self.output.tail_bytes {
+                    0 => None,
+                    bytes => Some(api_safe_tail(
+                        &self.docker.log_tail(&name, bytes).await?,
+                        bytes,
+                    )),
+                };
                 Ok(ended(
                     run,
                     location,
                     ending,
                     Some(&container_id),
-                    Some(log_tail),
+                    log_tail,
                     now,
                 ))
             }
@@ -352,7 +376,7 @@ impl Executor {
                 Err(e) => return Err(e),
             }
         }
-        let template = container_template(run, owner, self.log_max_bytes, settled);
+        let template = container_template(run, owner, self.output.node_bytes, settled);
         let container_id = match self.docker.create_container(&template).await {
             Ok(id) => id,
             Err(e) if e.has_status(409) => return Ok(Launched::LookAgain),

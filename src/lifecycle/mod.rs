@@ -15,7 +15,7 @@ pub use decide::{
     decide, decide_deletion, decide_unclaimed, launch_failed, next_attempt_at, node_lost,
     pending_deadline,
 };
-pub use executor::{Executor, Observation, Outcome, Run, Transition, ended};
+pub use executor::{Executor, Observation, Outcome, OutputLimits, Run, Transition, ended};
 pub use placement::{
     CLAIM_ANNOTATION, CLAIM_ATTEMPT_ANNOTATION, Claim, NodeState, Placement, place,
 };

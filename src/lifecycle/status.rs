@@ -9,7 +9,7 @@ use crate::api::{
     AttemptRecord, ConditionStatus, ConditionType, MAX_PREVIOUS_ATTEMPTS, Phase, Reason,
     TaskRunStatus, api_safe, api_safe_tail,
 };
-use crate::docker::LOG_TAIL_BYTES;
+use crate::docker::MAX_LOG_TAIL_BYTES;
 
 /// Longest `message` written, in bytes; the schema allows 2048 characters.
 const MESSAGE_BYTES: usize = 1024;
@@ -217,10 +217,11 @@ pub fn observed(previous: &TaskRunStatus, generation: Option<i64>) -> Option<Tas
     Some(status)
 }
 
-/// The output tail as the API server takes it; `None` when there was no output.
+/// The output tail as the API server takes it, at most the largest tail an agent records;
+/// `None` when there was no output.
 fn safe_log_tail(log_tail: Option<String>) -> Option<String> {
     log_tail
-        .map(|t| api_safe_tail(&t, LOG_TAIL_BYTES))
+        .map(|t| api_safe_tail(&t, MAX_LOG_TAIL_BYTES))
         .filter(|t| !t.is_empty())
 }
 

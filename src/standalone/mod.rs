@@ -21,8 +21,8 @@ pub use input::parse;
 pub use report::OutputFormat;
 
 use crate::api::{Phase, Reason, TaskRunPolicy, TaskRunSpec, TaskRunStatus, policy_problems};
-use crate::docker::{DEFAULT_CONTAINER_LOG_BYTES, DockerClient, DockerError};
-use crate::lifecycle::{self, Action, Executor, Observed, Run, decide};
+use crate::docker::{DockerClient, DockerError};
+use crate::lifecycle::{self, Action, Executor, Observed, OutputLimits, Run, decide};
 use input::{Task, load};
 use report::{Reporter, TaskReport};
 
@@ -119,7 +119,7 @@ pub async fn run(options: RunOptions) -> ExitCode {
         std::sync::Arc::new(docker),
         options.node_name,
         PULL_TIMEOUT,
-        DEFAULT_CONTAINER_LOG_BYTES,
+        OutputLimits::default(),
     );
 
     let statuses: Vec<TaskRunStatus> = futures::stream::iter(&tasks)
@@ -375,7 +375,7 @@ mod tests {
     }
 
     fn executor(fake: &Arc<FakeDaemon>) -> Executor {
-        Executor::new(fake.clone(), "local", PULL_TIMEOUT, 1 << 20)
+        Executor::new(fake.clone(), "local", PULL_TIMEOUT, OutputLimits::default())
     }
 
     #[tokio::test]

@@ -11,7 +11,12 @@ const UID: &str = "u1";
 const NAME: &str = "taskrun-u1";
 
 fn executor(fake: &Arc<FakeDaemon>) -> Executor {
-    Executor::new(fake.clone(), "node-a", Duration::from_secs(5), 1 << 20)
+    Executor::new(
+        fake.clone(),
+        "node-a",
+        Duration::from_secs(5),
+        OutputLimits::default(),
+    )
 }
 
 fn spec(yaml: &str) -> TaskRunSpec {
@@ -91,7 +96,7 @@ async fn the_container_carries_the_limits_labels_and_log_cap_of_the_spec() {
     let template = fake.state().containers[NAME].template.clone();
     assert_eq!(template.nano_cpus, Some(250_000_000));
     assert_eq!(template.memory_bytes, Some(64 << 20));
-    assert_eq!(template.log_max_bytes, 1 << 20);
+    assert_eq!(template.log_max_bytes, DEFAULT_CONTAINER_LOG_BYTES);
     let env: Vec<(&str, &str)> = template
         .env
         .iter()
@@ -276,6 +281,60 @@ async fn an_exit_is_recorded_with_the_output_tail() {
     assert_eq!(status.exit_code, Some(3));
     assert_eq!(status.log_tail.as_deref(), Some("last words\n"));
     assert_eq!(fake.calls(), ["logs taskrun-u1"]);
+}
+
+#[tokio::test]
+async fn the_recorded_tail_is_as_long_as_the_agent_was_told() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    fake.state().output = "first line\nlast line\n".into();
+    let ending = Ending {
+        phase: Phase::Succeeded,
+        reason: Reason::Completed,
+        message: "exited with code 0".into(),
+        exit_code: Some(0),
+        started_at: None,
+        finished_at: Timestamp::UNIX_EPOCH,
+        retryable: false,
+    };
+    let spec = spec("image: busybox");
+    let status = TaskRunStatus::default();
+    let record = Action::RecordExit {
+        ending,
+        container_id: "c1".into(),
+    };
+    let limited = |tail_bytes| {
+        Executor::new(
+            fake.clone(),
+            "node-a",
+            Duration::from_secs(5),
+            OutputLimits {
+                tail_bytes,
+                ..OutputLimits::default()
+            },
+        )
+    };
+    let short = limited(10)
+        .perform(run(&spec, &status), record.clone(), Timestamp::UNIX_EPOCH)
+        .await
+        .unwrap();
+    assert_eq!(
+        short.status.unwrap().log_tail.as_deref(),
+        Some("last line\n")
+    );
+    assert_eq!(fake.calls(), ["logs taskrun-u1"]);
+
+    let none = limited(0)
+        .perform(run(&spec, &status), record, Timestamp::UNIX_EPOCH)
+        .await
+        .unwrap();
+    let none = none.status.unwrap();
+    assert_eq!(none.phase, Some(Phase::Succeeded));
+    assert_eq!(none.log_tail, None);
+    assert_eq!(
+        fake.calls(),
+        ["logs taskrun-u1"],
+        "no second read of the logs"
+    );
 }
 
 #[tokio::test]
@@ -628,10 +687,15 @@ async fn a_start_after_an_interrupted_launch_writes_the_files_again_and_a_refusa
         "upload",
         Answer::Status(400, "cannot overwrite directory with non-directory".into()),
     );
-    let outcome = super::Executor::new(fake.clone(), "node-a", Duration::from_secs(5), 1 << 20)
-        .perform(run, Action::Launch, Timestamp::UNIX_EPOCH)
-        .await
-        .unwrap();
+    let outcome = super::Executor::new(
+        fake.clone(),
+        "node-a",
+        Duration::from_secs(5),
+        OutputLimits::default(),
+    )
+    .perform(run, Action::Launch, Timestamp::UNIX_EPOCH)
+    .await
+    .unwrap();
     let (phase, reason, message) = ended_with(&outcome);
     assert_eq!(
         (phase, reason),
