@@ -17,9 +17,9 @@ mod sweep;
 mod triggers;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use futures::StreamExt;
 use kube::Api;
 use kube::Resource;
@@ -114,13 +114,60 @@ fn task_api(config: &ControllerConfig, kube_config: &kube::Config) -> TaskApi {
 /// a few seconds apart, so what an agent knows of runs and nodes is current again within
 /// seconds of an outage (client-go's 30 s cap suits thousands of clients, not one per node
 /// deciding on Leases of a few seconds).
-fn watch_backoff() -> watcher::ExponentialBackoff {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(250))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .into()
+fn watch_backoff() -> WatchBackoff {
+    WatchBackoff::new(Duration::from_secs(5))
+}
+
+/// An exponential backoff from 250 ms up to a cap that a watch stream resets only once it has
+/// gone on for a while without failing. The watcher reports the start of every initial list
+/// as an event before making the list, so the stream resets its backoff before each list,
+/// failed or not; taken at its word, a list that keeps failing (a kind not installed, a
+/// forbidden resource, an API server that is down) would be retried four times a second
+/// forever.
+struct WatchBackoff {
+    builder: ExponentialBuilder,
+    delays: backon::ExponentialBackoff,
+    /// When the stream first reported an event since it last failed.
+    healthy_since: Option<Instant>,
+}
+
+impl WatchBackoff {
+    /// How long a stream must go without failing before its next failure is retried soon.
+    const SETTLED: Duration = Duration::from_secs(10);
+
+    fn new(max_delay: Duration) -> Self {
+        let builder = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(250))
+            .with_max_delay(max_delay)
+            .with_jitter()
+            .without_max_times();
+        Self {
+            builder,
+            delays: builder.build(),
+            healthy_since: None,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        if self
+            .healthy_since
+            .take()
+            .is_some_and(|since| since.elapsed() >= Self::SETTLED)
+        {
+            self.delays = self.builder.build();
+        }
+        self.delays.next()
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.healthy_since.get_or_insert_with(Instant::now);
+    }
 }
 
 /// Most TaskRuns reconciled at once. Each pass may hold a Docker connection; unbounded, a

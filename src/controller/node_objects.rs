@@ -27,14 +27,17 @@ pub async fn follow_nodes(context: Arc<Context>, resync: mpsc::Sender<()>) {
         .reflect(writer)
         .boxed();
     let mut ever_seen = HashSet::new();
+    let mut told_forbidden = false;
     while let Some(change) = changes.next().await {
         let ready = store.wait_until_ready().now_or_never().is_some();
         if let Err(watcher::Error::InitialListFailed(kube::Error::Api(e))) = &change
             && e.code == 403
             && !ready
         {
-            warn!("may not read Node objects: cordoned and deleted Nodes are not honoured");
-            context.nodes.set_node_objects(NodeObjects::default());
+            if context.nodes.set_node_objects(NodeObjects::default()) || !told_forbidden {
+                warn!("may not read Node objects: cordoned and deleted Nodes are not honoured");
+                told_forbidden = true;
+            }
             continue;
         }
         if change.is_err() || !ready {

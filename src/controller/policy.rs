@@ -3,6 +3,7 @@
 //! a policy it has not read yet. Where the TaskRunPolicy CRD is not installed, there is none.
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use kube::Api;
@@ -72,6 +73,10 @@ impl Policy {
     }
 }
 
+/// How long the agent goes at most between reads of a policy whose kind is not installed, or
+/// that it could not read.
+const ABSENT_POLICY_RECHECK: Duration = Duration::from_secs(30);
+
 /// Follows the TaskRunPolicy the agent enforces and records each version; every TaskRun is
 /// looked at again when it changes, so runs held until it was read start at once.
 pub async fn follow_policy(context: Arc<Context>, resync: mpsc::Sender<()>) {
@@ -80,7 +85,7 @@ pub async fn follow_policy(context: Arc<Context>, resync: mpsc::Sender<()>) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let (store, writer) = reflector::store();
     let mut changes = watcher(api, config)
-        .backoff(super::watch_backoff())
+        .backoff(super::WatchBackoff::new(ABSENT_POLICY_RECHECK))
         .reflect(writer)
         .boxed();
     while let Some(change) = changes.next().await {

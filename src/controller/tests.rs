@@ -336,3 +336,20 @@ async fn nothing_starts_before_the_policy_was_read() {
     assert!(server.taskrun_writes().is_empty());
     assert!(fake.state().containers.is_empty());
 }
+
+#[test]
+fn a_watch_that_keeps_failing_backs_off_though_every_list_starts_as_an_event() {
+    use kube::runtime::utils::Backoff;
+    let mut backoff = super::WatchBackoff::new(Duration::from_secs(5));
+    let first = backoff.next().unwrap();
+    let mut last = first;
+    for _ in 0..8 {
+        backoff.reset();
+        last = backoff.next().unwrap();
+    }
+    assert!(first < Duration::from_millis(600), "first retry {first:?}");
+    assert!(
+        last >= Duration::from_secs(4),
+        "retry after 9 failed lists {last:?}"
+    );
+}
