@@ -92,7 +92,13 @@ async fn examples_are_accepted_and_listed_with_printer_columns() {
         .args(["get", "taskrun-dev", "-n", &ns.name, "-o", "name"])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&category.stdout).lines().count(), 4);
+    let listed = String::from_utf8_lossy(&category.stdout);
+    assert_eq!(
+        listed.lines().filter(|l| l.starts_with("taskrun.")).count(),
+        4,
+        "{listed}{}",
+        String::from_utf8_lossy(&category.stderr)
+    );
 }
 
 #[tokio::test]

@@ -55,8 +55,9 @@ pub struct Nodes {
     /// has been renewed without a lapse.
     own_renewal: Mutex<Option<Renewal>>,
     lease_duration: Duration,
-    /// What the cluster's Node objects say.
-    node_objects: RwLock<NodeObjects>,
+    /// What the cluster's Node objects say; `None` until they were first read (or found
+    /// forbidden).
+    node_objects: RwLock<Option<NodeObjects>>,
     /// Woken when this node has room for another run.
     pub room: Notify,
 }
@@ -99,10 +100,13 @@ impl Nodes {
         }
     }
 
-    /// Whether this node may take another run: it is not cordoned, it has room, and its own
-    /// Lease is current, so no other agent can judge it lost while it starts something.
+    /// Whether this node may take another run: its Node object was read and is not cordoned,
+    /// it has room, and its own Lease is current, so no other agent can judge it lost while it
+    /// starts something.
     pub fn can_take(&self, now: Instant) -> bool {
-        !self.cordoned()
+        self.node_objects
+            .read()
+            .is_ok_and(|objects| objects.as_ref().is_some_and(|o| !o.cordoned))
             && self.own_lease_current(now)
             && self
                 .held
@@ -199,14 +203,14 @@ impl Nodes {
     pub fn cordoned(&self) -> bool {
         self.node_objects
             .read()
-            .is_ok_and(|objects| objects.cordoned)
+            .is_ok_and(|objects| objects.as_ref().is_some_and(|o| o.cordoned))
     }
 
     /// Whether the Node object of `node` was deleted.
     pub fn node_deleted(&self, node: &str) -> bool {
         self.node_objects
             .read()
-            .is_ok_and(|objects| objects.deleted.contains(node))
+            .is_ok_and(|objects| objects.as_ref().is_some_and(|o| o.deleted.contains(node)))
     }
 
     /// Whether an agent other than `own`'s is live and may take runs.
@@ -223,8 +227,8 @@ impl Nodes {
         let Ok(mut objects) = self.node_objects.write() else {
             return false;
         };
-        let changed = *objects != seen;
-        *objects = seen;
+        let changed = objects.as_ref() != Some(&seen);
+        *objects = Some(seen);
         changed
     }
 
@@ -351,6 +355,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_takes_runs_only_once_its_node_object_was_read_and_is_not_cordoned() {
+        let nodes = Nodes::new(4, Duration::from_secs(3));
+        let now = Instant::now();
+        nodes.renewed(now);
+        assert!(!nodes.can_take(now), "before the Node objects were read");
+        nodes.set_node_objects(NodeObjects {
+            cordoned: true,
+            ..NodeObjects::default()
+        });
+        assert!(!nodes.can_take(now) && nodes.cordoned());
+        nodes.set_node_objects(NodeObjects::default());
+        assert!(nodes.can_take(now));
+    }
 
     #[test]
     fn others_are_judged_only_after_a_whole_lease_of_own_renewals() {

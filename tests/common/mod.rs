@@ -83,8 +83,14 @@ pub fn docker_node(action: &str, name: &str) -> String {
 
 /// `kubectl` against the test cluster.
 pub fn kubectl() -> Command {
+    let kubeconfig = kubeconfig();
     let mut command = Command::new("kubectl");
-    command.env("KUBECONFIG", kubeconfig());
+    // Discovery is cached by server address, and clusters come and go on the same loopback
+    // port: a cache of the cluster's own keeps one's resources from answering for another's.
+    let cache = kubeconfig.with_file_name("kubectl-cache");
+    command
+        .env("KUBECONFIG", kubeconfig)
+        .env("KUBECACHEDIR", cache);
     command
 }
 
