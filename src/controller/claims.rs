@@ -46,7 +46,7 @@ pub async fn claim_run(
         "finalizers": finalizers,
         "annotations": { CLAIM_ANNOTATION: node, CLAIM_ATTEMPT_ANNOTATION: attempt },
     });
-    match patch_metadata_guarded(api, taskrun, metadata).await {
+    match patch_metadata_guarded(api, taskrun, metadata, context).await {
         Ok(true) => {
             context.events.publish(
                 taskrun,
@@ -76,6 +76,7 @@ pub async fn patch_metadata_guarded(
     api: &Api<TaskRun>,
     taskrun: &TaskRun,
     mut metadata: serde_json::Value,
+    context: &Context,
 ) -> Result<bool, kube::Error> {
     metadata["resourceVersion"] = json!(taskrun.resource_version());
     let patch = json!({ "metadata": metadata });
@@ -87,17 +88,26 @@ pub async fn patch_metadata_guarded(
         )
         .await
     {
-        Ok(_) => Ok(true),
+        Ok(written) => {
+            context.own_writes.record(taskrun, &written);
+            Ok(true)
+        }
         Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
         Err(e) => Err(e),
     }
 }
 
 /// Frees a run claimed by `node` for any node to take, saying `why` in the log.
-pub async fn release(taskrun: &TaskRun, api: &Api<TaskRun>, node: &str, why: &str) -> Result<()> {
+pub async fn release(
+    taskrun: &TaskRun,
+    api: &Api<TaskRun>,
+    node: &str,
+    why: &str,
+    context: &Context,
+) -> Result<()> {
     let metadata =
         json!({ "annotations": { CLAIM_ANNOTATION: null, CLAIM_ATTEMPT_ANNOTATION: null } });
-    let released = patch_metadata_guarded(api, taskrun, metadata)
+    let released = patch_metadata_guarded(api, taskrun, metadata, context)
         .await
         .map_err(|cause| Error::Claim {
             name: taskrun.name_any(),

@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 
 use super::events::Events;
 use super::metrics::Metrics;
+use super::own_writes::OwnWrites;
 use super::policy::Policy;
 use crate::api::{CLUSTER_POLICY, TaskRun};
 use crate::lifecycle::inputs::TaskApi;
@@ -33,6 +34,8 @@ pub struct Context {
     pub task_api: TaskApi,
     /// The cluster's TaskRunPolicy, as last read.
     pub policy: Policy,
+    /// The TaskRun copies this agent's own writes replaced.
+    pub own_writes: OwnWrites,
 }
 
 /// Where a TaskRun stands after failed passes.
@@ -277,6 +280,7 @@ impl Context {
             failures: Mutex::default(),
             task_api: TaskApi::default(),
             policy: Policy::new(CLUSTER_POLICY),
+            own_writes: OwnWrites::default(),
         }
     }
 

@@ -9,6 +9,7 @@ mod http;
 mod leases;
 mod metrics;
 mod node_objects;
+mod own_writes;
 mod policy;
 mod reconcile;
 mod references;

@@ -42,6 +42,10 @@ enum Pass {
     },
 }
 
+/// How long a pass that found the copy its own write replaced waits, should the watch not
+/// bring the write sooner.
+const OWN_WRITE_WAIT: Duration = Duration::from_secs(5);
+
 /// How long a run waits to start while this agent's own Lease is not current.
 const LEASE_WAIT: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
 
@@ -67,6 +71,10 @@ pub async fn reconcile(
             return Ok(Requeue::await_change());
         }
     };
+    if context.own_writes.replaced(&taskrun) {
+        // The watch brings this agent's own write, and with it the next pass.
+        return Ok(Requeue::requeue(OWN_WRITE_WAIT));
+    }
     let namespace = taskrun.namespace().unwrap_or_default();
     Span::current()
         .record("namespace", namespace.as_str())
@@ -174,13 +182,27 @@ async fn place_and_act(
         }
         Placement::Release { node: absent } => {
             if confirm_gone(context, &absent, NodeState::Absent).await? {
-                claims::release(taskrun, api, &absent, "a node no agent ever announced").await?;
+                claims::release(
+                    taskrun,
+                    api,
+                    &absent,
+                    "a node no agent ever announced",
+                    context,
+                )
+                .await?;
             }
             Ok(Requeue::await_change())
         }
         Placement::Handover { node: lost } => {
             context.nodes.release(&uid);
-            claims::release(taskrun, api, &lost, "a lost node, for its next attempt").await?;
+            claims::release(
+                taskrun,
+                api,
+                &lost,
+                "a lost node, for its next attempt",
+                context,
+            )
+            .await?;
             Ok(Requeue::await_change())
         }
         Placement::Lost { node: lost } => {
@@ -268,7 +290,7 @@ async fn delete(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Res
         .iter()
         .filter(|f| *f != FINALIZER)
         .collect();
-    patch_metadata_guarded(api, taskrun, json!({ "finalizers": remaining }))
+    patch_metadata_guarded(api, taskrun, json!({ "finalizers": remaining }), context)
         .await
         .map_err(|cause| Error::ReleaseFinalizer {
             name: taskrun.name_any(),
@@ -276,6 +298,7 @@ async fn delete(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Res
         })?;
     if let Some(uid) = taskrun.uid() {
         context.nodes.release(&uid);
+        context.own_writes.forget(&uid);
     }
     Ok(Requeue::await_change())
 }

@@ -35,7 +35,8 @@ pub async fn write_status(
         .patch_status(&name, &params, &Patch::Apply(&patch))
         .await
     {
-        Ok(_) => {
+        Ok(written) => {
+            context.own_writes.record(taskrun, &written);
             context.metrics.status_writes.inc();
             Ok(true)
         }
