@@ -160,17 +160,16 @@ async fn place_and_act(
         Placement::Full => Ok(by_deadline(WAIT_FOR_ROOM)),
         Placement::Elsewhere => {
             context.nodes.release(&uid);
-            // A spec change to a run that ended on a node that is gone (a cancel after the
-            // fact) is recorded as seen by whichever agent looks: nothing else will.
-            let ended_on = claimed_by(taskrun).or(status.node_name.as_deref());
-            let orphaned = ended_on.is_none_or(|owner| node_state(owner) != NodeState::Live);
-            if status.phase().is_final()
-                && orphaned
-                && let Some(seen) = lifecycle::status::observed(&status, taskrun.meta().generation)
-            {
+            Ok(by_deadline(RESYNC))
+        }
+        Placement::Unattended => {
+            context.nodes.release(&uid);
+            // A spec change to a run no live agent looks after (a cancel after the fact) is
+            // recorded as seen by whichever agent looks: nothing else will.
+            if let Some(seen) = lifecycle::status::observed(&status, taskrun.meta().generation) {
                 write_status(api, taskrun, &seen, context).await?;
             }
-            Ok(by_deadline(RESYNC))
+            Ok(Requeue::requeue(RESYNC))
         }
         Placement::Release { node: absent } => {
             if confirm_gone(context, &absent, NodeState::Absent).await? {
