@@ -39,8 +39,8 @@ pub enum Placement {
     Elsewhere,
     /// Ended, and no other live agent looks after it: it ended here without a claim, on a node
     /// whose agent is not live, or on none. This agent finishes what is left (records a spec
-    /// change as seen), as may every other agent that sees it so: each of those writes is
-    /// guarded.
+    /// change as seen, deletes it once `deleteAfterSeconds` has passed), as may every other
+    /// agent that sees it so: each of those writes is guarded.
     Unattended,
     /// Claimed by a node that no agent ever announced, so no container of it can exist: free
     /// it for others.
