@@ -222,6 +222,16 @@ async fn malformed_taskruns_are_rejected_with_the_field_named() {
             "spec.ttlSecondsAfterFinished",
         ),
         (
+            "negative deleteAfterSeconds",
+            "image: busybox\ndeleteAfterSeconds: -1".into(),
+            "spec.deleteAfterSeconds",
+        ),
+        (
+            "deleteAfterSeconds beyond a year",
+            "image: busybox\ndeleteAfterSeconds: 31536001".into(),
+            "spec.deleteAfterSeconds",
+        ),
+        (
             "absurd grace period",
             "image: busybox\nterminationGracePeriodSeconds: 99999".into(),
             "spec.terminationGracePeriodSeconds",
@@ -388,6 +398,11 @@ async fn the_spec_is_immutable_except_cancel_going_true() {
             "image: busybox\ncommand: [\"true\"]\nactiveDeadlineSeconds: 30",
             "spec.activeDeadlineSeconds",
         ),
+        (
+            "added deleteAfterSeconds",
+            "image: busybox\ncommand: [\"true\"]\ndeleteAfterSeconds: 60",
+            "spec.deleteAfterSeconds",
+        ),
     ];
     for (what, spec, field) in changes {
         let output = apply(&ns.name, &common::taskrun_yaml("fixed", spec));
@@ -478,6 +493,10 @@ async fn taskrun_run_refuses_exactly_what_the_api_server_refuses() {
         "image: busybox\nretries: {limit: 1, backoff: {seconds: 400}}",
         "image: busybox\nretries: {limit: 1, backoff: {seconds: 10, maxSeconds: 10}}",
         "image: busybox\npendingTimeoutSeconds: 0\nactiveDeadlineSeconds: 5",
+        "image: busybox\ndeleteAfterSeconds: 0",
+        "image: busybox\ndeleteAfterSeconds: 31536000",
+        "image: busybox\ndeleteAfterSeconds: 31536001",
+        "image: busybox\ndeleteAfterSeconds: -1",
         "image: busybox\nnetwork: None",
         "image: busybox\nsecurityContext: {runAsUser: 1000, runAsGroup: 1000, runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {add: [NET_BIND_SERVICE], drop: [ALL]}}",
         "image: busybox\nsecurityContext: {runAsUser: 0, runAsNonRoot: true}",

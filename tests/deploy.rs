@@ -51,6 +51,8 @@ async fn deploy_manifests_are_accepted_by_the_api_server() {
     };
     assert_eq!(can_i("watch", "taskruns.taskrun.dev"), "yes");
     assert_eq!(can_i("patch", "taskruns.taskrun.dev/status"), "yes");
+    // TaskRuns whose deleteAfterSeconds passed; policy.yaml refuses the operator any other.
+    assert_eq!(can_i("delete", "taskruns.taskrun.dev"), "yes");
     // The cluster's TaskRunPolicy, read before any run starts; never written.
     assert_eq!(can_i("watch", "taskrunpolicies.taskrun.dev"), "yes");
     assert_eq!(can_i("update", "taskrunpolicies.taskrun.dev"), "no");
@@ -330,5 +332,70 @@ async fn the_operator_account_cannot_change_a_spec_but_can_claim() {
         as_admin.status.success(),
         "a user may still cancel: {}",
         String::from_utf8_lossy(&as_admin.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_operator_account_deletes_only_taskruns_that_ended_and_ask_for_it() {
+    let ns = common::TestNamespace::new("delete-guard").await;
+    common::apply_deploy();
+    for (name, spec) in [
+        ("kept", "image: busybox"),
+        ("running", "image: busybox\ndeleteAfterSeconds: 0"),
+        ("ended", "image: busybox\ndeleteAfterSeconds: 0"),
+    ] {
+        ns.create(&common::taskrun_yaml(name, spec)).await;
+    }
+    for name in ["kept", "ended"] {
+        let ended = common::kubectl()
+            .args([
+                "patch",
+                "taskrun",
+                name,
+                "-n",
+                &ns.name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                r#"{"status":{"phase":"Succeeded","completionTime":"2026-01-01T00:00:00Z"}}"#,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            ended.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ended.stderr)
+        );
+    }
+    let delete_as_operator = |name: &str, dry_run: bool| {
+        let mut command = common::kubectl();
+        command
+            .args(["delete", "taskrun", name, "-n", &ns.name, "--wait=false"])
+            .arg("--as=system:serviceaccount:taskrun-system:taskrun-operator");
+        if dry_run {
+            command.arg("--dry-run=server");
+        }
+        command.output().unwrap()
+    };
+    // As above: wait, without deleting anything, until the policy is in the admission chain.
+    for _ in 0..100 {
+        if !delete_as_operator("kept", true).status.success() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    for name in ["kept", "running"] {
+        let refused = delete_as_operator(name, false);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && stderr.contains("deletes only TaskRuns that ended"),
+            "deleting {name} as the operator: {stderr}"
+        );
+    }
+    let deleted = delete_as_operator("ended", false);
+    assert!(
+        deleted.status.success(),
+        "deleting an ended run that asked for it: {}",
+        String::from_utf8_lossy(&deleted.stderr)
     );
 }

@@ -111,10 +111,15 @@ pub struct TaskRunSpec {
     #[schemars(range(min = 1, max = 604800))]
     pub timeout_seconds: Option<i64>,
 
-    /// Removes a container that `cleanup` kept, this many seconds after the run finished. Only the container is removed, never the TaskRun.
+    /// Removes a container that `cleanup` kept, this many seconds after the run finished. Only the container is removed, never the TaskRun (`deleteAfterSeconds` deletes the TaskRun).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 2592000))]
     pub ttl_seconds_after_finished: Option<i64>,
+
+    /// Deletes the TaskRun itself, and with it its container, this many seconds after the run finished (`Succeeded`, `Failed` or `Cancelled`, counted from `status.completionTime`), as a Job's `ttlSecondsAfterFinished` does. For runs that automation creates, often with `generateName`; never for a TaskRun a GitOps tool (Argo CD, Flux) applies from Git, which would create it again and so run the task again. The TaskRun stays when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31536000))]
+    pub delete_after_seconds: Option<i64>,
 
     /// Seconds between SIGTERM and SIGKILL when the container is stopped by a deadline, a cancel or a deletion. Defaults to 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -372,6 +377,7 @@ impl TaskRunSpec {
             cleanup: CleanupPolicy::default(),
             timeout_seconds: None,
             ttl_seconds_after_finished: None,
+            delete_after_seconds: None,
             termination_grace_period_seconds: None,
             resources: None,
             security_context: None,

@@ -1,10 +1,12 @@
 //! Claims: which agent acts on a run. A claim is one metadata write, guarded by the
-//! resourceVersion the agent saw, so of several agents exactly one wins.
+//! resourceVersion the agent saw, so of several agents exactly one wins. The agents' other
+//! writes to the TaskRun object itself (releasing a claim or the finalizer, deleting it once
+//! `deleteAfterSeconds` has passed) are guarded the same way.
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action as Requeue;
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -92,6 +94,24 @@ pub async fn patch_metadata_guarded(
             context.own_writes.record(taskrun, &written);
             Ok(true)
         }
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes the TaskRun if it is still the object, at the resourceVersion, this agent saw: never
+/// one created again under the same name, nor one that changed since. False when another
+/// writer came first (or the object is gone): there is nothing left to do.
+pub async fn delete_guarded(api: &Api<TaskRun>, taskrun: &TaskRun) -> Result<bool, kube::Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: taskrun.uid(),
+            resource_version: taskrun.resource_version(),
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&taskrun.name_any(), &params).await {
+        Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
         Err(e) => Err(e),
     }

@@ -19,6 +19,8 @@ pub enum Error {
     Claim { name: String, cause: kube::Error },
     #[error("failed to release the finalizer of TaskRun {name}: {cause}")]
     ReleaseFinalizer { name: String, cause: kube::Error },
+    #[error("failed to delete TaskRun {name} after its deleteAfterSeconds: {cause}")]
+    Prune { name: String, cause: kube::Error },
     #[error("failed to read the Lease of node {node}: {cause}")]
     ReadLease { node: String, cause: kube::Error },
     #[error("failed to read the Node object {node}: {cause}")]

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub status_writes: Counter,
     pub containers_started: Counter,
     pub containers_removed: Counter,
+    /// TaskRuns deleted because their `deleteAfterSeconds` passed.
+    pub pruned: Counter,
     /// Kubernetes Events the API server accepted.
     pub events_published: Counter,
     /// Events dropped because too many were waiting to be published.
@@ -59,6 +61,11 @@ impl Default for Metrics {
             status_writes: registered(r, "status_writes", "Status writes to the API server"),
             containers_started: registered(r, "containers_started", "Containers started"),
             containers_removed: registered(r, "containers_removed", "Containers removed"),
+            pruned: registered(
+                r,
+                "pruned",
+                "TaskRuns deleted because their deleteAfterSeconds passed",
+            ),
             events_published: registered(r, "events_published", "Kubernetes Events published"),
             events_dropped: registered(
                 r,
@@ -122,6 +129,7 @@ mod tests {
             &metrics.containers_removed,
             &metrics.events_published,
             &metrics.events_dropped,
+            &metrics.pruned,
         ];
         for (times, counter) in (1..).zip(counters) {
             counter.inc_by(times);
@@ -144,6 +152,7 @@ mod tests {
             "taskrun_containers_removed_total 5",
             "taskrun_events_published_total 6",
             "taskrun_events_dropped_total 7",
+            "taskrun_pruned_total 8",
             "# TYPE taskrun_runs_held gauge",
             "taskrun_runs_held 2",
             "# TYPE taskrun_taskruns gauge",

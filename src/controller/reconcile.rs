@@ -10,7 +10,8 @@ use serde_json::json;
 use tracing::{Span, field, info, instrument, warn};
 
 use super::claims::{
-    self, WAIT_FOR_ROOM, claim_attempt, claim_run, claimed_by, confirm_gone, patch_metadata_guarded,
+    self, WAIT_FOR_ROOM, claim_attempt, claim_run, claimed_by, confirm_gone, delete_guarded,
+    patch_metadata_guarded,
 };
 use super::context::Context;
 use super::error::{Error, Result};
@@ -21,8 +22,8 @@ use super::status_writer::write_status;
 use crate::api::{FINALIZER, Reason, TaskRun, TaskRunStatus, policy_violations};
 use crate::lifecycle::inputs::Resolution;
 use crate::lifecycle::{
-    self, Action, Claim, Ending, NodeState, Observed, Outcome, Placement, Run, StopCause,
-    Transition, decide, decide_deletion, place,
+    self, Action, Claim, Ending, NodeState, Observed, Outcome, Placement, Pruning, Run, StopCause,
+    Transition, decide, decide_deletion, decide_pruning, place,
 };
 
 /// How long a run that waits on nothing but Docker events goes before it is looked at again.
@@ -143,14 +144,19 @@ async fn place_and_act(
             context.nodes.state(other)
         }
     };
+    let pruning = decide_pruning(&taskrun.spec, &status, Timestamp::now());
     match place(claim, node_state) {
+        Placement::Mine | Placement::Unattended if pruning == Pruning::Delete => {
+            context.nodes.release(&uid);
+            prune(taskrun, api, context).await
+        }
         Placement::Mine if status.phase().is_final() => {
             context.nodes.release(&uid);
-            apply(taskrun, api, context).await
+            apply(taskrun, api, context, pruning.due_at()).await
         }
         Placement::Mine => {
             context.nodes.hold(&uid);
-            apply(taskrun, api, context).await
+            apply(taskrun, api, context, None).await
         }
         Placement::Claim => claim_run(taskrun, &uid, api, context).await,
         Placement::Full if context.nodes.cordoned() => {
@@ -168,17 +174,16 @@ async fn place_and_act(
         Placement::Full => Ok(by_deadline(WAIT_FOR_ROOM)),
         Placement::Elsewhere => {
             context.nodes.release(&uid);
-            // A spec change to a run that ended on a node that is gone (a cancel after the
-            // fact) is recorded as seen by whichever agent looks: nothing else will.
-            let ended_on = claimed_by(taskrun).or(status.node_name.as_deref());
-            let orphaned = ended_on.is_none_or(|owner| node_state(owner) != NodeState::Live);
-            if status.phase().is_final()
-                && orphaned
-                && let Some(seen) = lifecycle::status::observed(&status, taskrun.meta().generation)
-            {
+            Ok(by_deadline(RESYNC))
+        }
+        Placement::Unattended => {
+            context.nodes.release(&uid);
+            // A spec change to a run no live agent looks after (a cancel after the fact) is
+            // recorded as seen by whichever agent looks: nothing else will.
+            if let Some(seen) = lifecycle::status::observed(&status, taskrun.meta().generation) {
                 write_status(api, taskrun, &seen, context).await?;
             }
-            Ok(by_deadline(RESYNC))
+            Ok(requeue_by(RESYNC, pruning.due_at()))
         }
         Placement::Release { node: absent } => {
             if confirm_gone(context, &absent, NodeState::Absent).await? {
@@ -303,6 +308,22 @@ async fn delete(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Res
     Ok(Requeue::await_change())
 }
 
+/// Deletes the TaskRun of a run whose `deleteAfterSeconds` has passed, if it is still the
+/// object this pass decided on; its finalizer then has the container removed.
+async fn prune(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Result<Requeue> {
+    let deleted = delete_guarded(api, taskrun)
+        .await
+        .map_err(|cause| Error::Prune {
+            name: taskrun.name_any(),
+            cause,
+        })?;
+    if deleted {
+        context.metrics.pruned.inc();
+        info!("deleted the TaskRun: deleteAfterSeconds passed since its run ended");
+    }
+    Ok(Requeue::await_change())
+}
+
 /// Logs and counts the failure, then retries the TaskRun with a growing delay.
 pub fn error_policy(
     guard: Arc<DeserializeGuard<TaskRun>>,
@@ -336,7 +357,13 @@ fn run_of<'a>(
     }
 }
 
-async fn apply(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Result<Requeue> {
+/// One step of a run this agent holds; `prune_at` is when its TaskRun is due for deletion.
+async fn apply(
+    taskrun: &TaskRun,
+    api: &Api<TaskRun>,
+    context: &Context,
+    prune_at: Option<Timestamp>,
+) -> Result<Requeue> {
     let uid = taskrun
         .uid()
         .ok_or_else(|| Error::MissingMetadata(taskrun.name_any(), "uid"))?;
@@ -470,7 +497,7 @@ async fn apply(taskrun: &TaskRun, api: &Api<TaskRun>, context: &Context) -> Resu
     if let Some(transition) = &outcome.transition {
         announce(taskrun, transition, context);
     }
-    Ok(requeue_after(&outcome, Timestamp::now()))
+    Ok(requeue_after(&outcome, prune_at, Timestamp::now()))
 }
 
 /// Stops and removes the container of a TaskRun being deleted, as the lifecycle decides.
@@ -515,12 +542,13 @@ fn requeue_by(wait: Duration, deadline: Option<Timestamp>) -> Requeue {
     Requeue::requeue(until_deadline.map_or(wait, |d| d.min(wait)))
 }
 
-/// When to look at the run again.
-fn requeue_after(outcome: &Outcome, now: Timestamp) -> Requeue {
+/// When to look at the run again: as the step asks, or when its TaskRun is due for deletion,
+/// whichever comes first.
+fn requeue_after(outcome: &Outcome, prune_at: Option<Timestamp>, now: Timestamp) -> Requeue {
     if outcome.recheck_now {
         return Requeue::requeue(Duration::ZERO);
     }
-    match outcome.recheck_at {
+    match outcome.recheck_at.into_iter().chain(prune_at).min() {
         Some(at) => {
             let wait = if at > now {
                 at.duration_since(now).unsigned_abs()

@@ -353,3 +353,53 @@ fn a_watch_that_keeps_failing_backs_off_though_every_list_starts_as_an_event() {
         "retry after 9 failed lists {last:?}"
     );
 }
+
+/// A run of [`NODE`] that succeeded at `ended`, with `deleteAfterSeconds: 60`, claimed by
+/// `claimed_by` if any.
+fn succeeded_at(ended: Timestamp, claimed_by: Option<&str>) -> TaskRun {
+    let claim = claimed_by.map_or(String::new(), |node| {
+        format!(", annotations: {{taskrun.dev/node: {node}}}, finalizers: [taskrun.dev/container]")
+    });
+    taskrun(&format!(
+        "metadata: {{name: hello{claim}}}\nspec: {{image: busybox, deleteAfterSeconds: 60}}\nstatus: {{phase: Succeeded, reason: Completed, nodeName: {NODE}, completionTime: '{ended}', observedGeneration: 1}}"
+    ))
+}
+
+#[tokio::test]
+async fn a_run_past_its_delete_after_seconds_costs_one_delete_guarded_by_uid_and_version() {
+    let long_ago = Timestamp::now() - jiff::SignedDuration::from_secs(61);
+    for claimed_by in [Some(NODE), None] {
+        let (fake, server) = (
+            Arc::new(FakeDaemon::with_images(&["busybox"])),
+            Arc::<ApiServer>::default(),
+        );
+        pass(&succeeded_at(long_ago, claimed_by), &fake, &server).await;
+        let writes = server.taskrun_writes();
+        assert_eq!(writes.len(), 1, "claimed by {claimed_by:?}: {writes:#?}");
+        assert_eq!(writes[0].method, "DELETE");
+        assert!(writes[0].path.ends_with("/namespaces/team/taskruns/hello"));
+        assert_eq!(
+            writes[0].body["preconditions"],
+            json!({"uid": "u1", "resourceVersion": "7"})
+        );
+        assert!(
+            fake.calls().is_empty(),
+            "the finalizer removes the container: {:?}",
+            fake.calls()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_run_before_its_delete_after_seconds_costs_nothing() {
+    let just_now = Timestamp::now();
+    for claimed_by in [Some(NODE), None] {
+        let (fake, server) = (
+            Arc::new(FakeDaemon::with_images(&["busybox"])),
+            Arc::<ApiServer>::default(),
+        );
+        pass(&succeeded_at(just_now, claimed_by), &fake, &server).await;
+        let writes = server.taskrun_writes();
+        assert!(writes.is_empty(), "claimed by {claimed_by:?}: {writes:#?}");
+    }
+}

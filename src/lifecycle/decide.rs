@@ -626,6 +626,45 @@ pub fn decide_deletion(
     }
 }
 
+/// Whether the TaskRun of a run is deleted, by `deleteAfterSeconds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pruning {
+    /// The TaskRun stays: it has no `deleteAfterSeconds`, or its run has no recorded end.
+    Keep,
+    /// The TaskRun is deleted at this time.
+    At(Timestamp),
+    /// The TaskRun's time has come: delete it.
+    Delete,
+}
+
+impl Pruning {
+    /// When the TaskRun is to be deleted, while that time is still to come.
+    pub fn due_at(self) -> Option<Timestamp> {
+        match self {
+            Self::At(at) => Some(at),
+            Self::Keep | Self::Delete => None,
+        }
+    }
+}
+
+/// Decides when the TaskRun of a run is deleted: `deleteAfterSeconds` after the
+/// `completionTime` of a run that ended. A run that has not ended, or whose end carries no
+/// time, is kept.
+pub fn decide_pruning(spec: &TaskRunSpec, status: &TaskRunStatus, now: Timestamp) -> Pruning {
+    let Some(seconds) = spec.delete_after_seconds else {
+        return Pruning::Keep;
+    };
+    let completed = status
+        .completion_time
+        .as_ref()
+        .filter(|_| status.phase().is_final());
+    match completed.map(|t| t.0.checked_add(SignedDuration::from_secs(seconds))) {
+        Some(Ok(at)) if at <= now => Pruning::Delete,
+        Some(Ok(at)) => Pruning::At(at),
+        None | Some(Err(_)) => Pruning::Keep,
+    }
+}
+
 /// The end of a run whose node's agent is gone: its container may still exist there.
 pub fn node_lost(status: &TaskRunStatus, node: &str, now: Timestamp) -> Ending {
     Ending {

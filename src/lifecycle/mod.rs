@@ -11,9 +11,9 @@ pub mod security;
 pub mod status;
 
 pub use decide::{
-    Action, Deletion, Ending, LaunchFailure, Observed, StopCause, active_deadline, after_attempt,
-    decide, decide_deletion, decide_unclaimed, launch_failed, next_attempt_at, node_lost,
-    pending_deadline,
+    Action, Deletion, Ending, LaunchFailure, Observed, Pruning, StopCause, active_deadline,
+    after_attempt, decide, decide_deletion, decide_pruning, decide_unclaimed, launch_failed,
+    next_attempt_at, node_lost, pending_deadline,
 };
 pub use executor::{Executor, Observation, Outcome, OutputLimits, Run, Transition, ended};
 pub use placement::{

@@ -37,6 +37,11 @@ pub enum Placement {
     Full,
     /// Another live node's, or not this node's to take.
     Elsewhere,
+    /// Ended, and no other live agent looks after it: it ended here without a claim, on a node
+    /// whose agent is not live, or on none. This agent finishes what is left (records a spec
+    /// change as seen, deletes it once `deleteAfterSeconds` has passed), as may every other
+    /// agent that sees it so: each of those writes is guarded.
+    Unattended,
     /// Claimed by a node that no agent ever announced, so no container of it can exist: free
     /// it for others.
     Release { node: String },
@@ -87,7 +92,14 @@ pub fn place(claim: Claim<'_>, node_state: impl Fn(&str) -> NodeState) -> Placem
         return Placement::Mine;
     }
     if status.phase().is_final() {
-        return Placement::Elsewhere;
+        let ended_on = claimed_by.or(status.node_name.as_deref());
+        let attended =
+            ended_on.is_some_and(|owner| owner != node && node_state(owner) == NodeState::Live);
+        return if attended {
+            Placement::Elsewhere
+        } else {
+            Placement::Unattended
+        };
     }
     if let Some(owner) = claimed_by {
         let owner = owner.to_string();
@@ -229,7 +241,35 @@ mod tests {
         let started = status("phase: Running\ncontainerId: c1");
         assert_eq!(placed(&s, &started, Some("gone"), true), lost);
         let ended = status("phase: Succeeded\ncontainerId: c1");
-        assert_eq!(placed(&s, &ended, Some("gone"), true), Placement::Elsewhere);
+        assert_eq!(
+            placed(&s, &ended, Some("gone"), true),
+            Placement::Unattended
+        );
+    }
+
+    #[test]
+    fn an_ended_run_is_left_to_the_live_node_it_ended_on() {
+        let s = spec("image: busybox");
+        let ended = |node: &str| status(&format!("phase: Failed\nnodeName: {node}"));
+        let never_claimed = status("phase: Failed\nreason: PendingTimeout");
+        let cases = [
+            (ended("b"), Some("b"), Placement::Elsewhere),
+            (ended("b"), None, Placement::Elsewhere),
+            (ended("a"), Some("b"), Placement::Elsewhere),
+            (ended("new"), None, Placement::Unattended),
+            (ended("gone"), Some("gone"), Placement::Unattended),
+            (ended("gone"), None, Placement::Unattended),
+            (ended("a"), None, Placement::Unattended),
+            (never_claimed, None, Placement::Unattended),
+            (ended("a"), Some("a"), Placement::Mine),
+        ];
+        for (recorded, claimed_by, expected) in cases {
+            assert_eq!(
+                placed(&s, &recorded, claimed_by, false),
+                expected,
+                "{recorded:?} claimed by {claimed_by:?}"
+            );
+        }
     }
 
     #[test]
@@ -366,6 +406,10 @@ mod tests {
                     }
                     Placement::Unavailable { .. } => prop_assert!(!status.phase().is_final()),
                     Placement::Handover { .. } => prop_assert!(status.container_id.is_none()),
+                    Placement::Unattended => {
+                        prop_assert!(status.phase().is_final());
+                        prop_assert!(claimed_by.as_deref().is_none_or(|owner| state_of(owner) != NodeState::Live));
+                    }
                     Placement::Full | Placement::Elsewhere => {}
                 }
                 if claimed_by.as_deref().is_some_and(|owner| owner != "a") {

@@ -357,6 +357,73 @@ fn ttl_removes_a_kept_container_once_due() {
 }
 
 #[test]
+fn a_taskrun_is_kept_until_its_run_has_a_recorded_end() {
+    let s = spec("image: busybox\ndeleteAfterSeconds: 60");
+    for unfinished in [
+        "{}",
+        "phase: Pending",
+        RUNNING,
+        "phase: Pending\nreason: BackOff\nattempt: 2\ncompletionTime: '1970-01-01T00:01:50Z'",
+    ] {
+        assert_eq!(
+            decide_pruning(&s, &status(unfinished), at(1_000)),
+            Pruning::Keep,
+            "{unfinished}"
+        );
+    }
+    assert_eq!(
+        decide_pruning(&s, &status("phase: Succeeded"), at(1_000)),
+        Pruning::Keep,
+        "an end without a time is never due"
+    );
+    let ended = status("phase: Succeeded\ncompletionTime: '1970-01-01T00:01:50Z'");
+    assert_eq!(
+        decide_pruning(&spec("image: busybox"), &ended, at(1_000)),
+        Pruning::Keep,
+        "without deleteAfterSeconds the TaskRun stays"
+    );
+}
+
+#[test]
+fn a_taskrun_is_deleted_delete_after_seconds_after_its_run_ended() {
+    let s = spec("image: busybox\ndeleteAfterSeconds: 60");
+    for phase in ["Succeeded", "Failed", "Cancelled"] {
+        let ended = status(&format!(
+            "phase: {phase}\ncompletionTime: '1970-01-01T00:01:50Z'"
+        ));
+        assert_eq!(
+            decide_pruning(&s, &ended, at(111)),
+            Pruning::At(at(170)),
+            "{phase}"
+        );
+        assert_eq!(
+            decide_pruning(&s, &ended, at(170)),
+            Pruning::Delete,
+            "{phase}"
+        );
+        assert_eq!(
+            decide_pruning(&s, &ended, at(5_000)),
+            Pruning::Delete,
+            "{phase}"
+        );
+    }
+    let ended = status("phase: Failed\ncompletionTime: '1970-01-01T00:01:50Z'");
+    assert_eq!(
+        decide_pruning(
+            &spec("image: busybox\ndeleteAfterSeconds: 0"),
+            &ended,
+            at(110)
+        ),
+        Pruning::Delete
+    );
+    let year = spec("image: busybox\ndeleteAfterSeconds: 31536000");
+    assert_eq!(
+        decide_pruning(&year, &ended, at(111)).due_at(),
+        Some(at(110 + 31_536_000))
+    );
+}
+
+#[test]
 fn a_final_phase_never_changes() {
     let recorded = status("phase: Succeeded\ncompletionTime: '1970-01-01T00:01:50Z'");
     let s = spec("image: busybox\ncancel: true\ncleanup: Never");

@@ -346,6 +346,7 @@ fn manifest(name: String) -> impl Strategy<Value = Manifest> {
                     },
                     timeout_seconds: timeout,
                     ttl_seconds_after_finished: ttl,
+                    delete_after_seconds: None,
                     termination_grace_period_seconds: grace,
                     resources: limits.map(|(cpu, memory)| ResourceRequirements {
                         limits: Some(ResourceLimits {
