@@ -14,7 +14,6 @@ use tracing::info;
 
 use super::context::Context;
 use super::error::{Error, Result};
-use super::events::EventType;
 use super::leases;
 use crate::api::{FINALIZER, TaskRun};
 use crate::lifecycle::{CLAIM_ANNOTATION, CLAIM_ATTEMPT_ANNOTATION, NodeState};
@@ -50,12 +49,7 @@ pub async fn claim_run(
     });
     match patch_metadata_guarded(api, taskrun, metadata, context).await {
         Ok(true) => {
-            context.events.publish(
-                taskrun,
-                EventType::Normal,
-                "Claimed",
-                &format!("claimed by node {node}"),
-            );
+            info!(node = %node, "claimed");
             Ok(Requeue::await_change())
         }
         Ok(false) => {

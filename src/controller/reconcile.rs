@@ -561,13 +561,16 @@ fn requeue_after(outcome: &Outcome, prune_at: Option<Timestamp>, now: Timestamp)
     }
 }
 
-/// Counts a step of the run and tells about it in an Event.
+/// Counts a step of the run and tells about it in an Event, except for the removal of a
+/// finished container, which only the log and the metrics tell: `kubectl describe` shows a
+/// run's start and its outcome, two Events for a run that went as planned.
 fn announce(taskrun: &TaskRun, transition: &Transition, context: &Context) {
     if let Transition::Started { .. } = transition {
         context.metrics.containers_started.inc();
     }
-    if let Transition::Removed { .. } = transition {
+    if let Transition::Removed { container_name } = transition {
         context.metrics.containers_removed.inc();
+        info!(container = %container_name, "removed the container of a finished run");
     }
     if let Transition::Ended(Ending {
         started_at: Some(started),
@@ -579,13 +582,14 @@ fn announce(taskrun: &TaskRun, transition: &Transition, context: &Context) {
             .metrics
             .observe_run(finished_at.duration_since(*started).unsigned_abs());
     }
-    let (type_, reason, note) = describe(transition, context.executor.node());
-    context.events.publish(taskrun, type_, reason, &note);
+    if let Some((type_, reason, note)) = describe(transition, context.executor.node()) {
+        context.events.publish(taskrun, type_, reason, &note);
+    }
 }
 
-/// The Event that tells of a step of a run on `node`.
-fn describe<'a>(transition: &'a Transition, node: &str) -> (EventType, &'a str, String) {
-    match transition {
+/// The Event that tells of a step of a run on `node`, if any does.
+fn describe<'a>(transition: &'a Transition, node: &str) -> Option<(EventType, &'a str, String)> {
+    Some(match transition {
         Transition::Started { container_name } => (
             EventType::Normal,
             "Started",
@@ -640,10 +644,6 @@ fn describe<'a>(transition: &'a Transition, node: &str) -> (EventType, &'a str, 
                 format!("{}: {}", ending.phase, ending.message),
             )
         }
-        Transition::Removed { container_name } => (
-            EventType::Normal,
-            "ContainerRemoved",
-            format!("removed container {container_name}"),
-        ),
-    }
+        Transition::Removed { .. } => return None,
+    })
 }
