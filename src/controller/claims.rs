@@ -22,6 +22,14 @@ use crate::lifecycle::{CLAIM_ANNOTATION, CLAIM_ATTEMPT_ANNOTATION, NodeState};
 /// this node end sooner.
 pub(super) const WAIT_FOR_ROOM: Duration = Duration::from_secs(5);
 
+/// What came of a claim.
+pub enum Claimed {
+    /// This node holds the run now: the TaskRun as the claim left it.
+    Won(Box<TaskRun>),
+    /// Another agent came first, or there is no room: look again as this says.
+    Not(Requeue),
+}
+
 /// Claims the run for this node: one write adds the finalizer and the claim annotation, and
 /// carries the resourceVersion this agent saw, so of several agents exactly one succeeds.
 pub async fn claim_run(
@@ -29,9 +37,9 @@ pub async fn claim_run(
     uid: &str,
     api: &Api<TaskRun>,
     context: &Context,
-) -> Result<Requeue> {
+) -> Result<Claimed> {
     if !context.nodes.reserve(uid) {
-        return Ok(Requeue::requeue(WAIT_FOR_ROOM));
+        return Ok(Claimed::Not(Requeue::requeue(WAIT_FOR_ROOM)));
     }
     let mut finalizers = taskrun.finalizers().to_vec();
     if !finalizers.iter().any(|f| f == FINALIZER) {
@@ -48,13 +56,13 @@ pub async fn claim_run(
         "annotations": { CLAIM_ANNOTATION: node, CLAIM_ATTEMPT_ANNOTATION: attempt },
     });
     match patch_metadata_guarded(api, taskrun, metadata, context).await {
-        Ok(true) => {
+        Ok(Some(claimed)) => {
             info!(node = %node, "claimed");
-            Ok(Requeue::await_change())
+            Ok(Claimed::Won(Box::new(claimed)))
         }
-        Ok(false) => {
+        Ok(None) => {
             context.nodes.release(uid);
-            Ok(Requeue::await_change())
+            Ok(Claimed::Not(Requeue::await_change()))
         }
         Err(cause) => {
             context.nodes.release(uid);
@@ -66,14 +74,15 @@ pub async fn claim_run(
     }
 }
 
-/// Merges `metadata` into the TaskRun if it is still at the resourceVersion this agent saw.
-/// False when another writer came first (or the object is gone): there is nothing left to do.
+/// Merges `metadata` into the TaskRun if it is still at the resourceVersion this agent saw,
+/// and returns what was written. `None` when another writer came first (or the object is
+/// gone): there is nothing left to do.
 pub async fn patch_metadata_guarded(
     api: &Api<TaskRun>,
     taskrun: &TaskRun,
     mut metadata: serde_json::Value,
     context: &Context,
-) -> Result<bool, kube::Error> {
+) -> Result<Option<TaskRun>, kube::Error> {
     metadata["resourceVersion"] = json!(taskrun.resource_version());
     let patch = json!({ "metadata": metadata });
     match api
@@ -86,9 +95,9 @@ pub async fn patch_metadata_guarded(
     {
         Ok(written) => {
             context.own_writes.record(taskrun, &written);
-            Ok(true)
+            Ok(Some(written))
         }
-        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -127,7 +136,7 @@ pub async fn release(
             name: taskrun.name_any(),
             cause,
         })?;
-    if released {
+    if released.is_some() {
         info!(node = %node, "released a run claimed by {why}");
     }
     Ok(())

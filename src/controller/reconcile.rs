@@ -10,8 +10,8 @@ use serde_json::json;
 use tracing::{Span, field, info, instrument, warn};
 
 use super::claims::{
-    self, WAIT_FOR_ROOM, claim_attempt, claim_run, claimed_by, confirm_gone, delete_guarded,
-    patch_metadata_guarded,
+    self, Claimed, WAIT_FOR_ROOM, claim_attempt, claim_run, claimed_by, confirm_gone,
+    delete_guarded, patch_metadata_guarded,
 };
 use super::context::Context;
 use super::error::{Error, Result};
@@ -158,7 +158,11 @@ async fn place_and_act(
             context.nodes.hold(&uid);
             apply(taskrun, api, context, None).await
         }
-        Placement::Claim => claim_run(taskrun, &uid, api, context).await,
+        // A won claim goes on at once with the TaskRun it wrote, not a watch event later.
+        Placement::Claim => match claim_run(taskrun, &uid, api, context).await? {
+            Claimed::Won(claimed) => apply(&claimed, api, context, None).await,
+            Claimed::Not(requeue) => Ok(requeue),
+        },
         Placement::Full if context.nodes.cordoned() => {
             let pinned_here = taskrun.spec.node_name.as_deref() == Some(node);
             if (pinned_here || !context.nodes.others_live(node))

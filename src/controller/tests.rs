@@ -34,6 +34,8 @@ struct Made {
 struct ApiServer {
     made: Mutex<Vec<Made>>,
     refuse_status_writes: bool,
+    /// Answer writes to the TaskRun itself (claims) with 409, as when another agent came first.
+    refuse_claims: bool,
 }
 
 impl ApiServer {
@@ -67,7 +69,9 @@ fn client(server: Arc<ApiServer>, taskrun: &TaskRun) -> Client {
             });
             let (status, reply) = if path.ends_with("/events") {
                 (StatusCode::CREATED, serde_json::to_vec(&body).unwrap())
-            } else if path.ends_with("/status") && server.refuse_status_writes {
+            } else if (path.ends_with("/status") && server.refuse_status_writes)
+                || (path.ends_with("/taskruns/hello") && server.refuse_claims)
+            {
                 let conflict = json!({
                     "kind": "Status", "apiVersion": "v1", "status": "Failure",
                     "message": "the object has been modified", "reason": "Conflict", "code": 409
@@ -133,24 +137,36 @@ fn written_status(made: &Made) -> TaskRunStatus {
 }
 
 #[tokio::test]
-async fn a_new_run_costs_one_guarded_claim_and_nothing_else() {
+async fn a_new_run_costs_one_guarded_claim_then_starts_from_the_claimed_copy() {
     let (fake, server) = (
         Arc::new(FakeDaemon::with_images(&["busybox"])),
         Arc::default(),
     );
     pass(&taskrun(NEW), &fake, &server).await;
     let writes = server.taskrun_writes();
-    assert_eq!(writes.len(), 1, "{writes:#?}");
+    assert_eq!(writes.len(), 2, "{writes:#?}");
     assert_eq!(writes[0].method, "PATCH");
     assert!(writes[0].path.ends_with("/namespaces/team/taskruns/hello"));
     let metadata = &writes[0].body["metadata"];
     assert_eq!(metadata["resourceVersion"], "7");
     assert_eq!(metadata["annotations"]["taskrun.dev/node"], NODE);
     assert_eq!(metadata["finalizers"], json!(["taskrun.dev/container"]));
-    assert!(
-        fake.state().containers.is_empty(),
-        "nothing starts before the claim lands"
-    );
+    assert!(writes[1].path.ends_with("/taskruns/hello/status"));
+    assert_eq!(written_status(&writes[1]).phase, Some(Phase::Running));
+    assert_eq!(fake.state().containers.len(), 1);
+}
+
+#[tokio::test]
+async fn a_claim_another_agent_won_starts_nothing() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    let server = Arc::new(ApiServer {
+        refuse_claims: true,
+        ..ApiServer::default()
+    });
+    pass(&taskrun(NEW), &fake, &server).await;
+    let writes = server.taskrun_writes();
+    assert_eq!(writes.len(), 1, "only the claim: {writes:#?}");
+    assert!(fake.state().containers.is_empty(), "{:?}", fake.calls());
 }
 
 #[tokio::test]
