@@ -176,13 +176,35 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
 const RECONCILE_CONCURRENCY: u16 = 32;
 
 /// Drops what the controller never reads from each cached TaskRun: the managed fields and
-/// kubectl's copy of the last applied object, which together outweigh the rest.
+/// kubectl's copy of the last applied object, which together outweigh the rest, and the log
+/// tail of a run that ended (up to 64 KiB each; the status writer puts the stored one back
+/// should such a run's status be written again).
 fn slim(taskrun: &mut DeserializeGuard<TaskRun>) {
     let metadata = taskrun.meta_mut();
     metadata.managed_fields = None;
     if let Some(annotations) = metadata.annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
+    if let Ok(taskrun) = taskrun.0.as_mut() {
+        leave_out_log_tail(taskrun);
+    }
+}
+
+/// Drops the log tail of a run that ended.
+fn leave_out_log_tail(taskrun: &mut TaskRun) {
+    if let Some(status) = taskrun.status.as_mut()
+        && status.phase().is_final()
+    {
+        status.log_tail = None;
+    }
+}
+
+/// Whether `taskrun` may be a cached copy that left its log tail out (see [`slim`]).
+fn log_tail_left_out(taskrun: &TaskRun) -> bool {
+    taskrun
+        .status
+        .as_ref()
+        .is_some_and(|status| status.phase().is_final() && status.log_tail.is_none())
 }
 
 /// The label that puts a TaskRun in a class of agents, as `spec.schedulerName` does for Pods:

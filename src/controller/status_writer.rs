@@ -23,13 +23,28 @@ pub async fn write_status(
     if taskrun.status.as_ref() == Some(status) {
         return Ok(true);
     }
+    let name = taskrun.name_any();
+    let write_error = |cause| Error::WriteStatus {
+        namespace: taskrun.namespace().unwrap_or_default(),
+        name: name.clone(),
+        cause,
+    };
+    let mut status = std::borrow::Cow::Borrowed(status);
+    if status.log_tail.is_none() && super::log_tail_left_out(taskrun) {
+        // The cache keeps no log tail of an ended run: the write keeps the stored one.
+        match api.get_opt(&name).await.map_err(write_error)? {
+            Some(stored) if stored.resource_version() == taskrun.resource_version() => {
+                status.to_mut().log_tail = stored.status.and_then(|s| s.log_tail);
+            }
+            _ => return Ok(false),
+        }
+    }
     let patch = json!({
         "apiVersion": TaskRun::api_version(&()),
         "kind": TaskRun::kind(&()),
         "metadata": { "resourceVersion": taskrun.resource_version() },
         "status": status,
     });
-    let name = taskrun.name_any();
     let params = PatchParams::apply(FIELD_MANAGER).force();
     match api
         .patch_status(&name, &params, &Patch::Apply(&patch))
@@ -41,10 +56,6 @@ pub async fn write_status(
             Ok(true)
         }
         Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
-        Err(cause) => Err(Error::WriteStatus {
-            namespace: taskrun.namespace().unwrap_or_default(),
-            name,
-            cause,
-        }),
+        Err(cause) => Err(write_error(cause)),
     }
 }

@@ -36,6 +36,8 @@ struct ApiServer {
     refuse_status_writes: bool,
     /// Answer writes to the TaskRun itself (claims) with 409, as when another agent came first.
     refuse_claims: bool,
+    /// The TaskRun as stored, when it is not the copy the pass looks at.
+    stored: Option<TaskRun>,
 }
 
 impl ApiServer {
@@ -55,7 +57,7 @@ impl ApiServer {
 /// shape: the patched TaskRun back, an Event created, a 409 for refused status writes.
 fn client(server: Arc<ApiServer>, taskrun: &TaskRun) -> Client {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let answer = serde_json::to_vec(taskrun).unwrap();
+    let answer = serde_json::to_vec(server.stored.as_ref().unwrap_or(taskrun)).unwrap();
     tokio::spawn(async move {
         while let Some((request, respond)) = handle.next_request().await {
             let method = request.method().to_string();
@@ -100,6 +102,7 @@ fn taskrun(yaml: &str) -> TaskRun {
 }
 
 const NEW: &str = "metadata: {name: hello}\nspec: {image: busybox}";
+const CLAIMED_HEAD: &str = "metadata: {name: hello, annotations: {taskrun.dev/node: node-a}, finalizers: [taskrun.dev/container]}";
 const CLAIMED: &str = "metadata: {name: hello, annotations: {taskrun.dev/node: node-a}, finalizers: [taskrun.dev/container]}\nspec: {image: busybox}";
 
 /// One pass over `taskrun` by the agent of [`NODE`], on a cluster without a TaskRunPolicy.
@@ -418,4 +421,29 @@ async fn a_run_before_its_delete_after_seconds_costs_nothing() {
         let writes = server.taskrun_writes();
         assert!(writes.is_empty(), "claimed by {claimed_by:?}: {writes:#?}");
     }
+}
+
+#[tokio::test]
+async fn a_status_written_over_an_ended_run_keeps_the_stored_log_tail() {
+    let mut stored = taskrun(&format!(
+        "{CLAIMED_HEAD}\nspec: {{image: busybox, cancel: true}}\nstatus: {{phase: Succeeded, reason: Completed, nodeName: {NODE}, observedGeneration: 1, logTail: \"last words\\n\"}}"
+    ));
+    stored.metadata.generation = Some(2);
+    let mut cached = stored.clone();
+    super::leave_out_log_tail(&mut cached);
+    assert_eq!(cached.status.as_ref().unwrap().log_tail, None);
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    let server = Arc::new(ApiServer {
+        stored: Some(stored),
+        ..ApiServer::default()
+    });
+    pass(&cached, &fake, &server).await;
+    let made = server.made.lock().unwrap().clone();
+    let gets = made.iter().filter(|m| m.method == "GET").count();
+    assert_eq!(gets, 1, "{made:#?}");
+    let writes = server.taskrun_writes();
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    let status = written_status(&writes[0]);
+    assert_eq!(status.observed_generation, Some(2));
+    assert_eq!(status.log_tail.as_deref(), Some("last words\n"));
 }
