@@ -23,6 +23,8 @@ const RUST_LOG: &str = "info,kube=warn,kube_client::client::builder=debug";
 pub struct Controller {
     child: Child,
     pid: u32,
+    /// Just before the process was spawned.
+    spawned: Instant,
     log: PathBuf,
     /// Where it serves `/readyz` and `/metrics`.
     endpoint: String,
@@ -53,6 +55,7 @@ impl Controller {
         let endpoint = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .to_string();
+        let spawned = Instant::now();
         let child = Command::new(env!("CARGO_BIN_EXE_taskrun"))
             .args(["controller", "--namespace", namespace, "--node-name", node])
             .args(["--class", crate::cluster::CLASS])
@@ -70,6 +73,7 @@ impl Controller {
         Ok(Self {
             child,
             pid,
+            spawned,
             log,
             endpoint,
         })
@@ -137,12 +141,12 @@ impl Controller {
     }
 
     /// Waits until the controller says it is ready (`/readyz`: its TaskRun cache has synced
-    /// and Docker answers), asking every 50 ms.
-    pub async fn ready(&mut self, timeout: Duration) -> Result<()> {
+    /// and Docker answers), asking every 50 ms; returns how long after it was spawned.
+    pub async fn ready(&mut self, timeout: Duration) -> Result<Duration> {
         let started = Instant::now();
         loop {
             if let Some((200, _)) = common::http_get(&self.endpoint, "/readyz").await {
-                return Ok(());
+                return Ok(self.spawned.elapsed());
             }
             if let Some(status) = self.child.try_wait()? {
                 return Err(format!(
@@ -184,13 +188,13 @@ impl Controller {
 
     /// Waits until the controller has made `reconciles` reconcile passes, asking its
     /// `/metrics` every 100 ms: nothing else shows that it has looked at TaskRuns that need
-    /// no change.
-    pub async fn reconciled(&self, reconciles: u64, timeout: Duration) -> Result<()> {
+    /// no change. Returns how long after it was spawned.
+    pub async fn reconciled(&self, reconciles: u64, timeout: Duration) -> Result<Duration> {
         let started = Instant::now();
         loop {
             let done = self.metrics().await?.reconciles;
             if done >= reconciles {
-                return Ok(());
+                return Ok(self.spawned.elapsed());
             }
             if started.elapsed() > timeout {
                 return Err(format!(
