@@ -10,11 +10,13 @@ use futures::{StreamExt, TryStreamExt, stream};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event as KubeEvent;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, CustomResourceExt, ResourceExt};
 use serde_json::json;
-use taskrun_operator::api::{FINALIZER, Phase, Reason, TaskRun, TaskRunStatus};
+use taskrun_operator::api::{FINALIZER, Phase, Reason, TaskRun, TaskRunPolicy, TaskRunStatus};
 use taskrun_operator::controller::CLASS_LABEL;
 use taskrun_operator::lifecycle::{self, CLAIM_ANNOTATION, Ending};
 use tokio::sync::watch;
@@ -50,6 +52,7 @@ impl Bench {
         let docker = docker::connect().await?;
         docker::ensure_image(&docker).await?;
         common::ensure_crd(&kube).await;
+        ensure_policy_crd(&kube).await?;
 
         let run = format!(
             "{:06x}",
@@ -120,6 +123,28 @@ impl Bench {
             .await?;
         remove_namespace(&self.kube, &self.namespace).await
     }
+}
+
+/// Installs the TaskRunPolicy CRD, as `deploy/` does, and waits until it is served. Without it
+/// an agent keeps asking for the policy and never goes idle.
+async fn ensure_policy_crd(client: &Client) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = TaskRunPolicy::crd();
+    let name = crd.name_any();
+    crds.patch(
+        &name,
+        &PatchParams::apply("taskrun-bench").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .map_err(|e| format!("failed to apply the TaskRunPolicy CRD: {e}"))?;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        await_condition(crds, &name, conditions::is_crd_established()),
+    )
+    .await
+    .map_err(|_| "the TaskRunPolicy CRD was not established within 30 s")??;
+    Ok(())
 }
 
 fn ignore_not_found(result: Result<(), kube::Error>) -> Result<()> {
