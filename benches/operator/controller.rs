@@ -208,7 +208,9 @@ impl Controller {
 
     /// Waits until the controller is idle: no CPU used and no request made for `quiet`
     /// (at most `max`). Nothing announces that, so CPU time and log are sampled every 100 ms.
-    pub async fn settle(&self, quiet: Duration, max: Duration) -> Result<()> {
+    /// Returns when, after it was spawned, it was last seen busy: at most the time it took to
+    /// finish what it had to do (its node Lease renewal may come after).
+    pub async fn settle(&self, quiet: Duration, max: Duration) -> Result<Duration> {
         let started = Instant::now();
         let mut last = (self.cpu_ticks()?, self.log_mark());
         let mut quiet_since = Instant::now();
@@ -219,14 +221,14 @@ impl Controller {
                 last = now;
                 quiet_since = Instant::now();
             } else if quiet_since.elapsed() >= quiet {
-                return Ok(());
+                return Ok(quiet_since.duration_since(self.spawned));
             }
         }
         say!(
             "controller {} still busy after {max:?}; measuring anyway",
             self.pid
         );
-        Ok(())
+        Ok(self.spawned.elapsed())
     }
 
     /// Stops the controller with SIGTERM, as a kubelet would, and waits for it to exit.

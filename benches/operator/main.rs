@@ -15,8 +15,9 @@
 //!
 //! Prints a table and a summary line, writes the figures to `target/bench/results.json` and
 //! draws `latency.svg` and `memory.svg` beside it. `--quick` is a smoke run of a few seconds
-//! that proves the harness works; its figures mean nothing and its files are `*-quick.*`. Each run has its own namespace, node name and controller processes, and removes
-//! them, their TaskRuns and their containers when it ends.
+//! that proves the harness works; its figures mean nothing and its files are `*-quick.*`.
+//! Each run has its own namespace, node name and controller processes, and removes them,
+//! their TaskRuns and their containers when it ends.
 
 /// Progress on stderr, with the seconds since the bench started.
 macro_rules! say {

@@ -119,13 +119,12 @@ fn cdf_panel(
     Ok(())
 }
 
-/// The controller's peak RSS (`VmHWM`) idle and with each count of finished TaskRuns present,
-/// beside the targets.
+/// The controller's peak RSS (`VmHWM`) with each count of finished TaskRuns present, on a
+/// logarithmic axis since the counts span decades, beside the targets and its RSS idle.
 fn memory_by_objects(file: &Path, memory: &Memory) -> Result<()> {
     let points: Vec<(f64, f64)> = memory
-        .idle
+        .levels
         .iter()
-        .chain(&memory.levels)
         .map(|level| (level.objects as f64, level.peak_rss_mib))
         .collect();
     let targets: Vec<(f64, f64)> = TARGET_RSS_MIB
@@ -133,12 +132,16 @@ fn memory_by_objects(file: &Path, memory: &Memory) -> Result<()> {
         .filter(|(objects, _)| memory.levels.iter().any(|l| l.objects == *objects))
         .map(|&(objects, mib)| (objects as f64, mib))
         .collect();
-    let most_objects = points.iter().map(|p| p.0).fold(1.0, f64::max);
+    let idle = memory.idle.map(|level| level.peak_rss_mib);
+    let fewest = points.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+    let most = points.iter().map(|p| p.0).fold(1.0, f64::max);
     let most_mib = points
         .iter()
         .chain(&targets)
         .map(|p| p.1)
+        .chain(idle)
         .fold(1.0, f64::max);
+    let x_range = (fewest / 2.0)..(most * 2.0);
 
     let root = SVGBackend::new(file, (900, 540)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -150,13 +153,24 @@ fn memory_by_objects(file: &Path, memory: &Memory) -> Result<()> {
         .margin(16)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.0..most_objects * 1.12, 0.0..most_mib * 1.2)?;
+        .build_cartesian_2d(x_range.clone().log_scale(), 0.0..most_mib * 1.2)?;
     chart
         .configure_mesh()
-        .x_desc("finished TaskRuns present when the controller started (0: idle)")
+        .x_desc("finished TaskRuns present when the controller started")
         .y_desc("peak RSS (MiB)")
         .x_label_formatter(&|objects: &f64| thousands(objects.round() as usize))
         .draw()?;
+    if let Some(idle) = idle {
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(x_range.start, idle), (x_range.end, idle)],
+                6,
+                4,
+                BLACK.mix(0.6).stroke_width(1),
+            ))?
+            .label(format!("idle, no TaskRun: {idle:.1} MiB"))
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.6)));
+    }
     chart
         .draw_series(LineSeries::new(
             points.iter().copied(),

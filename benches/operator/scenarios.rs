@@ -494,15 +494,17 @@ async fn levels(bench: &Bench, params: &Params) -> Result<Levels> {
         let reconciled = controller.reconciled(objects as u64, timeout).await?;
         say!(
             "{objects} finished TaskRuns: the agent was Ready {:.2} s after it was spawned and \
-             had reconciled them all at {:.2} s",
+             had made {objects} reconciles at {:.2} s",
             ready.as_secs_f64(),
             reconciled.as_secs_f64()
         );
-        controller.settle(quiet(params), SETTLE_MAX).await?;
+        let busy = controller.settle(quiet(params), SETTLE_MAX).await?;
         let reconciles_when_idle = controller.metrics().await?.reconciles;
         let level = memory_level(&controller, objects, reconciled, create_seconds)?;
         say!(
-            "{objects} finished TaskRuns: peak RSS {:.1} MiB, {reconciles_when_idle} reconciles",
+            "{objects} finished TaskRuns: last busy at {:.2} s, then idle with \
+             {reconciles_when_idle} reconciles; peak RSS {:.1} MiB",
+            busy.as_secs_f64(),
             level.peak_rss_mib
         );
         if params.runs(Scenario::Memory) && params.objects.contains(&objects) {
@@ -513,6 +515,7 @@ async fn levels(bench: &Bench, params: &Params) -> Result<Levels> {
                 objects,
                 ready_seconds: ready.as_secs_f64(),
                 reconciled_seconds: reconciled.as_secs_f64(),
+                busy_seconds: busy.as_secs_f64(),
                 reconciles_when_idle,
             });
         }
