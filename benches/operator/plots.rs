@@ -158,7 +158,8 @@ fn memory_by_objects(file: &Path, memory: &Memory) -> Result<()> {
         .configure_mesh()
         .x_desc("finished TaskRuns present when the controller started")
         .y_desc("peak RSS (MiB)")
-        .x_label_formatter(&|objects: &f64| thousands(objects.round() as usize))
+        .max_light_lines(1)
+        .x_label_formatter(&|objects: &f64| round_label(*objects))
         .draw()?;
     if let Some(idle) = idle {
         chart
@@ -202,4 +203,17 @@ fn memory_by_objects(file: &Path, memory: &Memory) -> Result<()> {
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// A tick label on the logarithmic axis: only 1, 2 and 5 times a power of ten are written, or
+/// the labels run into each other near the top of each decade.
+fn round_label(value: f64) -> String {
+    let count = value.round() as usize;
+    let digits = count.to_string();
+    let leading_only = digits.chars().skip(1).all(|c| c == '0');
+    if leading_only && digits.starts_with(['1', '2', '5']) {
+        thousands(count)
+    } else {
+        String::new()
+    }
 }
