@@ -87,7 +87,7 @@ fuzz: ## Fuzz the `taskrun run` input parser for FUZZ_SECONDS (default 300); ins
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 
 .PHONY: bench
-bench: tools ## Measure the operator against raw Docker (release build): table, ratios, target/bench/results.json
+bench: tools ## Measure the operator against raw Docker (release build): table, target/bench/results.json and SVG pictures
 	@scripts/docker-up.sh
 	@if [[ -z "$${KUBECONFIG:-}" ]]; then scripts/cluster-up.sh; fi
 	cargo bench --bench operator -- $(BENCH_ARGS)

@@ -10,11 +10,13 @@ use futures::{StreamExt, TryStreamExt, stream};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event as KubeEvent;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, CustomResourceExt, ResourceExt};
 use serde_json::json;
-use taskrun_operator::api::{FINALIZER, Phase, Reason, TaskRun, TaskRunStatus};
+use taskrun_operator::api::{FINALIZER, Phase, Reason, TaskRun, TaskRunPolicy, TaskRunStatus};
 use taskrun_operator::controller::CLASS_LABEL;
 use taskrun_operator::lifecycle::{self, CLAIM_ANNOTATION, Ending};
 use tokio::sync::watch;
@@ -50,6 +52,7 @@ impl Bench {
         let docker = docker::connect().await?;
         docker::ensure_image(&docker).await?;
         common::ensure_crd(&kube).await;
+        ensure_policy_crd(&kube).await?;
 
         let run = format!(
             "{:06x}",
@@ -89,28 +92,30 @@ impl Bench {
         Api::namespaced(self.kube.clone(), &self.namespace)
     }
 
+    /// One small write through the API server, for when etcd must commit now: an annotation
+    /// on the run's namespace, set to the time.
+    pub async fn touch(&self) -> Result<()> {
+        let patch = json!({
+            "metadata": { "annotations": { "taskrun.dev/bench-touched": Timestamp::now().to_string() } }
+        });
+        Api::<Namespace>::all(self.kube.clone())
+            .patch(
+                &self.namespace,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|e| format!("failed to annotate namespace {}: {e}", self.namespace))?;
+        Ok(())
+    }
+
     /// Removes what the run left, whether or not a controller still runs: finalizers, the
     /// TaskRuns, the containers labelled with its node, Events, and the namespace.
     pub async fn teardown(&self) -> Result<()> {
         let api = self.api();
         let left = api.list_metadata(&ListParams::default()).await?;
         let names: Vec<String> = left.items.iter().map(|t| t.name_any()).collect();
-        stream::iter(names)
-            .map(|name| {
-                let api = api.clone();
-                async move {
-                    let patch = json!({ "metadata": { "finalizers": null } });
-                    ignore_not_found(
-                        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                            .await
-                            .map(drop),
-                    )?;
-                    ignore_not_found(api.delete(&name, &DeleteParams::default()).await.map(drop))
-                }
-            })
-            .buffer_unordered(32)
-            .try_collect::<Vec<()>>()
-            .await?;
+        release_and_delete(&api, &names, 32).await?;
         docker::remove_labelled(&self.docker, &self.node).await?;
         let events: Api<KubeEvent> = Api::namespaced(self.kube.clone(), &self.namespace);
         events
@@ -118,6 +123,28 @@ impl Bench {
             .await?;
         remove_namespace(&self.kube, &self.namespace).await
     }
+}
+
+/// Installs the TaskRunPolicy CRD, as `deploy/` does, and waits until it is served. Without it
+/// an agent keeps asking for the policy and never goes idle.
+async fn ensure_policy_crd(client: &Client) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = TaskRunPolicy::crd();
+    let name = crd.name_any();
+    crds.patch(
+        &name,
+        &PatchParams::apply("taskrun-bench").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .map_err(|e| format!("failed to apply the TaskRunPolicy CRD: {e}"))?;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        await_condition(crds, &name, conditions::is_crd_established()),
+    )
+    .await
+    .map_err(|_| "the TaskRunPolicy CRD was not established within 30 s")??;
+    Ok(())
 }
 
 fn ignore_not_found(result: Result<(), kube::Error>) -> Result<()> {
@@ -217,6 +244,31 @@ pub async fn create_finished_taskruns(
     Ok(())
 }
 
+/// The average size of a `Succeeded` TaskRun of `namespace` as the API server returns it, in
+/// compact JSON as it sends it, and of its `managedFields` alone, over up to 500 of them.
+pub async fn json_bytes(client: &Client, namespace: &str) -> Result<(f64, f64)> {
+    let path = <TaskRun as kube::Resource>::url_path(&(), Some(namespace));
+    let request = http::Request::get(format!("{path}?limit=500")).body(Vec::new())?;
+    let list: serde_json::Value = serde_json::from_str(&client.request_text(request).await?)?;
+    let finished: Vec<&serde_json::Value> = list["items"]
+        .as_array()
+        .ok_or("a TaskRun list without items")?
+        .iter()
+        .filter(|item| item["status"]["phase"] == "Succeeded")
+        .collect();
+    if finished.is_empty() {
+        return Err(format!("no Succeeded TaskRun in namespace {namespace}").into());
+    }
+    let mut total = 0;
+    let mut managed_fields = 0;
+    for item in &finished {
+        total += serde_json::to_vec(item)?.len();
+        managed_fields += serde_json::to_vec(&item["metadata"]["managedFields"])?.len();
+    }
+    let count = finished.len() as f64;
+    Ok((total as f64 / count, managed_fields as f64 / count))
+}
+
 /// The status the operator records for a busybox `true` run, built with its own functions.
 fn finished_status(node: &str, uid: &str, generation: Option<i64>) -> TaskRunStatus {
     let container_name = taskrun_operator::docker::container_name(uid);
@@ -256,6 +308,29 @@ pub async fn delete_taskruns(
         .map(|name| async move {
             ignore_not_found(api.delete(name, &DeleteParams::default()).await.map(drop))
                 .map_err(|e| crate::Error::from(format!("failed to delete TaskRun {name}: {e}")))
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// Removes the finalizer of each TaskRun, then deletes it, `concurrency` at a time: faster than
+/// a controller's release when no controller needs to see it. Gone already is fine.
+pub async fn release_and_delete(
+    api: &Api<TaskRun>,
+    names: &[String],
+    concurrency: usize,
+) -> Result<()> {
+    stream::iter(names)
+        .map(|name| async move {
+            let patch = json!({ "metadata": { "finalizers": null } });
+            ignore_not_found(
+                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map(drop),
+            )?;
+            ignore_not_found(api.delete(name, &DeleteParams::default()).await.map(drop))
         })
         .buffer_unordered(concurrency)
         .try_collect::<Vec<()>>()

@@ -23,6 +23,8 @@ const RUST_LOG: &str = "info,kube=warn,kube_client::client::builder=debug";
 pub struct Controller {
     child: Child,
     pid: u32,
+    /// Just before the process was spawned.
+    spawned: Instant,
     log: PathBuf,
     /// Where it serves `/readyz` and `/metrics`.
     endpoint: String,
@@ -53,6 +55,7 @@ impl Controller {
         let endpoint = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .to_string();
+        let spawned = Instant::now();
         let child = Command::new(env!("CARGO_BIN_EXE_taskrun"))
             .args(["controller", "--namespace", namespace, "--node-name", node])
             .args(["--class", crate::cluster::CLASS])
@@ -70,6 +73,7 @@ impl Controller {
         Ok(Self {
             child,
             pid,
+            spawned,
             log,
             endpoint,
         })
@@ -137,12 +141,12 @@ impl Controller {
     }
 
     /// Waits until the controller says it is ready (`/readyz`: its TaskRun cache has synced
-    /// and Docker answers), asking every 50 ms.
-    pub async fn ready(&mut self, timeout: Duration) -> Result<()> {
+    /// and Docker answers), asking every 50 ms; returns how long after it was spawned.
+    pub async fn ready(&mut self, timeout: Duration) -> Result<Duration> {
         let started = Instant::now();
         loop {
             if let Some((200, _)) = common::http_get(&self.endpoint, "/readyz").await {
-                return Ok(());
+                return Ok(self.spawned.elapsed());
             }
             if let Some(status) = self.child.try_wait()? {
                 return Err(format!(
@@ -184,13 +188,13 @@ impl Controller {
 
     /// Waits until the controller has made `reconciles` reconcile passes, asking its
     /// `/metrics` every 100 ms: nothing else shows that it has looked at TaskRuns that need
-    /// no change.
-    pub async fn reconciled(&self, reconciles: u64, timeout: Duration) -> Result<()> {
+    /// no change. Returns how long after it was spawned.
+    pub async fn reconciled(&self, reconciles: u64, timeout: Duration) -> Result<Duration> {
         let started = Instant::now();
         loop {
             let done = self.metrics().await?.reconciles;
             if done >= reconciles {
-                return Ok(());
+                return Ok(self.spawned.elapsed());
             }
             if started.elapsed() > timeout {
                 return Err(format!(
@@ -204,7 +208,9 @@ impl Controller {
 
     /// Waits until the controller is idle: no CPU used and no request made for `quiet`
     /// (at most `max`). Nothing announces that, so CPU time and log are sampled every 100 ms.
-    pub async fn settle(&self, quiet: Duration, max: Duration) -> Result<()> {
+    /// Returns when, after it was spawned, it was last seen busy: at most the time it took to
+    /// finish what it had to do (its node Lease renewal may come after).
+    pub async fn settle(&self, quiet: Duration, max: Duration) -> Result<Duration> {
         let started = Instant::now();
         let mut last = (self.cpu_ticks()?, self.log_mark());
         let mut quiet_since = Instant::now();
@@ -215,14 +221,14 @@ impl Controller {
                 last = now;
                 quiet_since = Instant::now();
             } else if quiet_since.elapsed() >= quiet {
-                return Ok(());
+                return Ok(quiet_since.duration_since(self.spawned));
             }
         }
         say!(
             "controller {} still busy after {max:?}; measuring anyway",
             self.pid
         );
-        Ok(())
+        Ok(self.spawned.elapsed())
     }
 
     /// Stops the controller with SIGTERM, as a kubelet would, and waits for it to exit.

@@ -8,13 +8,16 @@
 //! - cost: the controller's API requests by verb (its own request log, checked against the
 //!   API server's `/metrics`), status writes and CPU seconds per TaskRun, measured over the
 //!   latency runs, the burst and the burst's deletion;
-//! - memory: the controller's RSS idle and when it starts with 1,000 and 10,000 finished
-//!   TaskRuns present.
+//! - memory: the controller's RSS idle and when it starts with 1,000, 10,000 and 50,000
+//!   finished TaskRuns present, and what etcd stores for each finished TaskRun;
+//! - catch-up: how long an agent started with 10,000 finished TaskRuns present takes to be
+//!   Ready and to have reconciled every one.
 //!
-//! Prints a table and a summary line and writes the figures to `target/bench/results.json`.
-//! `--quick` is a smoke run of a few seconds that proves the harness works; its figures mean
-//! nothing. Each run has its own namespace, node name and controller processes, and removes
-//! them, their TaskRuns and their containers when it ends.
+//! Prints a table and a summary line, writes the figures to `target/bench/results.json` and
+//! draws `latency.svg` and `memory.svg` beside it. `--quick` is a smoke run of a few seconds
+//! that proves the harness works; its figures mean nothing and its files are `*-quick.*`.
+//! Each run has its own namespace, node name and controller processes, and removes them,
+//! their TaskRuns and their containers when it ends.
 
 /// Progress on stderr, with the seconds since the bench started.
 macro_rules! say {
@@ -29,6 +32,8 @@ mod cluster;
 mod common;
 mod controller;
 mod docker;
+mod etcd;
+mod plots;
 mod report;
 mod requests;
 mod scenarios;
@@ -43,7 +48,8 @@ use tokio::signal::unix::{SignalKind, signal};
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Measures the operator against raw Docker: latency, throughput, cost per TaskRun, memory.
+/// Measures the operator against raw Docker: latency, throughput, cost per TaskRun, memory,
+/// catch-up after a restart.
 #[derive(Parser, Debug)]
 #[command(name = "operator-bench")]
 struct Args {
@@ -65,17 +71,26 @@ struct Args {
         long,
         env = "TASKRUN_BENCH_SCENARIOS",
         value_delimiter = ',',
-        default_value = "latency,throughput,cost,memory"
+        default_value = "latency,throughput,cost,memory,catch-up"
     )]
     scenarios: Vec<Scenario>,
-    /// TaskRun objects present in the memory scenario, ascending [default: 1000,10000; quick: 50].
+    /// Finished TaskRuns present in the memory scenario [default: 1000,10000,50000; quick: 20,50].
     #[arg(long, env = "TASKRUN_BENCH_OBJECTS", value_delimiter = ',')]
     objects: Option<Vec<usize>>,
+    /// Finished TaskRuns present when the catch-up scenario starts an agent; a count the memory
+    /// scenario also uses is measured on its agent [default: 10000; quick: 50].
+    #[arg(long, env = "TASKRUN_BENCH_CATCH_UP")]
+    catch_up: Option<usize>,
+    /// etcd's client URL, for its `/metrics` [default: from `ports.env` beside the kubeconfig,
+    /// as the local control plane writes it; without one, no etcd figures].
+    #[arg(long, env = "TASKRUN_BENCH_ETCD_URL")]
+    etcd_url: Option<String>,
     /// Concurrencies tried for raw Docker in the throughput scenario; the best counts
     /// [default: 1,4,8,16; quick: 1,4].
     #[arg(long, env = "TASKRUN_BENCH_RAW_CONCURRENCY", value_delimiter = ',')]
     raw_concurrency: Option<Vec<usize>>,
-    /// Where the JSON goes [default: target/bench/results.json; quick: results-quick.json].
+    /// Where the JSON goes, the pictures beside it [default: target/bench/results.json; quick:
+    /// results-quick.json].
     #[arg(long, env = "TASKRUN_BENCH_OUT")]
     out: Option<PathBuf>,
     /// Passed by `cargo bench`. Without it (or `--quick`) the bench does nothing, since
@@ -86,12 +101,13 @@ struct Args {
 
 /// A part of the bench that can be chosen on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 enum Scenario {
     Latency,
     Throughput,
     Cost,
     Memory,
+    CatchUp,
 }
 
 /// The sizes and choices of one run, defaults filled in.
@@ -104,9 +120,11 @@ struct Params {
     m: usize,
     scenarios: Vec<Scenario>,
     objects: Vec<usize>,
+    catch_up: usize,
     raw_concurrency: Vec<usize>,
     /// TaskRun creates and deletes the bench keeps in flight when it makes many at once.
     api_concurrency: usize,
+    etcd_url: Option<String>,
     #[serde(skip)]
     out: PathBuf,
 }
@@ -117,9 +135,13 @@ impl Params {
         let pick = |value: Option<usize>, full: usize, small: usize| {
             value.unwrap_or(if quick { small } else { full })
         };
-        let mut objects = args
-            .objects
-            .unwrap_or_else(|| if quick { vec![50] } else { vec![1_000, 10_000] });
+        let mut objects = args.objects.unwrap_or_else(|| {
+            if quick {
+                vec![20, 50]
+            } else {
+                vec![1_000, 10_000, 50_000]
+            }
+        });
         objects.sort_unstable();
         objects.dedup();
         let raw_concurrency = args
@@ -136,8 +158,10 @@ impl Params {
             m: pick(args.m, 200, 5),
             scenarios: args.scenarios,
             objects,
+            catch_up: pick(args.catch_up, 10_000, 50),
             raw_concurrency,
             api_concurrency: 32,
+            etcd_url: args.etcd_url,
             out: args.out.unwrap_or_else(|| {
                 bench_dir().join(if quick {
                     "results-quick.json"
@@ -149,7 +173,10 @@ impl Params {
         if params.n == 0 || params.m == 0 {
             return Err("N and M must be at least 1".into());
         }
-        if params.raw_concurrency.contains(&0) || params.objects.contains(&0) {
+        if params.raw_concurrency.contains(&0)
+            || params.objects.contains(&0)
+            || params.catch_up == 0
+        {
             return Err("raw concurrencies and object counts must be at least 1".into());
         }
         Ok(params)
@@ -157,6 +184,31 @@ impl Params {
 
     fn runs(&self, scenario: Scenario) -> bool {
         self.scenarios.contains(&scenario)
+    }
+
+    /// The counts of finished TaskRuns the memory and catch-up scenarios start an agent with,
+    /// ascending: each is reached by adding to the one before.
+    fn levels(&self) -> Vec<usize> {
+        let mut levels = Vec::new();
+        if self.runs(Scenario::Memory) {
+            levels.extend(&self.objects);
+        }
+        if self.runs(Scenario::CatchUp) {
+            levels.push(self.catch_up);
+        }
+        levels.sort_unstable();
+        levels.dedup();
+        levels
+    }
+
+    /// Where a picture goes: beside the JSON, `-quick` in its name for a quick run.
+    fn picture(&self, name: &str) -> PathBuf {
+        let file = if self.quick {
+            format!("{name}-quick.svg")
+        } else {
+            format!("{name}.svg")
+        };
+        self.out.with_file_name(file)
     }
 }
 
@@ -229,6 +281,7 @@ async fn run(params: Params) -> Result<()> {
     };
     println!("{}", report::table(&results));
     results.write_json(&params.out)?;
-    println!("{}", report::summary(&results, &params.out));
+    let pictures = plots::draw(&results.figures, |name| params.picture(name))?;
+    println!("{}", report::summary(&results, &params.out, &pictures));
     Ok(())
 }

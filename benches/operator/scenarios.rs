@@ -1,6 +1,6 @@
 //! The scenarios, in the order they run: the controller idle, latency, throughput with the
-//! cost of the burst and its deletion, then memory with many TaskRuns present (last, because
-//! it leaves the API server busiest).
+//! cost of the burst and its deletion, then memory and catch-up with many finished TaskRuns
+//! present (last, because they leave the API server busiest), with what etcd stores for them.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -12,8 +12,10 @@ use taskrun_operator::docker::container_name;
 use crate::cluster::{self, Bench};
 use crate::controller::{Controller, OperatorMetrics, ticks_to_seconds};
 use crate::docker;
+use crate::etcd::Etcd;
 use crate::report::{
-    Cost, Figures, Latency, Memory, MemoryLevel, OperatorBurst, RawBurst, Summary, Throughput,
+    CatchUp, Cost, EtcdGrowth, Figures, Latency, LatencySamples, Memory, MemoryLevel,
+    OperatorBurst, RawBurst, Seeding, Storage, Summary, Throughput,
 };
 use crate::requests::{self, Requests};
 use crate::{Params, Result, Scenario};
@@ -29,6 +31,10 @@ fn quiet(params: &Params) -> Duration {
 /// The longest the bench waits for a controller to go idle.
 const SETTLE_MAX: Duration = Duration::from_secs(30);
 
+/// Creates and status patches in flight while the bench adds finished TaskRuns, and finalizer
+/// removals and deletes when it removes them.
+const SEED_CONCURRENCY: usize = 64;
+
 /// Runs the chosen scenarios against `bench`.
 pub async fn run_all(bench: &Bench, params: &Params) -> Result<Figures> {
     let mut figures = Figures::default();
@@ -38,22 +44,25 @@ pub async fn run_all(bench: &Bench, params: &Params) -> Result<Figures> {
     let mut memory = Memory::default();
 
     if operator_scenarios || params.runs(Scenario::Memory) {
-        let started = Instant::now();
         let mut controller = start_controller(bench, "main")?;
-        controller.ready(Duration::from_secs(30)).await?;
-        let ready = started.elapsed();
+        let ready = controller.ready(Duration::from_secs(30)).await?;
         controller.settle(quiet(params), SETTLE_MAX).await?;
         if params.runs(Scenario::Memory) {
-            memory.idle = Some(memory_level(&controller, 0, ready, Duration::ZERO)?);
+            memory.idle = Some(memory_level(&controller, 0, ready, 0.0)?);
         }
         if operator_scenarios {
             operator_scenarios_with(bench, params, &controller, &mut figures).await?;
         }
         controller.stop().await?;
     }
-    if params.runs(Scenario::Memory) {
-        memory.levels = memory_levels(bench, params).await?;
-        figures.memory = Some(memory);
+    if !params.levels().is_empty() {
+        let levels = levels(bench, params).await?;
+        if params.runs(Scenario::Memory) {
+            memory.levels = levels.memory;
+            figures.memory = Some(memory);
+        }
+        figures.catch_up = levels.catch_up;
+        figures.storage = Some(levels.storage);
     }
     Ok(figures)
 }
@@ -221,11 +230,17 @@ async fn latency(
         .close(bench, params, controller, "latency", params.n, bench_writes)
         .await?;
 
+    let samples = LatencySamples {
+        operator_started_ms: operator.iter().map(|s| s.started_ms).collect(),
+        operator_succeeded_ms: operator.iter().map(|s| s.succeeded_ms).collect(),
+        raw_started_ms: raw.iter().map(|s| s.started_ms).collect(),
+        raw_exited_ms: raw.iter().map(|s| s.exited_ms).collect(),
+    };
+    let operator_started = Summary::of(&samples.operator_started_ms);
+    let operator_succeeded = Summary::of(&samples.operator_succeeded_ms);
+    let raw_started = Summary::of(&samples.raw_started_ms);
+    let raw_exited = Summary::of(&samples.raw_exited_ms);
     let summary = |values: Vec<f64>| Summary::of(&values);
-    let operator_started = summary(operator.iter().map(|s| s.started_ms).collect());
-    let operator_succeeded = summary(operator.iter().map(|s| s.succeeded_ms).collect());
-    let raw_started = summary(raw.iter().map(|s| s.started_ms).collect());
-    let raw_exited = summary(raw.iter().map(|s| s.exited_ms).collect());
     let latency = Latency {
         n: params.n,
         operator_removed: summary(operator.iter().map(|s| s.removed_ms).collect()),
@@ -238,6 +253,7 @@ async fn latency(
         operator_succeeded,
         raw_started,
         raw_exited,
+        samples,
     };
     Ok((latency, cost, names))
 }
@@ -421,7 +437,7 @@ fn memory_level(
     controller: &Controller,
     objects: usize,
     to_process: Duration,
-    create: Duration,
+    create_seconds: f64,
 ) -> Result<MemoryLevel> {
     let rss = controller.rss()?;
     let mib = |kib: u64| kib as f64 / 1024.0;
@@ -431,52 +447,173 @@ fn memory_level(
         peak_rss_mib: mib(rss.peak_kib),
         seconds_to_process: to_process.as_secs_f64(),
         cpu_seconds: controller.cpu_seconds()?,
-        create_seconds: create.as_secs_f64(),
+        create_seconds,
     })
 }
 
-/// For each level, adds finished TaskRuns up to it, starts a fresh controller, waits until it
-/// has reconciled every one and gone idle, and reads its RSS. The last controller
-/// releases them all on deletion before it stops.
-async fn memory_levels(bench: &Bench, params: &Params) -> Result<Vec<MemoryLevel>> {
+/// What the memory and catch-up scenarios measured.
+#[derive(Default)]
+struct Levels {
+    memory: Vec<MemoryLevel>,
+    catch_up: Option<CatchUp>,
+    storage: Storage,
+}
+
+/// For each level (the memory scenario's counts and the catch-up count), adds finished TaskRuns
+/// up to it, starts a fresh controller, times it to Ready and to having reconciled every one,
+/// waits until it has gone idle, reads its RSS and stops it. Then the bench removes the
+/// TaskRuns itself: no controller needs to see that.
+async fn levels(bench: &Bench, params: &Params) -> Result<Levels> {
     let api = bench.api();
     let name = |i: usize| format!("finished-{i:05}");
-    let mut levels = Vec::new();
+    let etcd = Etcd::find(params.etcd_url.as_deref(), &bench.kubeconfig);
+    match &etcd {
+        Some(etcd) => say!("etcd at {}", etcd.url()),
+        None => {
+            say!("no etcd URL (no ports.env beside the kubeconfig, no --etcd-url): no etcd figures")
+        }
+    }
+    let levels = params.levels();
+    let mut measured = Levels::default();
     let mut present = 0;
-    for (index, &objects) in params.objects.iter().enumerate() {
-        say!("memory, creating {} finished TaskRuns", objects - present);
+    for (index, &objects) in levels.iter().enumerate() {
         let names: Vec<String> = (present..objects).map(name).collect();
-        let creating = Instant::now();
-        cluster::create_finished_taskruns(&api, &bench.node, &names, params.api_concurrency)
-            .await?;
-        let create = creating.elapsed();
+        let seeding = seed(bench, etcd.as_ref(), &names, present).await?;
+        let create_seconds = seeding.seconds;
+        measured.storage.seeding.push(seeding);
+        if index == 0 {
+            let (json, managed_fields) = cluster::json_bytes(&bench.kube, &bench.namespace).await?;
+            measured.storage.json_bytes = Some(json);
+            measured.storage.managed_fields_json_bytes = Some(managed_fields);
+        }
         present = objects;
 
         let timeout = Duration::from_secs(120) + Duration::from_millis(20) * objects as u32;
-        let started = Instant::now();
         let mut controller = start_controller(bench, &format!("memory-{objects}"))?;
-        controller.ready(timeout).await?;
-        controller.reconciled(objects as u64, timeout).await?;
-        let to_process = started.elapsed();
-        controller.settle(quiet(params), SETTLE_MAX).await?;
-        let level = memory_level(&controller, objects, to_process, create)?;
+        let ready = controller.ready(timeout).await?;
+        let reconciled = controller.reconciled(objects as u64, timeout).await?;
         say!(
-            "memory, {objects} TaskRuns: peak RSS {:.1} MiB",
+            "{objects} finished TaskRuns: the agent was Ready {:.2} s after it was spawned and \
+             had made {objects} reconciles at {:.2} s",
+            ready.as_secs_f64(),
+            reconciled.as_secs_f64()
+        );
+        let busy = controller.settle(quiet(params), SETTLE_MAX).await?;
+        let reconciles_when_idle = controller.metrics().await?.reconciles;
+        let level = memory_level(&controller, objects, reconciled, create_seconds)?;
+        say!(
+            "{objects} finished TaskRuns: last busy at {:.2} s, then idle with \
+             {reconciles_when_idle} reconciles; peak RSS {:.1} MiB",
+            busy.as_secs_f64(),
             level.peak_rss_mib
         );
-        levels.push(level);
-
-        if index + 1 == params.objects.len() {
-            let all: Vec<String> = (0..objects).map(name).collect();
-            cluster::delete_taskruns(&api, &all, params.api_concurrency).await?;
-            bench
-                .taskruns
-                .until("the finished TaskRuns to be deleted", timeout, |seen| {
-                    seen.is_empty()
-                })
-                .await?;
+        if params.runs(Scenario::Memory) && params.objects.contains(&objects) {
+            measured.memory.push(level);
+        }
+        if params.runs(Scenario::CatchUp) && objects == params.catch_up {
+            measured.catch_up = Some(CatchUp {
+                objects,
+                ready_seconds: ready.as_secs_f64(),
+                reconciled_seconds: reconciled.as_secs_f64(),
+                busy_seconds: busy.as_secs_f64(),
+                reconciles_when_idle,
+            });
         }
         controller.stop().await?;
     }
-    Ok(levels)
+    let all: Vec<String> = (0..present).map(name).collect();
+    say!("deleting the {present} finished TaskRuns");
+    let deleting = Instant::now();
+    cluster::release_and_delete(&api, &all, SEED_CONCURRENCY).await?;
+    let timeout = Duration::from_secs(60);
+    bench
+        .taskruns
+        .until("the finished TaskRuns to be deleted", timeout, |seen| {
+            seen.is_empty()
+        })
+        .await?;
+    say!(
+        "deleted the {present} finished TaskRuns in {:.1} s",
+        deleting.elapsed().as_secs_f64()
+    );
+    Ok(measured)
+}
+
+/// Creates the finished TaskRuns `names`, `present` being there already, and measures what
+/// etcd holds before and after.
+async fn seed(
+    bench: &Bench,
+    etcd: Option<&Etcd>,
+    names: &[String],
+    present: usize,
+) -> Result<Seeding> {
+    let before = match etcd {
+        Some(etcd) => match compacted_in_use(bench, etcd).await {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                say!("cannot measure etcd: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+    say!(
+        "creating {} finished TaskRuns, {SEED_CONCURRENCY} requests in flight",
+        names.len()
+    );
+    let creating = Instant::now();
+    cluster::create_finished_taskruns(&bench.api(), &bench.node, names, SEED_CONCURRENCY).await?;
+    let seconds = creating.elapsed().as_secs_f64();
+    say!(
+        "created {} finished TaskRuns in {seconds:.1} s ({:.0} a second)",
+        names.len(),
+        names.len() as f64 / seconds
+    );
+    let etcd = match (etcd, before) {
+        (Some(etcd), Some(before)) => Some(etcd_growth(bench, etcd, before, names.len()).await?),
+        _ => None,
+    };
+    Ok(Seeding {
+        from: present,
+        to: present + names.len(),
+        seconds,
+        concurrency: SEED_CONCURRENCY,
+        etcd,
+    })
+}
+
+/// etcd's bytes in use once compacted.
+async fn compacted_in_use(bench: &Bench, etcd: &Etcd) -> Result<u64> {
+    etcd.compact().await?;
+    etcd.in_use_bytes_after(|| bench.touch()).await
+}
+
+/// How etcd grew from `before` (compacted) for `added` TaskRuns, history and all and compacted.
+async fn etcd_growth(bench: &Bench, etcd: &Etcd, before: u64, added: usize) -> Result<EtcdGrowth> {
+    let after = etcd.in_use_bytes_after(|| bench.touch()).await?;
+    let compacted = match compacted_in_use(bench, etcd).await {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            say!("cannot compact etcd: {e}");
+            None
+        }
+    };
+    let per = |bytes: u64| (bytes as f64 - before as f64) / added.max(1) as f64;
+    let growth = EtcdGrowth {
+        before_bytes: before,
+        after_bytes: after,
+        compacted_bytes: compacted,
+        bytes_per_taskrun_with_history: per(after),
+        bytes_per_taskrun: compacted.map(per),
+    };
+    say!(
+        "etcd in use: {before} B before, {after} B after, {} B compacted: {} B/TaskRun \
+         ({:.0} B before compaction)",
+        compacted.map_or_else(|| "n/a".to_string(), |b| b.to_string()),
+        growth
+            .bytes_per_taskrun
+            .map_or_else(|| "n/a".to_string(), |b| format!("{b:.0}")),
+        growth.bytes_per_taskrun_with_history
+    );
+    Ok(growth)
 }
