@@ -22,21 +22,6 @@ fn outcome(taskrun: &TaskRun) -> (Option<Phase>, Option<Reason>, Option<i64>) {
     (s.phase, s.reason, s.exit_code)
 }
 
-async fn container_count(ns: &TestNamespace, name: &str) -> usize {
-    let docker = common::docker().await;
-    ns.containers(&docker)
-        .await
-        .iter()
-        .filter(|c| {
-            c.labels
-                .as_ref()
-                .and_then(|l| l.get("taskrun.dev/name"))
-                .map(String::as_str)
-                == Some(name)
-        })
-        .count()
-}
-
 #[tokio::test]
 async fn runs_succeed_fail_and_keep_their_output() {
     let ns = TestNamespace::new("lifecycle").await;
@@ -197,7 +182,7 @@ async fn image_and_start_failures_end_failed_with_the_reason() {
         oom.status
     );
     assert_eq!(
-        container_count(&ns, "not-present").await + container_count(&ns, "pull-fails").await,
+        ns.container_count("not-present").await + ns.container_count("pull-fails").await,
         0
     );
 }
@@ -244,12 +229,12 @@ async fn timeout_and_cancel_stop_the_container() {
         (Some(Phase::Cancelled), Some(Reason::Cancelled))
     );
     assert_eq!(
-        container_count(&ns, "cancel-me").await,
+        ns.container_count("cancel-me").await,
         1,
         "cleanup Never keeps the stopped container"
     );
     assert_eq!(
-        container_count(&ns, "slow").await,
+        ns.container_count("slow").await,
         0,
         "cleanup Always removes it"
     );
@@ -280,7 +265,7 @@ async fn cleanup_policies_and_ttl_decide_which_containers_remain() {
     .await;
     ns.wait_done("ttl").await;
     assert_eq!(
-        container_count(&ns, "ttl").await,
+        ns.container_count("ttl").await,
         1,
         "the TTL has not passed yet"
     );
@@ -291,12 +276,12 @@ async fn cleanup_policies_and_ttl_decide_which_containers_remain() {
     for (name, _, cleanup, expected) in cases {
         let what = format!("{name} with cleanup {cleanup} keeping {expected} containers");
         common::eventually(&what, || async {
-            container_count(&ns, name).await == expected
+            ns.container_count(name).await == expected
         })
         .await;
     }
     common::eventually("the TTL removing the container", || async {
-        container_count(&ns, "ttl").await == 0
+        ns.container_count("ttl").await == 0
     })
     .await;
     assert!(
@@ -321,7 +306,7 @@ async fn deleting_a_running_taskrun_removes_its_container_first() {
             .is_some_and(|s| s.phase == Some(Phase::Running))
     })
     .await;
-    assert_eq!(container_count(&ns, "doomed").await, 1);
+    assert_eq!(ns.container_count("doomed").await, 1);
     let taskruns = ns.taskruns();
     taskruns
         .delete("doomed", &DeleteParams::default())
@@ -337,7 +322,7 @@ async fn deleting_a_running_taskrun_removes_its_container_first() {
         .await
         .expect("deleted in time")
         .unwrap();
-    assert_eq!(container_count(&ns, "doomed").await, 0);
+    assert_eq!(ns.container_count("doomed").await, 0);
 }
 
 #[tokio::test]
@@ -358,16 +343,12 @@ async fn a_taskrun_costs_at_most_four_writes_and_none_when_nothing_changes() {
     ns.wait_done("counted").await;
     // The container's removal is the last step of a run: every write comes before it.
     for _ in 0..600 {
-        if container_count(&ns, "counted").await == 0 {
+        if ns.container_count("counted").await == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(
-        container_count(&ns, "counted").await,
-        0,
-        "container removed"
-    );
+    assert_eq!(ns.container_count("counted").await, 0, "container removed");
     taskruns
         .delete("counted", &DeleteParams::default())
         .await
@@ -438,7 +419,7 @@ async fn kill_9_while_starting_and_running_still_gives_one_container_and_the_rig
             "{name}"
         );
         assert_eq!(
-            container_count(&ns, name).await,
+            ns.container_count(name).await,
             1,
             "exactly one container for {name}"
         );
@@ -466,7 +447,7 @@ async fn sigterm_leaves_running_containers_for_the_next_controller() {
         "controller exits cleanly on SIGTERM: {exit:?}"
     );
     assert_eq!(
-        container_count(&ns, "long").await,
+        ns.container_count("long").await,
         1,
         "the container survives the controller"
     );
@@ -563,7 +544,7 @@ async fn foreign_containers_are_untouched_and_orphans_are_swept() {
         "our container whose TaskRun is gone is swept"
     );
     assert_eq!(
-        container_count(&ns, "live").await,
+        ns.container_count("live").await,
         1,
         "a live TaskRun's container stays"
     );
@@ -795,4 +776,28 @@ async fn env_working_dir_args_and_limits_reach_the_container() {
         .unwrap();
     assert_eq!(host.nano_cpus, Some(500_000_000));
     assert_eq!(host.memory, Some(64 * 1024 * 1024));
+}
+
+#[tokio::test]
+async fn the_agent_records_as_much_output_as_log_tail_bytes_says() {
+    for (bytes, expected) in [("6", Some("econd\n")), ("0", None)] {
+        let ns = TestNamespace::new("tail-bytes").await;
+        let _controller = common::ControllerProcess::start_with(
+            &ns.name,
+            &ns.node(),
+            &common::free_address(),
+            &["--log-tail-bytes", bytes],
+        );
+        ns.create(&common::taskrun_yaml(
+            "speaks",
+            "image: busybox\ncommand: [sh, -c, 'echo first; echo second']",
+        ))
+        .await;
+        let done = ns.wait_done("speaks").await;
+        assert_eq!(
+            (status(&done).phase, status(&done).log_tail.as_deref()),
+            (Some(Phase::Succeeded), expected),
+            "--log-tail-bytes {bytes}"
+        );
+    }
 }

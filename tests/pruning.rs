@@ -17,21 +17,6 @@ fn status(taskrun: &TaskRun) -> &TaskRunStatus {
     taskrun.status.as_ref().expect("status written")
 }
 
-async fn containers_of(ns: &TestNamespace, name: &str) -> usize {
-    let docker = common::docker().await;
-    ns.containers(&docker)
-        .await
-        .iter()
-        .filter(|c| {
-            c.labels
-                .as_ref()
-                .and_then(|l| l.get("taskrun.dev/name"))
-                .map(String::as_str)
-                == Some(name)
-        })
-        .count()
-}
-
 #[tokio::test]
 async fn a_taskrun_goes_delete_after_seconds_after_its_run_ended_and_one_without_it_stays() {
     let ns = TestNamespace::new("prune").await;
@@ -108,7 +93,7 @@ async fn a_taskrun_goes_delete_after_seconds_after_its_run_ended_and_one_without
         "deleted at {deleted_at}, not before deleteAfterSeconds after {completed}"
     );
     assert_eq!(
-        containers_of(&ns, "pruned").await,
+        ns.container_count("pruned").await,
         0,
         "the finalizer removed the container, which cleanup: Never would have kept"
     );
@@ -123,7 +108,7 @@ async fn a_taskrun_goes_delete_after_seconds_after_its_run_ended_and_one_without
     let kept = ns.wait_done("kept").await;
     assert_eq!(status(&kept).phase, Some(Phase::Succeeded));
     assert_eq!(
-        containers_of(&ns, "kept").await,
+        ns.container_count("kept").await,
         1,
         "cleanup: Never keeps it"
     );

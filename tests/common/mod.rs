@@ -233,6 +233,22 @@ impl TestNamespace {
             .await
             .expect("list containers")
     }
+
+    /// How many containers on the test Docker daemon belong to this namespace's TaskRun `name`.
+    pub async fn container_count(&self, name: &str) -> usize {
+        let docker = docker().await;
+        self.containers(&docker)
+            .await
+            .iter()
+            .filter(|c| {
+                c.labels
+                    .as_ref()
+                    .and_then(|l| l.get("taskrun.dev/name"))
+                    .map(String::as_str)
+                    == Some(name)
+            })
+            .count()
+    }
 }
 
 impl Drop for TestNamespace {
