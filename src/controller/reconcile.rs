@@ -176,6 +176,10 @@ async fn place_and_act(
             Ok(by_deadline(RESYNC))
         }
         Placement::Full => Ok(by_deadline(WAIT_FOR_ROOM)),
+        Placement::Elsewhere if status.phase().is_final() => {
+            context.nodes.release(&uid);
+            Ok(Requeue::await_change())
+        }
         Placement::Elsewhere => {
             context.nodes.release(&uid);
             Ok(by_deadline(RESYNC))
@@ -187,7 +191,7 @@ async fn place_and_act(
             if let Some(seen) = lifecycle::status::observed(&status, taskrun.meta().generation) {
                 write_status(api, taskrun, &seen, context).await?;
             }
-            Ok(requeue_by(RESYNC, pruning.due_at()))
+            Ok(look_again(pruning.due_at(), true, Timestamp::now()))
         }
         Placement::Release { node: absent } => {
             if confirm_gone(context, &absent, NodeState::Absent).await? {
@@ -501,7 +505,8 @@ async fn apply(
     if let Some(transition) = &outcome.transition {
         announce(taskrun, transition, context);
     }
-    Ok(requeue_after(&outcome, prune_at, Timestamp::now()))
+    let ended = next.as_ref().unwrap_or(&status).phase().is_final();
+    Ok(requeue_after(&outcome, prune_at, ended, Timestamp::now()))
 }
 
 /// Stops and removes the container of a TaskRun being deleted, as the lifecycle decides.
@@ -546,13 +551,28 @@ fn requeue_by(wait: Duration, deadline: Option<Timestamp>) -> Requeue {
     Requeue::requeue(until_deadline.map_or(wait, |d| d.min(wait)))
 }
 
-/// When to look at the run again: as the step asks, or when its TaskRun is due for deletion,
-/// whichever comes first.
-fn requeue_after(outcome: &Outcome, prune_at: Option<Timestamp>, now: Timestamp) -> Requeue {
+/// When to look at the run again after a pass that recorded what it did.
+fn requeue_after(
+    outcome: &Outcome,
+    prune_at: Option<Timestamp>,
+    ended: bool,
+    now: Timestamp,
+) -> Requeue {
     if outcome.recheck_now {
         return Requeue::requeue(Duration::ZERO);
     }
-    match outcome.recheck_at.into_iter().chain(prune_at).min() {
+    look_again(
+        outcome.recheck_at.into_iter().chain(prune_at).min(),
+        ended,
+        now,
+    )
+}
+
+/// At `due` when something is due, but no later than [`RESYNC`] from now; with nothing due, a
+/// run under way after [`RESYNC`] and an ended run only when its TaskRun changes, so ended runs
+/// hold no place in the controller's queue and cost no Docker request while they stay.
+fn look_again(due: Option<Timestamp>, ended: bool, now: Timestamp) -> Requeue {
+    match due {
         Some(at) => {
             let wait = if at > now {
                 at.duration_since(now).unsigned_abs()
@@ -561,6 +581,7 @@ fn requeue_after(outcome: &Outcome, prune_at: Option<Timestamp>, now: Timestamp)
             };
             Requeue::requeue(wait.min(RESYNC) + Duration::from_millis(10))
         }
+        None if ended => Requeue::await_change(),
         None => Requeue::requeue(RESYNC),
     }
 }
@@ -650,4 +671,36 @@ fn describe<'a>(transition: &'a Transition, node: &str) -> Option<(EventType, &'
         }
         Transition::Removed { .. } => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ended_run_with_nothing_due_waits_for_a_change() {
+        let now = Timestamp::now();
+        assert_eq!(look_again(None, true, now), Requeue::await_change());
+        assert_eq!(look_again(None, false, now), Requeue::requeue(RESYNC));
+    }
+
+    #[test]
+    fn something_due_is_looked_at_then_but_no_later_than_a_resync() {
+        let now = Timestamp::now();
+        let soon = now + jiff::SignedDuration::from_secs(30);
+        let late = now + jiff::SignedDuration::from_hours(5);
+        let past = now - jiff::SignedDuration::from_secs(30);
+        let margin = Duration::from_millis(10);
+        for ended in [true, false] {
+            assert_eq!(
+                look_again(Some(soon), ended, now),
+                Requeue::requeue(Duration::from_secs(30) + margin)
+            );
+            assert_eq!(
+                look_again(Some(late), ended, now),
+                Requeue::requeue(RESYNC + margin)
+            );
+            assert_eq!(look_again(Some(past), ended, now), Requeue::requeue(margin));
+        }
+    }
 }
