@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::Resource;
 use kube::core::DeserializeGuard;
@@ -39,6 +40,7 @@ pub use policy::{Policy, PolicyView};
 use crate::api::TaskRun;
 use crate::docker::DockerClient;
 use crate::lifecycle::inputs::TaskApi;
+use crate::lifecycle::{CLAIM_ANNOTATION, CLAIM_ATTEMPT_ANNOTATION};
 use crate::lifecycle::{Executor, OutputLimits};
 
 /// Name under which the operator writes status and publishes Events.
@@ -175,16 +177,35 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
 /// burst of thousands of objects opens thousands of them.
 const RECONCILE_CONCURRENCY: u16 = 32;
 
-/// Drops what the controller never reads from each cached TaskRun: the managed fields and
-/// kubectl's copy of the last applied object, which together outweigh the rest, and the log
-/// tail of a run that ended (up to 64 KiB each; the status writer puts the stored one back
-/// should such a run's status be written again).
+/// Keeps of each cached TaskRun what the controller reads. Of the metadata that is its identity,
+/// generation, times, finalizers and claim: labels (selected by the API server), managed fields
+/// and kubectl's copy of the last applied object outweigh the rest. Of a run that ended it
+/// drops the log tail (up to 64 KiB; the status writer puts the stored one back should such a
+/// run's status be written again).
 fn slim(taskrun: &mut DeserializeGuard<TaskRun>) {
     let metadata = taskrun.meta_mut();
-    metadata.managed_fields = None;
-    if let Some(annotations) = metadata.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
+    let claim = metadata
+        .annotations
+        .take()
+        .map(|mut annotations| {
+            annotations.retain(|key, _| {
+                [CLAIM_ANNOTATION, CLAIM_ATTEMPT_ANNOTATION].contains(&key.as_str())
+            });
+            annotations
+        })
+        .filter(|claim| !claim.is_empty());
+    *metadata = ObjectMeta {
+        name: metadata.name.take(),
+        namespace: metadata.namespace.take(),
+        uid: metadata.uid.take(),
+        resource_version: metadata.resource_version.take(),
+        generation: metadata.generation,
+        creation_timestamp: metadata.creation_timestamp.take(),
+        deletion_timestamp: metadata.deletion_timestamp.take(),
+        finalizers: metadata.finalizers.take(),
+        annotations: claim,
+        ..ObjectMeta::default()
+    };
     if let Ok(taskrun) = taskrun.0.as_mut() {
         leave_out_log_tail(taskrun);
     }
@@ -271,12 +292,12 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
     let writer = reflector::store::Writer::default();
     let cache = writer.as_reader();
     let selector = class_selector(config.class.as_deref());
-    let watched = watcher(
-        taskruns,
-        watcher::Config::default().any_semantic().labels(&selector),
-    )
-    .backoff(watch_backoff())
-    .modify(slim);
+    // Lists are paged (500 a page) and each TaskRun slimmed as its page is read. A list that
+    // may be served stale from the API server's cache ignores paging and arrives whole,
+    // managed fields and all: about 2.5 KB a TaskRun.
+    let watched = watcher(taskruns, watcher::Config::default().labels(&selector))
+        .backoff(watch_backoff())
+        .modify(slim);
     let controller = Controller::for_stream(reflector(writer, watched).applied_objects(), cache)
         .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .reconcile_on(ReceiverStream::new(stopped_rx))

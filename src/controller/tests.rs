@@ -447,3 +447,48 @@ async fn a_status_written_over_an_ended_run_keeps_the_stored_log_tail() {
     assert_eq!(status.observed_generation, Some(2));
     assert_eq!(status.log_tail.as_deref(), Some("last words\n"));
 }
+
+#[test]
+fn the_cache_keeps_what_the_controller_reads() {
+    let stored = |phase: &str| -> DeserializeGuard<TaskRun> {
+        serde_json::from_value(json!({
+            "apiVersion": "taskrun.dev/v1alpha1",
+            "kind": "TaskRun",
+            "metadata": {
+                "name": "hello", "namespace": "team", "uid": "u-1", "resourceVersion": "7",
+                "generation": 2, "creationTimestamp": "2026-11-26T01:00:00Z",
+                "finalizers": ["taskrun.dev/container"],
+                "labels": { "app": "nightly" },
+                "annotations": {
+                    "taskrun.dev/node": NODE, "taskrun.dev/claim-attempt": "1",
+                    "kubectl.kubernetes.io/last-applied-configuration": "{}", "team": "a",
+                },
+                "managedFields": [{ "manager": "kubectl", "operation": "Update" }],
+            },
+            "spec": { "image": "busybox" },
+            "status": { "phase": phase, "logTail": "done\n" },
+        }))
+        .unwrap()
+    };
+    let mut ended = stored("Succeeded");
+    super::slim(&mut ended);
+    let ended = ended.0.unwrap();
+    let metadata = serde_json::to_value(&ended.metadata).unwrap();
+    assert_eq!(
+        metadata,
+        json!({
+            "name": "hello", "namespace": "team", "uid": "u-1", "resourceVersion": "7",
+            "generation": 2, "creationTimestamp": "2026-11-26T01:00:00Z",
+            "finalizers": ["taskrun.dev/container"],
+            "annotations": { "taskrun.dev/node": NODE, "taskrun.dev/claim-attempt": "1" },
+        })
+    );
+    assert_eq!(ended.status.unwrap().log_tail, None);
+
+    let mut running = stored("Running");
+    super::slim(&mut running);
+    assert_eq!(
+        running.0.unwrap().status.unwrap().log_tail.as_deref(),
+        Some("done\n")
+    );
+}
