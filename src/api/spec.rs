@@ -128,11 +128,11 @@ pub struct TaskRunSpec {
 
     /// Limits on what the container may use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
+    pub resources: Option<Box<ResourceRequirements>>,
 
     /// Who the task runs as and what it may do, with a Pod's names: `runAsUser`, `runAsGroup`, `runAsNonRoot`, `readOnlyRootFilesystem`, `allowPrivilegeEscalation` (false by default) and `capabilities`. The container is never privileged, runs with Docker's default seccomp profile, `no-new-privileges` and a pids limit, and shares no namespace, device or path with the node, whatever this says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub security_context: Option<SecurityContext>,
+    pub security_context: Option<Box<SecurityContext>>,
 
     /// The network the container joins: `Bridge` (Docker's default bridge) or `None` (loopback only). The cluster's TaskRunPolicy gives the default, `Bridge` without one, and may allow only some.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,7 +152,7 @@ pub struct TaskRunSpec {
 
     /// Runs the task again, each time in a new container, after the failures listed in `retries.reasons`. No retries when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<RetryPolicy>,
+    pub retries: Option<Box<RetryPolicy>>,
 
     /// Deadline for waiting, counted from creation (or from the end of the previous attempt) until the container starts: waiting for a node, for room, for the back-off and the pull. When it passes the run fails with `PendingTimeout`. No deadline when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -126,7 +126,7 @@ const SPEC_RULES: [ObjectRule<TaskRunSpec>; 2] = [
         holds: |spec| {
             !spec
                 .security_context
-                .as_ref()
+                .as_deref()
                 .is_some_and(SecurityContext::read_only_root)
                 || (spec.volumes.iter().all(|v| v.empty_dir.is_some())
                     && spec.service_account_name.is_none())

@@ -405,12 +405,12 @@ fn run(rng: &mut ChaCha8Rng, index: usize, at: Duration) -> RunPlan {
             (Expect::StartFailed, Duration::ZERO)
         }
         Kind::OutOfMemory => {
-            spec.resources = Some(ResourceRequirements {
+            spec.resources = Some(Box::new(ResourceRequirements {
                 limits: Some(ResourceLimits {
                     cpu: None,
                     memory: Some(Quantity("16Mi".into())),
                 }),
-            });
+            }));
             spec.command = shell("dd if=/dev/zero of=/dev/null bs=128M count=1");
             // The agent gives the daemon 5 s to report an OOM kill.
             (Expect::OomKilled, Duration::from_secs(6))

@@ -843,28 +843,30 @@ mod properties {
             .prop_map(
                 |(cancel, timeout, cleanup, ttl, memory, retries, pending, active)| {
                     let mut spec = TaskRunSpec::for_image("busybox");
-                    spec.retries = retries.map(|(limit, on, seconds)| crate::api::RetryPolicy {
-                        limit,
-                        reasons: on
-                            .into_iter()
-                            .map(|i| {
-                                use crate::api::RetryReason::*;
-                                [
-                                    Error,
-                                    OomKilled,
-                                    DeadlineExceeded,
-                                    ImagePullFailed,
-                                    StartFailed,
-                                    ContainerLost,
-                                    NodeLost,
-                                ][i]
-                            })
-                            .collect(),
-                        exit_codes: Vec::new(),
-                        backoff: Some(crate::api::Backoff {
-                            seconds,
-                            max_seconds: 40,
-                        }),
+                    spec.retries = retries.map(|(limit, on, seconds)| {
+                        Box::new(crate::api::RetryPolicy {
+                            limit,
+                            reasons: on
+                                .into_iter()
+                                .map(|i| {
+                                    use crate::api::RetryReason::*;
+                                    [
+                                        Error,
+                                        OomKilled,
+                                        DeadlineExceeded,
+                                        ImagePullFailed,
+                                        StartFailed,
+                                        ContainerLost,
+                                        NodeLost,
+                                    ][i]
+                                })
+                                .collect(),
+                            exit_codes: Vec::new(),
+                            backoff: Some(crate::api::Backoff {
+                                seconds,
+                                max_seconds: 40,
+                            }),
+                        })
                     });
                     spec.pending_timeout_seconds = pending;
                     spec.active_deadline_seconds = active;

@@ -348,11 +348,13 @@ fn manifest(name: String) -> impl Strategy<Value = Manifest> {
                     ttl_seconds_after_finished: ttl,
                     delete_after_seconds: None,
                     termination_grace_period_seconds: grace,
-                    resources: limits.map(|(cpu, memory)| ResourceRequirements {
-                        limits: Some(ResourceLimits {
-                            cpu: cpu.map(Quantity),
-                            memory: memory.map(Quantity),
-                        }),
+                    resources: limits.map(|(cpu, memory)| {
+                        Box::new(ResourceRequirements {
+                            limits: Some(ResourceLimits {
+                                cpu: cpu.map(Quantity),
+                                memory: memory.map(Quantity),
+                            }),
+                        })
                     }),
                     security_context: None,
                     network: None,
