@@ -377,7 +377,8 @@ fn tempdir(name: &str) -> PathBuf {
 }
 
 /// The address of the Docker bridge's gateway on this machine: how a task container reaches
-/// the host.
+/// the host. A daemon that took over an existing bridge records only its subnet; the gateway
+/// is then the subnet's first address, as Docker assigns it.
 async fn bridge_gateway() -> std::net::Ipv4Addr {
     let docker = common::docker().await;
     let bridge = docker
@@ -392,8 +393,15 @@ async fn bridge_gateway() -> std::net::Ipv4Addr {
         .and_then(|ipam| ipam.config)
         .into_iter()
         .flatten()
-        .find_map(|config| config.gateway?.parse().ok())
-        .expect("the bridge network has a gateway")
+        .find_map(|config| match config.gateway {
+            Some(gateway) => gateway.parse().ok(),
+            None => {
+                let subnet = config.subnet?;
+                let network: std::net::Ipv4Addr = subnet.split_once('/')?.0.parse().ok()?;
+                Some(std::net::Ipv4Addr::from(u32::from(network) + 1))
+            }
+        })
+        .expect("the bridge network has a gateway or a subnet")
 }
 
 /// The local API server's address, from the test kubeconfig.
