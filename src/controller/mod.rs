@@ -40,8 +40,7 @@ pub use policy::{Policy, PolicyView};
 use crate::api::TaskRun;
 use crate::docker::DockerClient;
 use crate::lifecycle::inputs::TaskApi;
-use crate::lifecycle::{CLAIM_ANNOTATION, CLAIM_ATTEMPT_ANNOTATION};
-use crate::lifecycle::{Executor, OutputLimits};
+use crate::lifecycle::{CLAIM_ANNOTATION, CLAIM_ATTEMPT_ANNOTATION, Executor, OutputLimits};
 
 /// Name under which the operator writes status and publishes Events.
 pub const FIELD_MANAGER: &str = "taskrun-operator";
