@@ -37,7 +37,7 @@ pub use error::{Error, Result};
 pub use metrics::Metrics;
 pub use policy::{Policy, PolicyView};
 
-use crate::api::TaskRun;
+use crate::api::{TaskRun, TaskRunStatus};
 use crate::docker::DockerClient;
 use crate::lifecycle::inputs::TaskApi;
 use crate::lifecycle::{CLAIM_ANNOTATION, CLAIM_ATTEMPT_ANNOTATION, Executor, OutputLimits};
@@ -184,8 +184,9 @@ const RECONCILE_CONCURRENCY: u16 = 32;
 /// Keeps of each cached TaskRun what the controller reads. Of the metadata that is its identity,
 /// generation, times, finalizers and claim: labels (selected by the API server), managed fields
 /// and kubectl's copy of the last applied object outweigh the rest. Of a run that ended it
-/// drops the log tail (up to 64 KiB; the status writer puts the stored one back should such a
-/// run's status be written again).
+/// drops the log tail (up to 64 KiB) and the conditions, which only repeat the phase, reason
+/// and message; the status writer puts the stored ones back should such a run's status be
+/// written again.
 fn slim(taskrun: &mut DeserializeGuard<TaskRun>) {
     let metadata = taskrun.meta_mut();
     let claim = metadata
@@ -211,25 +212,41 @@ fn slim(taskrun: &mut DeserializeGuard<TaskRun>) {
         ..ObjectMeta::default()
     };
     if let Ok(taskrun) = taskrun.0.as_mut() {
-        leave_out_log_tail(taskrun);
+        leave_out_record(taskrun);
     }
 }
 
-/// Drops the log tail of a run that ended.
-fn leave_out_log_tail(taskrun: &mut TaskRun) {
+/// Drops the log tail and conditions of a run that ended.
+fn leave_out_record(taskrun: &mut TaskRun) {
     if let Some(status) = taskrun.status.as_mut()
         && status.phase().is_final()
     {
         status.log_tail = None;
+        status.conditions = Vec::new();
     }
 }
 
-/// Whether `taskrun` may be a cached copy that left its log tail out (see [`slim`]).
-fn log_tail_left_out(taskrun: &TaskRun) -> bool {
+/// Whether `taskrun` is a cached copy that left out the log tail and conditions of its ended
+/// run (see [`slim`]): a recorded status always has conditions.
+fn record_left_out(taskrun: &TaskRun) -> bool {
     taskrun
         .status
         .as_ref()
-        .is_some_and(|status| status.phase().is_final() && status.log_tail.is_none())
+        .is_some_and(|status| status.phase().is_final() && status.conditions.is_empty())
+}
+
+/// Puts the stored log tail and conditions back into a status computed from a copy that left
+/// them out; the conditions record the generation the new status observed.
+fn put_back_record(status: &mut TaskRunStatus, stored: TaskRunStatus) {
+    if status.log_tail.is_none() {
+        status.log_tail = stored.log_tail;
+    }
+    if status.conditions.is_empty() {
+        status.conditions = stored.conditions;
+        for condition in &mut status.conditions {
+            condition.observed_generation = status.observed_generation;
+        }
+    }
 }
 
 /// The label that puts a TaskRun in a class of agents, as `spec.schedulerName` does for Pods:
@@ -310,7 +327,6 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
     let controller = Controller::for_stream(reflector(writer, watched).applied_objects(), cache)
         .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .reconcile_on(ReceiverStream::new(stopped_rx))
-        .reconcile_all_on(ReceiverStream::new(resync_rx))
         .shutdown_on_signal();
     let listener = http::bind(config.health_address)
         .await
@@ -319,6 +335,11 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
     let waiting = tokio::spawn(triggers::wake_waiting_runs(
         context.clone(),
         controller.store(),
+        stopped_tx.clone(),
+    ));
+    let resync = tokio::spawn(triggers::resync_open_runs(
+        controller.store(),
+        resync_rx,
         stopped_tx.clone(),
     ));
     let referenced = tokio::spawn(references::wake_waiting_runs(
@@ -348,6 +369,7 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         node_objects,
         policy,
         waiting,
+        resync,
         referenced,
         sweeper,
     ] {

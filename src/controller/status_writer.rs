@@ -30,11 +30,12 @@ pub async fn write_status(
         cause,
     };
     let mut status = std::borrow::Cow::Borrowed(status);
-    if status.log_tail.is_none() && super::log_tail_left_out(taskrun) {
-        // The cache keeps no log tail of an ended run: the write keeps the stored one.
+    if super::record_left_out(taskrun) {
+        // The cache keeps no log tail or conditions of an ended run: the write keeps the
+        // stored ones.
         match api.get_opt(&name).await.map_err(write_error)? {
             Some(stored) if stored.resource_version() == taskrun.resource_version() => {
-                status.to_mut().log_tail = stored.status.and_then(|s| s.log_tail);
+                super::put_back_record(status.to_mut(), stored.status.unwrap_or_default());
             }
             _ => return Ok(false),
         }

@@ -424,14 +424,15 @@ async fn a_run_before_its_delete_after_seconds_costs_nothing() {
 }
 
 #[tokio::test]
-async fn a_status_written_over_an_ended_run_keeps_the_stored_log_tail() {
+async fn a_status_written_over_an_ended_run_keeps_the_stored_log_tail_and_conditions() {
     let mut stored = taskrun(&format!(
-        "{CLAIMED_HEAD}\nspec: {{image: busybox, cancel: true}}\nstatus: {{phase: Succeeded, reason: Completed, nodeName: {NODE}, observedGeneration: 1, logTail: \"last words\\n\"}}"
+        "{CLAIMED_HEAD}\nspec: {{image: busybox, cancel: true}}\nstatus: {{phase: Succeeded, reason: Completed, nodeName: {NODE}, observedGeneration: 1, logTail: \"last words\\n\", conditions: [{{type: Ready, status: \"True\", reason: Completed, message: done, observedGeneration: 1, lastTransitionTime: \"2026-11-26T01:00:00Z\"}}]}}"
     ));
     stored.metadata.generation = Some(2);
     let mut cached = stored.clone();
-    super::leave_out_log_tail(&mut cached);
-    assert_eq!(cached.status.as_ref().unwrap().log_tail, None);
+    super::leave_out_record(&mut cached);
+    let left = cached.status.as_ref().unwrap();
+    assert!(left.log_tail.is_none() && left.conditions.is_empty());
     let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
     let server = Arc::new(ApiServer {
         stored: Some(stored),
@@ -446,6 +447,17 @@ async fn a_status_written_over_an_ended_run_keeps_the_stored_log_tail() {
     let status = written_status(&writes[0]);
     assert_eq!(status.observed_generation, Some(2));
     assert_eq!(status.log_tail.as_deref(), Some("last words\n"));
+    let ready = &status.conditions[..];
+    assert_eq!(ready.len(), 1, "{ready:#?}");
+    assert_eq!(
+        (ready[0].type_.as_str(), ready[0].status.as_str()),
+        ("Ready", "True")
+    );
+    assert_eq!(ready[0].observed_generation, Some(2));
+    assert_eq!(
+        ready[0].last_transition_time.0.to_string(),
+        "2026-11-26T01:00:00Z"
+    );
 }
 
 #[test]
@@ -466,7 +478,13 @@ fn the_cache_keeps_what_the_controller_reads() {
                 "managedFields": [{ "manager": "kubectl", "operation": "Update" }],
             },
             "spec": { "image": "busybox" },
-            "status": { "phase": phase, "logTail": "done\n" },
+            "status": {
+                "phase": phase, "logTail": "done\n",
+                "conditions": [{
+                    "type": "Done", "status": "True", "reason": "Completed", "message": "",
+                    "lastTransitionTime": "2026-11-26T01:00:00Z",
+                }],
+            },
         }))
         .unwrap()
     };
@@ -483,12 +501,12 @@ fn the_cache_keeps_what_the_controller_reads() {
             "annotations": { "taskrun.dev/node": NODE, "taskrun.dev/claim-attempt": "1" },
         })
     );
-    assert_eq!(ended.status.unwrap().log_tail, None);
+    let ended = ended.status.unwrap();
+    assert!(ended.log_tail.is_none() && ended.conditions.is_empty());
 
     let mut running = stored("Running");
     super::slim(&mut running);
-    assert_eq!(
-        running.0.unwrap().status.unwrap().log_tail.as_deref(),
-        Some("done\n")
-    );
+    let running = running.0.unwrap().status.unwrap();
+    assert_eq!(running.log_tail.as_deref(), Some("done\n"));
+    assert_eq!(running.conditions.len(), 1);
 }

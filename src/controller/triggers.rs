@@ -59,6 +59,39 @@ pub async fn follow_container_stops(
     }
 }
 
+/// Looks again at every run that may still change whenever something all runs depend on
+/// changed: this agent's Lease, the Node objects, the policy, or the daemon after its events
+/// were lost. A run that ended needs no such look: it is looked at when its TaskRun changes or
+/// its pruning is due, and with thousands of ended runs, looking at each again would fill the
+/// controller's queue with them.
+pub async fn resync_open_runs(
+    store: Store<DeserializeGuard<TaskRun>>,
+    mut resync: mpsc::Receiver<()>,
+    wake: mpsc::Sender<ObjectRef<DeserializeGuard<TaskRun>>>,
+) {
+    while resync.recv().await.is_some() {
+        let open = store.state().into_iter().filter(|guard| match &guard.0 {
+            Ok(taskrun) => may_change(taskrun),
+            Err(_) => false,
+        });
+        for guard in open {
+            if wake.send(ObjectRef::from_obj(&*guard)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Whether a run may still change without its TaskRun changing: it has not ended, or it is
+/// being deleted.
+fn may_change(taskrun: &TaskRun) -> bool {
+    let ended = taskrun
+        .status
+        .as_ref()
+        .is_some_and(|status| status.phase().is_final());
+    !ended || taskrun.meta().deletion_timestamp.is_some()
+}
+
 /// When this node has room again, looks at the runs waiting for a node first, instead of
 /// leaving them to their periodic retry.
 pub async fn wake_waiting_runs(
@@ -96,3 +129,33 @@ pub async fn wake_waiting_runs(
 /// How many waiting runs one freed place wakes: more than one, since some of them will be
 /// claimed by other nodes first.
 const WAKE_AT_ONCE: usize = 4;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Phase;
+
+    fn taskrun_in(phase: Option<Phase>) -> TaskRun {
+        let mut taskrun: TaskRun =
+            serde_yaml::from_str("metadata: {name: a}\nspec: {image: busybox}").expect("TaskRun");
+        taskrun.status = phase.map(|phase| TaskRunStatus {
+            phase: Some(phase),
+            ..TaskRunStatus::default()
+        });
+        taskrun
+    }
+
+    #[test]
+    fn only_runs_that_may_still_change_are_looked_at_again() {
+        assert!(may_change(&taskrun_in(None)));
+        assert!(may_change(&taskrun_in(Some(Phase::Pending))));
+        assert!(may_change(&taskrun_in(Some(Phase::Running))));
+        assert!(!may_change(&taskrun_in(Some(Phase::Succeeded))));
+        assert!(!may_change(&taskrun_in(Some(Phase::Failed))));
+        let mut deleted = taskrun_in(Some(Phase::Succeeded));
+        deleted.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+        );
+        assert!(may_change(&deleted));
+    }
+}
