@@ -265,7 +265,40 @@ impl Drop for TestNamespace {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        release_taskruns(&self.name);
     }
+}
+
+/// Takes the finalizer off every TaskRun in `namespace`. The test's agent, which would remove
+/// it, is gone by now, and a namespace whose TaskRuns keep it stays `Terminating`, with the
+/// namespace controller retrying it for as long as the cluster runs.
+fn release_taskruns(namespace: &str) {
+    let Ok(listed) = kubectl()
+        .args([
+            "get",
+            "taskruns",
+            "--namespace",
+            namespace,
+            "--output",
+            "name",
+        ])
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return;
+    };
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let names: Vec<&str> = listed.split_whitespace().collect();
+    if names.is_empty() {
+        return;
+    }
+    let _ = kubectl()
+        .args(["patch", "--namespace", namespace, "--type", "merge"])
+        .args(["--patch", r#"{"metadata":{"finalizers":null}}"#])
+        .args(names)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Removes every container with this label, whatever state it is in.
