@@ -353,7 +353,10 @@ pub fn policy_violations(
 
 /// The ValidatingAdmissionPolicy that holds every new TaskRun to the TaskRunPolicy its
 /// binding names (`paramRef`), with the rules of [`POLICY_RULES`]. Only creation is checked:
-/// the spec cannot change afterwards, and a later policy is the agents' to enforce.
+/// the spec cannot change afterwards, and a later policy is the agents' to enforce. A request
+/// the API server could not judge (its read of the policy timed out, as under a burst on a busy
+/// server) is admitted: the agents check every run again before anything is created, so
+/// refusing it would only fail the create of a run that may well be allowed.
 pub fn admission_policy() -> ValidatingAdmissionPolicy {
     static POLICY: LazyLock<serde_json::Value> = LazyLock::new(|| {
         let validations: Vec<serde_json::Value> = POLICY_RULES
@@ -371,7 +374,7 @@ pub fn admission_policy() -> ValidatingAdmissionPolicy {
             "kind": "ValidatingAdmissionPolicy",
             "metadata": { "name": ADMISSION_POLICY },
             "spec": {
-                "failurePolicy": "Fail",
+                "failurePolicy": "Ignore",
                 "paramKind": { "apiVersion": "taskrun.dev/v1alpha1", "kind": "TaskRunPolicy" },
                 "matchConstraints": {
                     "resourceRules": [{
