@@ -16,7 +16,7 @@ use crate::lifecycle::{Claim, Placement, place};
 
 /// Turns the daemon's container events into reconciles of the owning TaskRuns, so an exit is
 /// seen when it happens. When the event stream breaks (daemon restart), it reconnects and asks
-/// for every TaskRun to be looked at again, since events in between are lost; the backoff of
+/// for every run not yet ended to be looked at again, since events in between are lost; the backoff of
 /// runs that failed while the daemon was away is over, since it answers again.
 pub async fn follow_container_stops(
     context: Arc<Context>,
@@ -49,7 +49,7 @@ pub async fn follow_container_stops(
         }
         tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(10))).await;
         // Exits while the stream was broken were missed: once the daemon answers again, every
-        // TaskRun is looked at (a resync already queued is enough).
+        // run not yet ended is looked at (a resync already queued is enough).
         if executor.ping().await.is_ok() {
             context.forget_all_failures();
             if resync.try_send(()).is_err() && resync.is_closed() {
