@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -213,7 +214,16 @@ async fn kstatus_and_argo_cd_read_every_state_of_a_run() {
     assert!(kubectl_wait(&ns, "Done", "succeeded"));
     assert!(kubectl_wait(&ns, "Done", "failed"));
 
-    // A cancel of a run that already ended changes nothing but is recorded as seen.
+    // A cancel of a run that already ended changes nothing but is recorded as seen. The agent
+    // caches no conditions of an ended run: its write must keep the stored ones.
+    let conditions_before = ns
+        .taskruns()
+        .get("succeeded")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .conditions;
     cancel(&ns, "succeeded").await;
     let seen_again = ns
         .wait_for("succeeded", "observedGeneration 2", |t| {
@@ -225,6 +235,25 @@ async fn kstatus_and_argo_cd_read_every_state_of_a_run() {
         seen_again.status.as_ref().unwrap().phase,
         Some(Phase::Succeeded)
     );
+    let conditions = &seen_again.status.as_ref().unwrap().conditions;
+    let states = |conditions: &[Condition]| -> Vec<(String, String, Time)> {
+        conditions
+            .iter()
+            .map(|c| {
+                (
+                    c.type_.clone(),
+                    c.status.clone(),
+                    c.last_transition_time.clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(states(conditions), states(&conditions_before));
+    assert!(
+        conditions.iter().all(|c| c.observed_generation == Some(2)),
+        "{conditions:#?}"
+    );
+    assert!(kubectl_wait(&ns, "Ready", "succeeded"));
     let after_cancel = verdicts(&[served(&ns, "succeeded")]);
     assert_eq!(after_cancel["succeeded"].kstatus, "Current");
     assert_eq!(after_cancel["succeeded"].health, "Healthy");

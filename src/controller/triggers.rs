@@ -16,8 +16,8 @@ use crate::lifecycle::{Claim, Placement, place};
 
 /// Turns the daemon's container events into reconciles of the owning TaskRuns, so an exit is
 /// seen when it happens. When the event stream breaks (daemon restart), it reconnects and asks
-/// for every run not yet ended to be looked at again, since events in between are lost; the backoff of
-/// runs that failed while the daemon was away is over, since it answers again.
+/// for every run not yet ended to be looked at again, since events in between are lost; the
+/// backoff of runs that failed while the daemon was away is over, since it answers again.
 pub async fn follow_container_stops(
     context: Arc<Context>,
     stopped: mpsc::Sender<ObjectRef<DeserializeGuard<TaskRun>>>,
