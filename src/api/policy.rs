@@ -103,6 +103,11 @@ pub struct TaskRunPolicySpec {
     /// The network of a TaskRun that names none. `Bridge` when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_network: Option<Network>,
+
+    /// Most TaskRuns of one namespace whose containers run at once, over the whole cluster, as the agents count them from the runs they see. A run over it waits `Pending` with reason `NamespaceLimit` until one of its namespace ends. No ceiling when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_running_per_namespace: Option<i32>,
 }
 
 /// Processes and threads a task's container may have unless the policy says otherwise.
@@ -117,6 +122,17 @@ impl TaskRunPolicySpec {
     /// The pids limit of every task's container.
     pub fn pids_limit(&self) -> i64 {
         self.pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT)
+    }
+
+    /// Why a run of `namespace` may not start while `running` of its namespace's runs do, if
+    /// the namespace is at its ceiling.
+    pub fn namespace_ceiling(&self, namespace: &str, running: usize) -> Option<String> {
+        let ceiling = usize::try_from(self.max_running_per_namespace?).ok()?;
+        (running >= ceiling).then(|| {
+            format!(
+                "namespace {namespace} has {running} TaskRuns running, its ceiling under the TaskRunPolicy's maxRunningPerNamespace ({ceiling}); the run starts when one of them ends"
+            )
+        })
     }
 }
 

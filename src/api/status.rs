@@ -187,6 +187,9 @@ pub enum Reason {
     /// The run breaks the cluster's TaskRunPolicy, as the agent read it before creating
     /// anything; the message names each rule and field. No container was created.
     PolicyViolation,
+    /// Its namespace runs as many TaskRuns as the TaskRunPolicy's `maxRunningPerNamespace`
+    /// allows; the run waits for one of them to end.
+    NamespaceLimit,
 }
 
 /// The condition types a TaskRun reports.
@@ -263,6 +266,7 @@ impl Reason {
             Self::ReferenceMissing => "ReferenceMissing",
             Self::ReferenceInvalid => "ReferenceInvalid",
             Self::PolicyViolation => "PolicyViolation",
+            Self::NamespaceLimit => "NamespaceLimit",
         }
     }
 }

@@ -57,6 +57,7 @@ pub async fn claim_run(
     });
     match patch_metadata_guarded(api, taskrun, metadata, context).await {
         Ok(Some(claimed)) => {
+            context.nodes.vouch(uid);
             info!(node = %node, "claimed");
             Ok(Claimed::Won(Box::new(claimed)))
         }

@@ -7,7 +7,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::core::DeserializeGuard;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use tokio::sync::Notify;
 
 use super::events::Events;
@@ -36,6 +36,8 @@ pub struct Context {
     pub policy: Policy,
     /// The TaskRun copies this agent's own writes replaced.
     pub own_writes: OwnWrites,
+    /// The TaskRuns this agent watches, as cached.
+    taskruns: Store<DeserializeGuard<TaskRun>>,
 }
 
 /// Where a TaskRun stands after failed passes.
@@ -48,8 +50,13 @@ struct Retry {
 /// This agent's view of the nodes: its own capacity and Lease, and the other agents' liveness.
 #[derive(Debug)]
 pub struct Nodes {
-    /// Runs this node holds: claimed and not yet ended.
+    /// Runs holding one of this node's `max_running` places: a container of theirs is being
+    /// launched or runs. A claimed run waiting for a reference, a back-off or a namespace's
+    /// ceiling holds none.
     held: Mutex<HashSet<String>>,
+    /// Runs whose claim in this node's name this agent wrote, or found recorded by a status it
+    /// wrote: the only claims it trusts.
+    vouched: Mutex<HashSet<String>>,
     max_running: usize,
     /// The node Leases seen, and whether they have been watched long enough that a node
     /// without one never announced itself.
@@ -94,6 +101,7 @@ impl Nodes {
     pub fn new(max_running: usize, lease_duration: Duration) -> Self {
         Self {
             held: Mutex::default(),
+            vouched: Mutex::default(),
             max_running,
             leases: RwLock::default(),
             own_renewal: Mutex::default(),
@@ -158,9 +166,12 @@ impl Nodes {
         now.saturating_duration_since(renewed) < self.lease_duration * 2 / 3
     }
 
-    /// Gives up the places of runs this node no longer holds (ended, deleted, or taken
-    /// from it), keeping those in `held`.
+    /// Gives up the places and claims of runs this node no longer holds (ended, deleted, or
+    /// taken from it), keeping those in `held`.
     pub fn hold_only(&self, held: &HashSet<String>) {
+        if let Ok(mut vouched) = self.vouched.lock() {
+            vouched.retain(|uid| held.contains(uid));
+        }
         let released = self.held.lock().is_ok_and(|mut mine| {
             let before = mine.len();
             mine.retain(|uid| held.contains(uid));
@@ -169,6 +180,28 @@ impl Nodes {
         if released {
             self.room.notify_waiters();
         }
+    }
+
+    /// Records that the claim of the run in this node's name is this agent's own.
+    pub fn vouch(&self, uid: &str) {
+        if let Ok(mut vouched) = self.vouched.lock() {
+            vouched.insert(uid.to_string());
+        }
+    }
+
+    /// Whether this agent wrote, or found its own, the claim of the run in this node's name.
+    pub fn vouches(&self, uid: &str) -> bool {
+        self.vouched
+            .lock()
+            .is_ok_and(|vouched| vouched.contains(uid))
+    }
+
+    /// Forgets the run's claim and gives up its place: the run is no longer this node's.
+    pub fn disown(&self, uid: &str) {
+        if let Ok(mut vouched) = self.vouched.lock() {
+            vouched.remove(uid);
+        }
+        self.release(uid);
     }
 
     /// Takes a place for the run, if there is room or it already has one.
@@ -182,7 +215,8 @@ impl Nodes {
         held.len() < self.max_running && held.insert(uid.to_string())
     }
 
-    /// Marks the run as held by this node (it was claimed here, perhaps before a restart).
+    /// Marks the run as holding a place: its container runs here, perhaps since before a
+    /// restart, and counts whatever the room.
     pub fn hold(&self, uid: &str) {
         if let Ok(mut held) = self.held.lock() {
             held.insert(uid.to_string());
@@ -195,6 +229,11 @@ impl Nodes {
         if released {
             self.room.notify_one();
         }
+    }
+
+    /// Whether the run holds one of this node's places.
+    pub fn holds(&self, uid: &str) -> bool {
+        self.held.lock().is_ok_and(|held| held.contains(uid))
     }
 
     /// How many runs this node holds.
@@ -281,7 +320,34 @@ impl Context {
             task_api: TaskApi::default(),
             policy: Policy::new(CLUSTER_POLICY),
             own_writes: OwnWrites::default(),
+            taskruns: reflector::store::Writer::default().as_reader(),
         }
+    }
+
+    /// The same context, counting runs in `taskruns`: the controller's cache.
+    pub fn with_taskruns(mut self, taskruns: Store<DeserializeGuard<TaskRun>>) -> Self {
+        self.taskruns = taskruns;
+        self
+    }
+
+    /// How many runs of `namespace` other than `uid` have a container running on any node, or
+    /// hold a place on this one, as far as this agent sees.
+    pub fn running_in_namespace(&self, namespace: &str, uid: &str) -> usize {
+        self.taskruns
+            .state()
+            .iter()
+            .filter_map(|guard| guard.0.as_ref().ok())
+            .filter(|taskrun| taskrun.metadata.namespace.as_deref() == Some(namespace))
+            .filter(|taskrun| {
+                let Some(other) = taskrun.metadata.uid.as_deref() else {
+                    return false;
+                };
+                let started = taskrun.status.as_ref().is_some_and(|status| {
+                    !status.phase().is_final() && status.container_id.is_some()
+                });
+                other != uid && (started || self.nodes.holds(other))
+            })
+            .count()
     }
 
     /// The same context, enforcing `policy` (the TaskRunPolicy named `cluster`, not read yet,

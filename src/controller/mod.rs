@@ -276,6 +276,8 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         config.pull_timeout,
         config.output,
     );
+    let writer = reflector::store::Writer::default();
+    let cache = writer.as_reader();
     let context = Arc::new(
         Context::new(
             client.clone(),
@@ -285,7 +287,8 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
             config.lease_duration,
         )
         .with_task_api(task_api)
-        .with_policy(Policy::new(config.policy_name.clone())),
+        .with_policy(Policy::new(config.policy_name.clone()))
+        .with_taskruns(cache.clone()),
     );
 
     let (stopped_tx, stopped_rx) = mpsc::channel(1024);
@@ -310,8 +313,6 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
     };
-    let writer = reflector::store::Writer::default();
-    let cache = writer.as_reader();
     let selector = class_selector(config.class.as_deref());
     // Lists are paged and each TaskRun slimmed as its page is read. A list that may be served
     // stale from the API server's cache ignores paging and arrives whole, managed fields and

@@ -20,10 +20,11 @@ use super::policy::PolicyView;
 use super::references;
 use super::status_writer::write_status;
 use crate::api::{FINALIZER, Reason, TaskRun, TaskRunStatus, policy_violations};
+use crate::docker::ContainerState;
 use crate::lifecycle::inputs::Resolution;
 use crate::lifecycle::{
-    self, Action, Claim, Ending, NodeState, Observed, Outcome, Placement, Pruning, Run, StopCause,
-    Transition, decide, decide_deletion, decide_pruning, place,
+    self, Action, Claim, Disowned, Ending, NodeState, Observed, Outcome, Placement, Pruning, Room,
+    Run, StopCause, Transition, decide, decide_deletion, decide_pruning, place, room_for,
 };
 
 /// How long a run that waits on nothing but Docker events goes before it is looked at again.
@@ -36,10 +37,15 @@ const REFERENCE_RECHECK: Duration = Duration::from_secs(10);
 /// What one pass came to.
 enum Pass {
     Performed(Box<Outcome>),
-    /// The run waits for something it refers to.
+    /// The run waits for something it refers to, or for its namespace's ceiling.
     Waiting {
         reason: Reason,
         message: String,
+    },
+    /// The step would create or start a container and this node has no room; `free_claim`
+    /// when nothing of the run exists here yet.
+    NoRoom {
+        free_claim: bool,
     },
 }
 
@@ -136,6 +142,7 @@ async fn place_and_act(
         claim_attempt: claim_attempt(taskrun),
         node,
         can_take: context.nodes.can_take(Instant::now()),
+        vouched: vouched(taskrun, &uid, &status, context),
     };
     let node_state = |other: &str| {
         if other == node {
@@ -154,10 +161,7 @@ async fn place_and_act(
             context.nodes.release(&uid);
             apply(taskrun, api, context, pruning.due_at()).await
         }
-        Placement::Mine => {
-            context.nodes.hold(&uid);
-            apply(taskrun, api, context, None).await
-        }
+        Placement::Mine => apply(taskrun, api, context, None).await,
         // A won claim goes on at once with the TaskRun it wrote, not a watch event later.
         Placement::Claim => match claim_run(taskrun, &uid, api, context).await? {
             Claimed::Won(claimed) => apply(&claimed, api, context, None).await,
@@ -204,6 +208,30 @@ async fn place_and_act(
                 )
                 .await?;
             }
+            Ok(Requeue::await_change())
+        }
+        Placement::Disown { why } => {
+            // A container of the run here is this agent's own, made after a claim it wrote
+            // before a restart and before any status recorded it: the claim is its own too.
+            if why == Disowned::NotWrittenHere
+                && context
+                    .executor
+                    .observe(&uid, status.attempt())
+                    .await
+                    .map_err(Error::Docker)?
+                    .current
+                    .is_some()
+            {
+                context.nodes.vouch(&uid);
+                return apply(taskrun, api, context, None).await;
+            }
+            context.nodes.disown(&uid);
+            // The value of a claim that names no node is not logged: it is the author's text.
+            let owner = match why {
+                Disowned::NotWrittenHere => node,
+                Disowned::NotANodeName => "-",
+            };
+            claims::release(taskrun, api, owner, why.as_str(), context).await?;
             Ok(Requeue::await_change())
         }
         Placement::Handover { node: lost } => {
@@ -258,6 +286,22 @@ async fn place_and_act(
             Ok(Requeue::requeue(RESYNC))
         }
     }
+}
+
+/// Whether this agent vouches for a claim of the run in its node's name: it wrote the claim,
+/// or a status it wrote records the run on this node (only agents write the status).
+fn vouched(taskrun: &TaskRun, uid: &str, status: &TaskRunStatus, context: &Context) -> bool {
+    let node = context.executor.node();
+    if context.nodes.vouches(uid) {
+        return true;
+    }
+    let recorded_here = claimed_by(taskrun) == Some(node)
+        && taskrun.finalizers().iter().any(|f| f == FINALIZER)
+        && status.node_name.as_deref() == Some(node);
+    if recorded_here {
+        context.nodes.vouch(uid);
+    }
+    recorded_here
 }
 
 /// Records that the run waits, for `reason`, on something outside it.
@@ -417,6 +461,36 @@ async fn apply(
             }
             PolicyView::Unknown => None,
         };
+        let running_here = [observed.current.as_ref(), observed.previous.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|container| matches!(container.state, ContainerState::Running { .. }));
+        match room_for(&action, running_here) {
+            Room::Take => {
+                let ceiling = matches!(action, Action::Launch)
+                    .then_some(policy)
+                    .flatten()
+                    .and_then(|policy| {
+                        policy.spec.namespace_ceiling(
+                            &namespace,
+                            context.running_in_namespace(&namespace, &uid),
+                        )
+                    });
+                if let Some(message) = ceiling {
+                    return Ok(Pass::Waiting {
+                        reason: Reason::NamespaceLimit,
+                        message,
+                    });
+                }
+                if !context.nodes.reserve(&uid) {
+                    return Ok(Pass::NoRoom {
+                        free_claim: matches!(action, Action::Launch),
+                    });
+                }
+            }
+            Room::Keep => context.nodes.hold(&uid),
+            Room::Free => context.nodes.release(&uid),
+        }
         // A launch the policy refuses creates nothing: it needs nothing from the namespace.
         let refused = matches!(action, Action::Launch)
             && policy.is_some_and(|p| !policy_violations(p, &namespace, &taskrun.spec).is_empty());
@@ -454,7 +528,24 @@ async fn apply(
     .await;
     let outcome = match performed {
         Ok(Pass::Performed(outcome)) => *outcome,
+        Ok(Pass::NoRoom { free_claim }) => {
+            if !free_claim {
+                return Ok(Requeue::requeue(WAIT_FOR_ROOM));
+            }
+            // Nothing of the run exists here yet: any node with room may take it.
+            context.nodes.disown(&uid);
+            claims::release(
+                taskrun,
+                api,
+                context.executor.node(),
+                "this node, which has no room for it now",
+                context,
+            )
+            .await?;
+            return Ok(Requeue::await_change());
+        }
         Ok(Pass::Waiting { reason, message }) => {
+            context.nodes.release(&uid);
             let waiting = lifecycle::status::held_up(
                 &status,
                 reason,

@@ -110,13 +110,38 @@ async fn pass(taskrun: &TaskRun, fake: &Arc<FakeDaemon>, server: &Arc<ApiServer>
     pass_under(Policy::known(CLUSTER_POLICY, None), taskrun, fake, server).await;
 }
 
-/// One pass over `taskrun` by the agent of [`NODE`], which knows `policy` as it does.
+/// One pass over `taskrun` by the agent of [`NODE`], which knows `policy` as it does and wrote
+/// the run's claim, if it has one, in an earlier pass.
 async fn pass_under(
     policy: Policy,
     taskrun: &TaskRun,
     fake: &Arc<FakeDaemon>,
     server: &Arc<ApiServer>,
 ) {
+    let agent = Agent {
+        policy,
+        vouches: true,
+        cordoned: false,
+    };
+    pass_by(agent, taskrun, fake, server).await;
+}
+
+/// What the agent making a pass knows.
+struct Agent {
+    policy: Policy,
+    /// It wrote the run's claim itself.
+    vouches: bool,
+    /// Its Node is cordoned.
+    cordoned: bool,
+}
+
+/// One pass over `taskrun` by `agent`, of [`NODE`].
+async fn pass_by(agent: Agent, taskrun: &TaskRun, fake: &Arc<FakeDaemon>, server: &Arc<ApiServer>) {
+    let Agent {
+        policy,
+        vouches,
+        cordoned,
+    } = agent;
     let client = client(server.clone(), taskrun);
     let executor = Executor::new(
         fake.clone(),
@@ -129,7 +154,13 @@ async fn pass_under(
         Context::new(client, executor, leases, 8, Duration::from_secs(15)).with_policy(policy),
     );
     context.nodes.renewed(Instant::now());
-    context.nodes.set_node_objects(NodeObjects::default());
+    context.nodes.set_node_objects(NodeObjects {
+        cordoned,
+        ..NodeObjects::default()
+    });
+    if vouches && let Some(uid) = &taskrun.metadata.uid {
+        context.nodes.vouch(uid);
+    }
     let guard = Arc::new(DeserializeGuard(Ok(taskrun.clone())));
     reconcile(guard, context).await.expect("the pass succeeds");
 }
@@ -170,6 +201,37 @@ async fn a_claim_another_agent_won_starts_nothing() {
     let writes = server.taskrun_writes();
     assert_eq!(writes.len(), 1, "only the claim: {writes:#?}");
     assert!(fake.state().containers.is_empty(), "{:?}", fake.calls());
+}
+
+#[tokio::test]
+async fn a_claim_this_agent_did_not_write_is_claimed_again_or_freed_never_trusted() {
+    for cordoned in [false, true] {
+        let (fake, server) = (
+            Arc::new(FakeDaemon::with_images(&["busybox"])),
+            Arc::<ApiServer>::default(),
+        );
+        let agent = Agent {
+            policy: Policy::known(CLUSTER_POLICY, None),
+            vouches: false,
+            cordoned,
+        };
+        pass_by(agent, &taskrun(CLAIMED), &fake, &server).await;
+        let writes = server.taskrun_writes();
+        assert_eq!(writes[0].method, "PATCH", "{writes:#?}");
+        assert!(writes[0].path.ends_with("/namespaces/team/taskruns/hello"));
+        let metadata = &writes[0].body["metadata"];
+        assert_eq!(metadata["resourceVersion"], "7");
+        if cordoned {
+            assert_eq!(writes.len(), 1, "only the release: {writes:#?}");
+            assert_eq!(metadata["annotations"]["taskrun.dev/node"], Value::Null);
+            assert!(fake.state().containers.is_empty(), "{:?}", fake.calls());
+        } else {
+            assert_eq!(writes.len(), 2, "the claim, then Running: {writes:#?}");
+            assert_eq!(metadata["annotations"]["taskrun.dev/node"], NODE);
+            assert_eq!(written_status(&writes[1]).phase, Some(Phase::Running));
+            assert_eq!(fake.state().containers.len(), 1);
+        }
+    }
 }
 
 #[tokio::test]

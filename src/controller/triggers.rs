@@ -113,6 +113,11 @@ pub async fn wake_waiting_runs(
                     claim_attempt: claim_attempt(taskrun),
                     node: &node,
                     can_take: true,
+                    vouched: taskrun
+                        .metadata
+                        .uid
+                        .as_deref()
+                        .is_some_and(|uid| context.nodes.vouches(uid)),
                 };
                 place(claim, |other| context.nodes.state(other)) == Placement::Claim
             }

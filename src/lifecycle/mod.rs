@@ -17,5 +17,6 @@ pub use decide::{
 };
 pub use executor::{Executor, Observation, Outcome, OutputLimits, Run, Transition, ended};
 pub use placement::{
-    CLAIM_ANNOTATION, CLAIM_ATTEMPT_ANNOTATION, Claim, NodeState, Placement, place,
+    CLAIM_ANNOTATION, CLAIM_ATTEMPT_ANNOTATION, Claim, Disowned, NodeState, Placement, Room,
+    is_node_name, place, room_for,
 };

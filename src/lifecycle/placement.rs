@@ -1,7 +1,14 @@
 //! Which node's agent acts on a run. A run is claimed by one agent, which records itself in
 //! the `taskrun.dev/node` annotation with the same write that adds the finalizer, guarded by
 //! the object's resourceVersion so exactly one claim wins.
+//!
+//! The annotation is metadata, which whoever may write the TaskRun may write too. The admission
+//! policy in `deploy/` refuses such writes, and the agent does not rely on it: a claim in its
+//! own node's name counts only when the agent can vouch for it (it wrote the claim, or a status
+//! of its own records the run on this node). Any other is no claim: the run goes through
+//! capacity, cordon and policy as an unclaimed run, and is freed when this node cannot take it.
 
+use super::Action;
 use crate::api::{Reason, TaskRunSpec, TaskRunStatus};
 
 /// The annotation naming the node whose agent claimed a run.
@@ -24,6 +31,9 @@ pub struct Claim<'a> {
     pub node: &'a str,
     /// Whether this agent may take another run: it has room and its own Lease is current.
     pub can_take: bool,
+    /// Whether this agent vouches for a claim in its node's name: it wrote that claim, or a
+    /// status it wrote records the run on this node.
+    pub vouched: bool,
 }
 
 /// Where a run stands for this agent.
@@ -53,6 +63,44 @@ pub enum Placement {
     /// The claiming node was lost and its attempt is recorded as ended `NodeLost`, with a next
     /// attempt to come: free the claim for any node, this one included, to take that attempt.
     Handover { node: String },
+    /// Claimed by a write no agent can vouch for (this node's name, written by someone else,
+    /// while this node cannot take the run), or in a name that is no node's: free it, so the
+    /// run is placed as an unclaimed one.
+    Disown { why: Disowned },
+}
+
+/// Why a claim is not kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disowned {
+    /// It names this node, but this agent did not write it, and this node cannot take the run.
+    NotWrittenHere,
+    /// Its value is not a node name.
+    NotANodeName,
+}
+
+impl Disowned {
+    /// What the log says of the claim: "released a run claimed by ...".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotWrittenHere => "a write in its name that this agent did not make",
+            Self::NotANodeName => "a value that is no node's name",
+        }
+    }
+}
+
+/// Whether `name` can be a node's name: a DNS-1123 subdomain, as Kubernetes requires of a
+/// Node's, so it is safe in the API paths of Leases and Nodes.
+pub fn is_node_name(name: &str) -> bool {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok)
 }
 
 /// What is known of another node's agent.
@@ -80,7 +128,13 @@ pub fn place(claim: Claim<'_>, node_state: impl Fn(&str) -> NodeState) -> Placem
         claim_attempt,
         node,
         can_take,
+        vouched,
     } = claim;
+    if claimed_by.is_some_and(|owner| !is_node_name(owner)) {
+        return Placement::Disown {
+            why: Disowned::NotANodeName,
+        };
+    }
     if let Some(owner) = claimed_by
         && handed_over(status, owner, claim_attempt)
     {
@@ -89,7 +143,22 @@ pub fn place(claim: Claim<'_>, node_state: impl Fn(&str) -> NodeState) -> Placem
         };
     }
     if claimed_by == Some(node) {
-        return Placement::Mine;
+        if vouched || status.phase().is_final() {
+            return Placement::Mine;
+        }
+        // A claim this agent cannot vouch for is no claim: the run is placed as unclaimed.
+        return match place(
+            Claim {
+                claimed_by: None,
+                ..claim
+            },
+            node_state,
+        ) {
+            Placement::Claim => Placement::Claim,
+            _ => Placement::Disown {
+                why: Disowned::NotWrittenHere,
+            },
+        };
     }
     if status.phase().is_final() {
         let ended_on = claimed_by.or(status.node_name.as_deref());
@@ -125,6 +194,28 @@ pub fn place(claim: Claim<'_>, node_state: impl Fn(&str) -> NodeState) -> Placem
         }
         _ if can_take || spec.cancel => Placement::Claim,
         _ => Placement::Full,
+    }
+}
+
+/// What a step of a run asks of this node's `--max-running` places, which are for containers:
+/// a run waiting for a reference, a back-off or its namespace's ceiling holds none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Room {
+    /// The step creates or starts a container: it needs a place.
+    Take,
+    /// A container of the run runs here: it holds its place, whatever the room.
+    Keep,
+    /// No container of the run runs or is about to: its place is free.
+    Free,
+}
+
+/// The place `action` needs, given whether a container of the run (this attempt's or the
+/// previous one's) runs on this node.
+pub fn room_for(action: &Action, container_running: bool) -> Room {
+    match action {
+        Action::Launch | Action::Start { .. } => Room::Take,
+        _ if container_running => Room::Keep,
+        _ => Room::Free,
     }
 }
 
@@ -170,6 +261,7 @@ mod tests {
             claim_attempt: None,
             node: "a",
             can_take,
+            vouched: true,
         };
         place(claim, |node| match node {
             "a" | "b" => NodeState::Live,
@@ -177,6 +269,19 @@ mod tests {
             "never" => NodeState::Absent,
             _ => NodeState::Unknown,
         })
+    }
+
+    #[test]
+    fn only_a_container_takes_or_keeps_a_place() {
+        assert_eq!(room_for(&Action::Launch, false), Room::Take);
+        let start = Action::Start {
+            container_id: "c1".into(),
+        };
+        assert_eq!(room_for(&start, false), Room::Take);
+        let backoff = Action::Wait { until: None };
+        assert_eq!(room_for(&backoff, false), Room::Free);
+        assert_eq!(room_for(&backoff, true), Room::Keep);
+        assert_eq!(room_for(&Action::Remove, false), Room::Free);
     }
 
     #[test]
@@ -207,6 +312,67 @@ mod tests {
             placed(&s, &status("{}"), Some("b"), true),
             Placement::Elsewhere
         );
+    }
+
+    #[test]
+    fn a_claim_in_this_nodes_name_that_this_agent_did_not_write_is_no_claim() {
+        let s = spec("image: busybox");
+        let forged = |can_take, status: &TaskRunStatus| {
+            let claim = Claim {
+                spec: &s,
+                status,
+                claimed_by: Some("a"),
+                claim_attempt: None,
+                node: "a",
+                can_take,
+                vouched: false,
+            };
+            place(claim, |_| NodeState::Live)
+        };
+        assert_eq!(forged(true, &status("{}")), Placement::Claim);
+        assert_eq!(
+            forged(false, &status("{}")),
+            Placement::Disown {
+                why: Disowned::NotWrittenHere
+            },
+            "full or cordoned: freed, never run past the node's capacity"
+        );
+        assert_eq!(
+            forged(false, &status("phase: Failed")),
+            Placement::Mine,
+            "an ended run starts nothing"
+        );
+        let pinned_elsewhere = spec("image: busybox\nnodeName: b");
+        let claim = Claim {
+            spec: &pinned_elsewhere,
+            status: &status("{}"),
+            claimed_by: Some("a"),
+            claim_attempt: None,
+            node: "a",
+            can_take: true,
+            vouched: false,
+        };
+        assert_eq!(
+            place(claim, |_| NodeState::Live),
+            Placement::Disown {
+                why: Disowned::NotWrittenHere
+            }
+        );
+    }
+
+    #[test]
+    fn a_claim_that_names_no_node_is_freed_by_any_agent() {
+        let s = spec("image: busybox");
+        for value in ["../../leases/x", "A", "", "a b", "-a", &"a".repeat(254)] {
+            assert_eq!(
+                placed(&s, &status("{}"), Some(value), true),
+                Placement::Disown {
+                    why: Disowned::NotANodeName
+                },
+                "{value:?}"
+            );
+        }
+        assert!(is_node_name("node-a.example.com") && is_node_name("a"));
     }
 
     #[test]
@@ -313,6 +479,7 @@ mod tests {
                 claim_attempt,
                 node,
                 can_take: true,
+                vouched: true,
             };
             place(claim, |_| NodeState::Live)
         };
@@ -373,6 +540,7 @@ mod tests {
                 pinned in proptest::option::of(node()),
                 cancel in any::<bool>(),
                 can_take in any::<bool>(),
+                vouched in any::<bool>(),
                 states in proptest::collection::vec(node_state(), 3),
             ) {
                 let mut spec = TaskRunSpec::for_image("busybox");
@@ -391,11 +559,22 @@ mod tests {
                     claim_attempt: None,
                     node: "a",
                     can_take,
+                    vouched,
                 };
                 let placement = place(claim, state_of);
                 match &placement {
-                    Placement::Mine => prop_assert_eq!(claimed_by.as_deref(), Some("a")),
-                    Placement::Claim => prop_assert!(claimed_by.is_none() && (can_take || cancel)),
+                    Placement::Mine => {
+                        prop_assert_eq!(claimed_by.as_deref(), Some("a"));
+                        prop_assert!(vouched || status.phase().is_final());
+                    }
+                    Placement::Claim => prop_assert!(
+                        claimed_by.as_deref().is_none_or(|owner| owner == "a" && !vouched)
+                            && (can_take || cancel)
+                    ),
+                    Placement::Disown { .. } => {
+                        prop_assert_eq!(claimed_by.as_deref(), Some("a"));
+                        prop_assert!(!vouched && !status.phase().is_final());
+                    }
                     Placement::Release { node } => {
                         prop_assert_eq!(state_of(node), NodeState::Absent);
                         prop_assert!(status.container_id.is_none() && !status.phase().is_final());
