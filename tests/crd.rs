@@ -139,6 +139,21 @@ async fn malformed_taskruns_are_rejected_with_the_field_named() {
     let many: Vec<String> = (0..257).map(|i| format!("\"{i}\"")).collect();
     let cases: Vec<(&str, String, &str)> = vec![
         ("missing image", "command: [\"true\"]".into(), "spec.image"),
+        (
+            "working directory in the node's /proc",
+            "image: busybox\nworkingDir: /proc/self/fd/8".into(),
+            "spec.workingDir",
+        ),
+        (
+            "working directory spelled around /sys",
+            "image: busybox\nworkingDir: //./sys/kernel".into(),
+            "spec.workingDir",
+        ),
+        (
+            "mount over /dev",
+            "image: busybox\nvolumes: [{name: t, emptyDir: {}}]\nvolumeMounts: [{name: t, mountPath: /dev/shm}]".into(),
+            "spec.volumeMounts[0].mountPath",
+        ),
         ("empty image", "image: \"\"".into(), "spec.image"),
         (
             "image with whitespace",

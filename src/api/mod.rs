@@ -26,7 +26,7 @@ pub use status::{
     TaskRunStatus,
 };
 pub use text::{api_safe, api_safe_tail};
-pub use validation::{SpecProblem, policy_problems, spec_problems};
+pub use validation::{SpecProblem, kernel_owned, policy_problems, spec_problems};
 pub use workloads::{
     ConfigMapVolumeSource, EmptyDirVolumeSource, EnvFromSource, EnvVarSource, KeySelector,
     KeyToPath, LocalObjectReference, ObjectKind, ObjectReference, SecretVolumeSource, Volume,

@@ -211,7 +211,7 @@ pub fn image_matches(pattern: &str, image: &str) -> bool {
 
 /// The rules, in the order the admission policy checks them (the API server reports the
 /// first one broken; the agent reports them all).
-pub const POLICY_RULES: [AdmissionRule; 10] = [
+pub const POLICY_RULES: [AdmissionRule; 11] = [
     AdmissionRule {
         rule: "allowedNamespaces",
         field: "metadata.namespace",
@@ -299,6 +299,20 @@ pub const POLICY_RULES: [AdmissionRule; 10] = [
                     .security_context
                     .as_ref()
                     .is_some_and(|c| c.non_root() || c.run_as_user.is_some_and(|user| user != 0))
+        },
+    },
+    AdmissionRule {
+        rule: "requireNonRoot",
+        field: "spec.securityContext.allowPrivilegeEscalation",
+        cel: "!has(params.spec.requireNonRoot) || !params.spec.requireNonRoot || !has(object.spec.securityContext) || !has(object.spec.securityContext.allowPrivilegeEscalation) || !object.spec.securityContext.allowPrivilegeEscalation",
+        message: "spec.securityContext.allowPrivilegeEscalation may not be true where runs must be non-root: a setuid binary would make the task root (requireNonRoot)",
+        holds: |s| {
+            !s.policy.require_non_root
+                || !s
+                    .spec
+                    .security_context
+                    .as_ref()
+                    .is_some_and(|c| c.privilege_escalation())
         },
     },
     AdmissionRule {

@@ -107,7 +107,50 @@ fn climbs(path: &str) -> bool {
     path.split('/').any(|segment| segment == "..")
 }
 
-const SPEC_RULES: [ObjectRule<TaskRunSpec>; 2] = [
+/// The top directories whose files are the kernel's and the node's devices, not the image's: a
+/// working directory or mount there reaches the node (`/proc/self/fd/...` is the way out of
+/// CVE-2024-21626).
+const KERNEL_DIRECTORIES: [&str; 3] = ["proc", "sys", "dev"];
+
+/// Whether `path`, however spelled (`//proc`, `/./sys`), is under a directory the kernel owns,
+/// or climbs out of where it says it is with `..`, so it may be.
+pub fn kernel_owned(path: &str) -> bool {
+    climbs(path)
+        || path
+            .split('/')
+            .find(|segment| !segment.is_empty() && *segment != ".")
+            .is_some_and(|top| KERNEL_DIRECTORIES.contains(&top))
+}
+
+/// The CEL that the path at `field` is not under a directory the kernel owns (its `..`
+/// segments are another rule's).
+macro_rules! not_kernel_owned_cel {
+    ($field:literal) => {
+        concat!(
+            "!(",
+            $field,
+            ".split('/').filter(s, s != '' && s != '.').size() > 0 && ",
+            $field,
+            ".split('/').filter(s, s != '' && s != '.')[0] in ['proc', 'sys', 'dev'])"
+        )
+    };
+}
+
+const SPEC_RULES: [ObjectRule<TaskRunSpec>; 3] = [
+    ObjectRule {
+        field: ".workingDir",
+        cel: concat!(
+            "!has(self.workingDir) || (!self.workingDir.split('/').exists(s, s == '..') && ",
+            not_kernel_owned_cel!("self.workingDir"),
+            ")"
+        ),
+        message: "workingDir must not be under /proc, /sys or /dev, nor have a '..' segment",
+        holds: |spec| {
+            spec.working_dir
+                .as_deref()
+                .is_none_or(|dir| !kernel_owned(dir))
+        },
+    },
     ObjectRule {
         field: ".volumeMounts",
         cel: "!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && self.volumes.exists(v, v.name == m.name))",
@@ -212,12 +255,22 @@ const EMPTY_DIR_RULES: [ObjectRule<EmptyDirVolumeSource>; 1] = [ObjectRule {
     },
 }];
 
-const VOLUME_MOUNT_RULES: [ObjectRule<VolumeMount>; 1] = [ObjectRule {
-    field: ".mountPath",
-    cel: "!self.mountPath.split('/').exists(s, s == '..') && self.mountPath.split('/').exists(s, s != '')",
-    message: "mountPath must be an absolute path other than / without a '..' segment",
-    holds: |mount| !climbs(&mount.mount_path) && mount.mount_path.split('/').any(|s| !s.is_empty()),
-}];
+const VOLUME_MOUNT_RULES: [ObjectRule<VolumeMount>; 2] = [
+    ObjectRule {
+        field: ".mountPath",
+        cel: "!self.mountPath.split('/').exists(s, s == '..') && self.mountPath.split('/').exists(s, s != '')",
+        message: "mountPath must be an absolute path other than / without a '..' segment",
+        holds: |mount| {
+            !climbs(&mount.mount_path) && mount.mount_path.split('/').any(|s| !s.is_empty())
+        },
+    },
+    ObjectRule {
+        field: ".mountPath",
+        cel: not_kernel_owned_cel!("self.mountPath"),
+        message: "mountPath must not be under /proc, /sys or /dev",
+        holds: |mount| climbs(&mount.mount_path) || !kernel_owned(&mount.mount_path),
+    },
+];
 
 /// Whether the limit `pick` of `lower` is at most that of `upper`; true unless both set it,
 /// false when either is not a quantity.
@@ -666,6 +719,31 @@ mod tests {
             ),
             []
         );
+    }
+
+    #[test]
+    fn paths_the_kernel_owns_are_refused_however_spelled() {
+        for path in [
+            "/proc/self/fd/8",
+            "/proc",
+            "//proc/1/root",
+            "/./sys/fs",
+            "/.//dev/",
+            "/tmp/../proc",
+        ] {
+            assert!(kernel_owned(path), "{path}");
+            let found = problems(&format!(
+                "image: busybox\nworkingDir: {path}\nvolumes: [{{name: t, emptyDir: {{}}}}]\nvolumeMounts: [{{name: t, mountPath: '{path}'}}]"
+            ));
+            let fields: Vec<&str> = found.iter().map(|(field, _)| field.as_str()).collect();
+            assert!(
+                fields.contains(&"workingDir") && fields.contains(&"volumeMounts[0].mountPath"),
+                "{path}: {found:?}"
+            );
+        }
+        for path in ["/", "/work", "/procfs", "/srv/proc", "/device"] {
+            assert!(!kernel_owned(path), "{path}");
+        }
     }
 
     #[test]

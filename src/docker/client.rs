@@ -14,7 +14,9 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 
-use super::container::{ContainerState, ContainerTemplate, ObservedContainer, ReportedEnd};
+use super::container::{
+    ContainerState, ContainerTemplate, ImageConfig, ObservedContainer, ReportedEnd,
+};
 use super::daemon::Daemon;
 use super::error::DockerError;
 use super::naming::{ContainerOwner, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY};
@@ -90,24 +92,16 @@ impl Daemon for DockerClient {
         }
     }
 
-    async fn has_image(&self, image: &str) -> Result<bool, DockerError> {
+    async fn inspect_image(&self, image: &str) -> Result<Option<ImageConfig>, DockerError> {
         match self.docker.inspect_image(image).await {
-            Ok(_) => Ok(true),
-            Err(BollardError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(false),
-            Err(cause) => Err(DockerError::InspectImage {
-                image: image.to_string(),
-                cause,
-            }),
-        }
-    }
-
-    async fn image_user(&self, image: &str) -> Result<Option<String>, DockerError> {
-        match self.docker.inspect_image(image).await {
-            Ok(inspect) => Ok(Some(
-                inspect.config.and_then(|c| c.user).unwrap_or_default(),
-            )),
+            Ok(inspect) => {
+                let config = inspect.config.unwrap_or_default();
+                Ok(Some(ImageConfig {
+                    id: inspect.id.unwrap_or_default(),
+                    user: config.user.unwrap_or_default(),
+                    working_dir: config.working_dir.unwrap_or_default(),
+                }))
+            }
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),

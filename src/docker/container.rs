@@ -31,6 +31,18 @@ pub enum ContainerState {
     },
 }
 
+/// What the daemon says of an image it has.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ImageConfig {
+    /// The image's ID (`sha256:...`): the container is created from it, so the image checked
+    /// is the image run, whatever a pull of the same tag does in between.
+    pub id: String,
+    /// Its `USER`, empty for root.
+    pub user: String,
+    /// Its `WORKDIR`, empty when it sets none.
+    pub working_dir: String,
+}
+
 /// Everything needed to create the container of a run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContainerTemplate {

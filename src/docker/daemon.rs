@@ -3,7 +3,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-use super::container::{ContainerTemplate, ObservedContainer};
+use super::container::{ContainerTemplate, ImageConfig, ObservedContainer};
 use super::error::DockerError;
 use super::naming::ContainerOwner;
 use crate::lifecycle::inputs::RegistryAuth;
@@ -19,12 +19,8 @@ pub trait Daemon: Send + Sync {
     async fn inspect_container(&self, name: &str)
     -> Result<Option<ObservedContainer>, DockerError>;
 
-    /// Whether the daemon has the image.
-    async fn has_image(&self, image: &str) -> Result<bool, DockerError>;
-
-    /// The user the image runs its process as (its `USER`, empty for root), `None` when the
-    /// daemon has no such image.
-    async fn image_user(&self, image: &str) -> Result<Option<String>, DockerError>;
+    /// The image's ID, user and working directory; `None` when the daemon has no such image.
+    async fn inspect_image(&self, image: &str) -> Result<Option<ImageConfig>, DockerError>;
 
     /// Pulls the image with the registry's credentials, if any, giving up after `timeout`.
     async fn pull_image(

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use jiff::Timestamp;
 
-use super::container::{ContainerState, ContainerTemplate, ObservedContainer};
+use super::container::{ContainerState, ContainerTemplate, ImageConfig, ObservedContainer};
 use super::daemon::Daemon;
 use super::error::DockerError;
 use super::naming::ContainerOwner;
@@ -40,6 +40,8 @@ pub struct FakeState {
     pub images: HashSet<String>,
     /// The `USER` of images that set one.
     pub image_users: HashMap<String, String>,
+    /// The `WORKDIR` of images that set one.
+    pub image_workdirs: HashMap<String, String>,
     /// Images a pull can fetch.
     pub pullable: HashSet<String>,
     pub containers: HashMap<String, FakeContainer>,
@@ -54,6 +56,12 @@ pub struct FakeState {
     pub pulled_with: Option<RegistryAuth>,
     /// Archives unpacked into containers, by container name.
     pub archives: HashMap<String, Vec<u8>>,
+}
+
+/// The ID the fake gives an image: its name, spelled as an ID, so a container created by name
+/// instead of by ID finds no image.
+pub fn image_id(image: &str) -> String {
+    format!("sha256:{image}")
 }
 
 /// The in-memory daemon.
@@ -135,24 +143,17 @@ impl Daemon for FakeDaemon {
             }))
     }
 
-    async fn has_image(&self, image: &str) -> Result<bool, DockerError> {
-        self.call("inspect_image", image, |cause| DockerError::InspectImage {
-            image: image.to_string(),
-            cause,
-        })?;
-        Ok(self.state().images.contains(image))
-    }
-
-    async fn image_user(&self, image: &str) -> Result<Option<String>, DockerError> {
+    async fn inspect_image(&self, image: &str) -> Result<Option<ImageConfig>, DockerError> {
         self.call("inspect_image", image, |cause| DockerError::InspectImage {
             image: image.to_string(),
             cause,
         })?;
         let state = self.state();
-        Ok(state
-            .images
-            .contains(image)
-            .then(|| state.image_users.get(image).cloned().unwrap_or_default()))
+        Ok(state.images.contains(image).then(|| ImageConfig {
+            id: image_id(image),
+            user: state.image_users.get(image).cloned().unwrap_or_default(),
+            working_dir: state.image_workdirs.get(image).cloned().unwrap_or_default(),
+        }))
     }
 
     async fn pull_image(
@@ -191,7 +192,11 @@ impl Daemon for FakeDaemon {
                 "Conflict. The container name is already in use",
             )));
         }
-        if !state.images.contains(&template.image) {
+        if !state
+            .images
+            .iter()
+            .any(|image| image_id(image) == template.image)
+        {
             return Err(error(refused(404, "No such image")));
         }
         let id = format!("id-{name}");

@@ -12,7 +12,9 @@ mod naming;
 pub use client::{
     DEFAULT_CONTAINER_LOG_BYTES, DEFAULT_LOG_TAIL_BYTES, DockerClient, MAX_LOG_TAIL_BYTES,
 };
-pub use container::{ContainerSecurity, ContainerState, ContainerTemplate, ObservedContainer};
+pub use container::{
+    ContainerSecurity, ContainerState, ContainerTemplate, ImageConfig, ObservedContainer,
+};
 pub use daemon::Daemon;
 pub use error::DockerError;
 pub use naming::{

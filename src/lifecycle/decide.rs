@@ -535,6 +535,9 @@ pub enum LaunchFailure {
     /// The run must not run as root and its image's user is root (or cannot be told apart
     /// from root); no container was created.
     RunsAsRoot(String),
+    /// The run sets no working directory and its image's `WORKDIR` is under a directory the
+    /// kernel owns; no container was created.
+    UnsafeWorkingDir(String),
 }
 
 /// How a launch that stopped short ends the run.
@@ -570,7 +573,9 @@ pub fn launch_failed(
             format!("the files of the volumes could not be written into the container: {message}"),
         ),
         LaunchFailure::PolicyViolation(message) => (Reason::PolicyViolation, message),
-        LaunchFailure::RunsAsRoot(message) => (Reason::StartFailed, message),
+        LaunchFailure::RunsAsRoot(message) | LaunchFailure::UnsafeWorkingDir(message) => {
+            (Reason::StartFailed, message)
+        }
     };
     Ending {
         phase: Phase::Failed,

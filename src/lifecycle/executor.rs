@@ -11,10 +11,14 @@ use super::decide::{
 use super::inputs::{self, Inputs};
 use super::security::{self, Settled};
 use super::status::{self, Location};
-use crate::api::{ImagePullPolicy, TaskRunPolicy, TaskRunSpec, TaskRunStatus, api_safe_tail};
+use crate::api::{
+    ImagePullPolicy, TaskRunPolicy, TaskRunSpec, TaskRunStatus, api_safe, api_safe_tail,
+    kernel_owned,
+};
 use crate::docker::{
     ContainerOwner, ContainerState, ContainerTemplate, DEFAULT_CONTAINER_LOG_BYTES,
-    DEFAULT_LOG_TAIL_BYTES, Daemon, DockerError, ObservedContainer, attempt_container_name,
+    DEFAULT_LOG_TAIL_BYTES, Daemon, DockerError, ImageConfig, ObservedContainer,
+    attempt_container_name,
 };
 
 /// Performs the Docker side of each [`Action`] for the runs of one node: the one door
@@ -330,53 +334,44 @@ impl Executor {
         let image = &run.spec.image;
         let policy = run.spec.image_pull_policy;
         let present = match policy {
-            ImagePullPolicy::Always => false,
+            ImagePullPolicy::Always => None,
             ImagePullPolicy::IfNotPresent | ImagePullPolicy::Never => {
-                match self.docker.has_image(image).await {
+                match self.inspect_image(image).await? {
                     Ok(present) => present,
-                    // The image inspect refuses only a malformed reference; its 5xx is the
-                    // daemon's own trouble.
-                    Err(e) if e.is_refusal() => {
-                        return Ok(Launched::Failed(LaunchFailure::InvalidImage(answer(e)?)));
-                    }
-                    Err(e) => return Err(e),
+                    Err(failure) => return Ok(Launched::Failed(failure)),
                 }
             }
         };
-        if !present {
-            if policy == ImagePullPolicy::Never {
-                return Ok(Launched::Failed(LaunchFailure::ImageMissing));
-            }
-            let auth = run.inputs.and_then(|i| i.registry_auth.as_ref());
-            if let Err(e) = self.docker.pull_image(image, auth, self.pull_timeout).await {
-                let malformed = e.has_status(400);
-                let message = answer(e)?;
-                return Ok(Launched::Failed(if malformed {
-                    LaunchFailure::InvalidImage(message)
-                } else {
-                    LaunchFailure::PullFailed(message)
-                }));
-            }
-        }
-        if settled.check_image_user {
-            match self.docker.image_user(image).await {
-                Ok(Some(user)) => {
-                    if let Err(message) = security::non_root_user(image, &user) {
-                        return Ok(Launched::Failed(LaunchFailure::RunsAsRoot(message)));
+        let config = match present {
+            Some(config) => config,
+            None => {
+                if let Some(failure) = self.pull(run, policy).await? {
+                    return Ok(Launched::Failed(failure));
+                }
+                match self.inspect_image(image).await? {
+                    Ok(Some(config)) => config,
+                    Ok(None) => {
+                        return Ok(Launched::Failed(LaunchFailure::ImageGone(format!(
+                            "No such image: {image}"
+                        ))));
                     }
+                    Err(failure) => return Ok(Launched::Failed(failure)),
                 }
-                Ok(None) => {
-                    return Ok(Launched::Failed(LaunchFailure::ImageGone(format!(
-                        "No such image: {image}"
-                    ))));
-                }
-                Err(e) if e.is_refusal() => {
-                    return Ok(Launched::Failed(LaunchFailure::InvalidImage(answer(e)?)));
-                }
-                Err(e) => return Err(e),
             }
+        };
+        if run.spec.working_dir.is_none() && kernel_owned(&config.working_dir) {
+            return Ok(Launched::Failed(LaunchFailure::UnsafeWorkingDir(format!(
+                "image {image} sets WORKDIR {:?}, under a directory the kernel owns (/proc, /sys, /dev) or with a '..' segment; set spec.workingDir",
+                api_safe(&config.working_dir, 256)
+            ))));
         }
-        let template = container_template(run, owner, self.output.node_bytes, settled);
+        if settled.check_image_user
+            && let Err(message) = security::non_root_user(image, &config.user)
+        {
+            return Ok(Launched::Failed(LaunchFailure::RunsAsRoot(message)));
+        }
+        let mut template = container_template(run, owner, self.output.node_bytes, settled);
+        template.image = config.id;
         let container_id = match self.docker.create_container(&template).await {
             Ok(id) => id,
             Err(e) if e.has_status(409) => return Ok(Launched::LookAgain),
@@ -400,6 +395,49 @@ impl Executor {
             Err(e) => {
                 self.start_refused(&template.owner.container_name(), e)
                     .await
+            }
+        }
+    }
+
+    /// What the daemon has of `image`: its config, `None` when it has no such image, or the
+    /// run's failure when it refuses the reference as malformed (its 5xx is the daemon's own
+    /// trouble, an error).
+    async fn inspect_image(
+        &self,
+        image: &str,
+    ) -> Result<Result<Option<ImageConfig>, LaunchFailure>, DockerError> {
+        match self.docker.inspect_image(image).await {
+            Ok(config) => Ok(Ok(config)),
+            Err(e) if e.is_refusal() => Ok(Err(LaunchFailure::InvalidImage(answer(e)?))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Pulls the run's image with its credentials, as `policy` allows; the failure of the run
+    /// when the image cannot be had.
+    async fn pull(
+        &self,
+        run: Run<'_>,
+        policy: ImagePullPolicy,
+    ) -> Result<Option<LaunchFailure>, DockerError> {
+        if policy == ImagePullPolicy::Never {
+            return Ok(Some(LaunchFailure::ImageMissing));
+        }
+        let auth = run.inputs.and_then(|i| i.registry_auth.as_ref());
+        match self
+            .docker
+            .pull_image(&run.spec.image, auth, self.pull_timeout)
+            .await
+        {
+            Ok(()) => Ok(None),
+            Err(e) => {
+                let malformed = e.has_status(400);
+                let message = answer(e)?;
+                Ok(Some(if malformed {
+                    LaunchFailure::InvalidImage(message)
+                } else {
+                    LaunchFailure::PullFailed(message)
+                }))
             }
         }
     }

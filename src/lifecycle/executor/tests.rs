@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use super::*;
 use crate::api::{Phase, Reason, TaskRunSpec, TaskRunStatus};
 use crate::docker::ContainerState;
-use crate::docker::fake::{Answer, FakeDaemon};
+use crate::docker::fake::{Answer, FakeDaemon, image_id};
 
 const UID: &str = "u1";
 const NAME: &str = "taskrun-u1";
@@ -628,6 +628,7 @@ async fn resolved_inputs_reach_the_pull_the_container_and_its_files_before_the_s
         [
             "inspect_image 127.0.0.1:5000/tool",
             "pull 127.0.0.1:5000/tool",
+            "inspect_image 127.0.0.1:5000/tool",
             "create taskrun-u1",
             "upload taskrun-u1",
             "start taskrun-u1"
@@ -636,6 +637,11 @@ async fn resolved_inputs_reach_the_pull_the_container_and_its_files_before_the_s
     let state = fake.state();
     assert_eq!(state.pulled_with, inputs.registry_auth);
     let template = &state.containers[NAME].template;
+    assert_eq!(
+        template.image,
+        image_id("127.0.0.1:5000/tool"),
+        "created from the ID of the image inspected, not its tag"
+    );
     assert_eq!(template.env[..inputs.env.len()], inputs.env[..]);
     assert_eq!(
         template.tmpfs,
@@ -663,12 +669,13 @@ async fn a_start_after_an_interrupted_launch_writes_the_files_again_and_a_refusa
         ..run(&spec, &status)
     };
     let executor = executor(&fake);
-    let template = container_template(
+    let mut template = container_template(
         run,
         executor.owner(run),
         1 << 20,
         security::settle(run.spec, run.namespace, None).unwrap(),
     );
+    template.image = image_id("busybox");
     fake.create_container(&template).await.unwrap();
     executor
         .perform(
@@ -814,4 +821,31 @@ async fn a_non_root_run_of_a_root_image_fails_before_any_container_exists() {
     .await
     .unwrap();
     assert_eq!(ended_with(&outcome).0, Some(Phase::Running));
+}
+
+#[tokio::test]
+async fn an_image_whose_workdir_the_kernel_owns_fails_before_any_container_exists() {
+    let fake = Arc::new(FakeDaemon::with_images(&["leaky"]));
+    fake.state()
+        .image_workdirs
+        .insert("leaky".into(), "/proc/self/fd/8".into());
+    let outcome = perform(&fake, "image: leaky", Action::Launch)
+        .await
+        .unwrap();
+    let (phase, reason, message) = ended_with(&outcome);
+    assert_eq!(
+        (phase, reason),
+        (Some(Phase::Failed), Some(Reason::StartFailed))
+    );
+    assert!(message.contains("WORKDIR \"/proc/self/fd/8\""), "{message}");
+    assert!(fake.state().containers.is_empty());
+
+    let outcome = perform(&fake, "image: leaky\nworkingDir: /work", Action::Launch)
+        .await
+        .unwrap();
+    assert_eq!(
+        ended_with(&outcome).0,
+        Some(Phase::Running),
+        "the spec's own working directory replaces the image's"
+    );
 }
