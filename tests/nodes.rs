@@ -12,7 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::ResourceExt;
 use taskrun_operator::api::{Phase, Reason, TaskRun};
 
-use common::{ControllerProcess, TestNamespace};
+use common::{ControllerProcess, NodeObject, TestNamespace};
 
 const MAIN_DOCKER: &str = "unix:///var/run/docker.sock";
 const LEASE: [&str; 2] = ["--lease-duration-seconds", "3"];
@@ -359,47 +359,6 @@ async fn an_agent_back_after_its_lease_expired_never_shares_a_run_with_a_peer() 
             on_a.contains_key(name),
             on_b.contains_key(name)
         );
-    }
-}
-
-/// A Node object for an agent's node, deleted when the test ends: the agents run as
-/// processes here, so the test plays the part of the kubelet that registers the Node.
-struct NodeObject {
-    nodes: kube::Api<k8s_openapi::api::core::v1::Node>,
-    name: String,
-}
-
-impl NodeObject {
-    async fn create(ns: &TestNamespace, name: &str, unschedulable: bool) -> Self {
-        let nodes = kube::Api::all(ns.client.clone());
-        let node = serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": { "name": name },
-            "spec": { "unschedulable": unschedulable },
-        }))
-        .unwrap();
-        nodes
-            .create(&kube::api::PostParams::default(), &node)
-            .await
-            .expect("create the Node object");
-        Self {
-            nodes,
-            name: name.to_string(),
-        }
-    }
-}
-
-impl Drop for NodeObject {
-    fn drop(&mut self) {
-        let _ = common::kubectl()
-            .args([
-                "delete",
-                "node",
-                &self.name,
-                "--ignore-not-found",
-                "--wait=false",
-            ])
-            .output();
     }
 }
 

@@ -583,3 +583,56 @@ async fn the_admission_policy_and_the_agent_agree_on_every_case() {
         .delete("by-kubectl", &DeleteParams::default())
         .await;
 }
+
+#[tokio::test]
+async fn a_namespace_at_its_ceiling_waits_and_runs_no_more_at_once_than_it_allows() {
+    let ns = TestNamespace::new("ceiling").await;
+    let mut objects = ClusterObjects::default();
+    objects
+        .policy(&ns.client, &ns.name, "maxRunningPerNamespace: 1")
+        .await;
+    let _agent = agent(&ns, &ns.name);
+    let runs = ["first", "second", "third"];
+    for name in runs {
+        ns.create(&common::taskrun_yaml(
+            name,
+            "image: busybox\ncommand: [sleep, '2']\ncleanup: Never",
+        ))
+        .await;
+    }
+    let mut waited = false;
+    for name in runs {
+        let taskrun = ns
+            .wait_for(name, "Running or NamespaceLimit", |tr| {
+                matches!(
+                    tr.status.as_ref().and_then(|s| s.reason),
+                    Some(Reason::NamespaceLimit | Reason::Running | Reason::Completed)
+                )
+            })
+            .await;
+        if let Some(Reason::NamespaceLimit) = status(&taskrun).reason {
+            let message = status(&taskrun).message.clone().unwrap_or_default();
+            assert!(message.contains("maxRunningPerNamespace (1)"), "{message}");
+            waited = true;
+        }
+    }
+    assert!(waited, "two of three runs waited for the ceiling");
+    let mut spans = Vec::new();
+    for name in runs {
+        let done = ns.wait_done(name).await;
+        assert_eq!(
+            outcome(&done),
+            (Some(Phase::Succeeded), Some(Reason::Completed))
+        );
+        let state = inspect(&done).await.state.expect("a container state");
+        let at = |time: Option<String>| -> jiff::Timestamp { time.unwrap().parse().unwrap() };
+        spans.push((at(state.started_at), at(state.finished_at)));
+    }
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "two runs of one namespace overlapped: {spans:?}"
+        );
+    }
+}

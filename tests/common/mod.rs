@@ -339,7 +339,10 @@ pub fn remove_containers_labelled_on(docker_host: Option<&str>, label: &str) {
 /// How to start one agent: what `taskrun controller` is given.
 #[derive(Clone, Debug)]
 pub struct Agent {
+    /// The namespace it watches; every namespace when empty.
     pub namespace: String,
+    /// The class of the TaskRuns it takes.
+    pub class: String,
     pub node: String,
     /// `DOCKER_HOST`; the default daemon when `None`.
     pub docker_host: Option<String>,
@@ -358,6 +361,7 @@ impl Agent {
     pub fn new(namespace: &str, node: &str) -> Self {
         Self {
             namespace: namespace.to_string(),
+            class: namespace.to_string(),
             node: node.to_string(),
             docker_host: None,
             kubeconfig: kubeconfig(),
@@ -398,7 +402,7 @@ impl Agent {
                 "--namespace",
                 &self.namespace,
                 "--class",
-                &self.namespace,
+                &self.class,
                 "--node-name",
                 &self.node,
                 "--sweep-interval-seconds",
@@ -794,4 +798,45 @@ pub fn run_with_input(mut command: Command, input: &[u8]) -> std::process::Outpu
         .expect("start the command");
     child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// A Node object for an agent's node, deleted when the test ends: the agents run as
+/// processes here, so the test plays the part of the kubelet that registers the Node.
+pub struct NodeObject {
+    pub nodes: kube::Api<k8s_openapi::api::core::v1::Node>,
+    pub name: String,
+}
+
+impl NodeObject {
+    pub async fn create(ns: &TestNamespace, name: &str, unschedulable: bool) -> Self {
+        let nodes = kube::Api::all(ns.client.clone());
+        let node = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": { "name": name },
+            "spec": { "unschedulable": unschedulable },
+        }))
+        .unwrap();
+        nodes
+            .create(&kube::api::PostParams::default(), &node)
+            .await
+            .expect("create the Node object");
+        Self {
+            nodes,
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Drop for NodeObject {
+    fn drop(&mut self) {
+        let _ = kubectl()
+            .args([
+                "delete",
+                "node",
+                &self.name,
+                "--ignore-not-found",
+                "--wait=false",
+            ])
+            .output();
+    }
 }

@@ -1,0 +1,296 @@
+//! What one tenant cannot take from the others, against the real API server and Docker daemon:
+//! a claim written by an author runs nothing past a node's capacity or its cordon, runs waiting
+//! for a reference hold no place, the claim annotations are refused at admission to anyone but
+//! the agents, and an image whose WORKDIR the kernel owns never gets a container.
+
+mod common;
+
+use std::process::Command;
+
+use bollard::query_parameters::InspectContainerOptions;
+use kube::ResourceExt;
+use kube::api::PostParams;
+use taskrun_operator::api::{Phase, Reason, TaskRun};
+use taskrun_operator::controller::CLASS_LABEL;
+
+use common::{Agent, ControllerProcess, NodeObject, TestNamespace};
+
+fn reason(taskrun: &TaskRun) -> Option<Reason> {
+    taskrun.status.as_ref().and_then(|s| s.reason)
+}
+
+fn phase(taskrun: &TaskRun) -> Option<Phase> {
+    taskrun.status.as_ref().and_then(|s| s.phase)
+}
+
+/// The most containers of `namespace` that ran at one moment, from their own start and finish
+/// times as Docker recorded them.
+async fn most_at_once(ns: &TestNamespace) -> usize {
+    let docker = common::docker().await;
+    let mut edges = Vec::new();
+    for container in ns.containers(&docker).await {
+        let id = container.id.expect("a container ID");
+        let state = docker
+            .inspect_container(&id, None::<InspectContainerOptions>)
+            .await
+            .expect("inspect a container")
+            .state
+            .expect("a container state");
+        let at = |time: Option<String>| -> jiff::Timestamp {
+            time.expect("a recorded time").parse().expect("a timestamp")
+        };
+        edges.push((at(state.started_at), 1i32));
+        edges.push((at(state.finished_at), -1));
+    }
+    edges.sort();
+    let (mut running, mut most) = (0, 0);
+    for (_, step) in edges {
+        running += step;
+        most = most.max(running);
+    }
+    usize::try_from(most).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn claims_written_by_an_author_start_nothing_on_a_cordoned_node_nor_past_max_running() {
+    let ns = TestNamespace::new("forged").await;
+    let node = NodeObject::create(&ns, &ns.node(), true).await;
+    let _agent =
+        ControllerProcess::start_with(&ns.name, &ns.node(), "127.0.0.1:0", &["--max-running", "2"]);
+    let runs: Vec<String> = (0..50).map(|i| format!("forged-{i}")).collect();
+    for name in &runs {
+        let mut yaml = common::taskrun_yaml(
+            name,
+            "image: busybox\ncommand: [sleep, '1']\ncleanup: Never",
+        );
+        yaml = yaml.replace(
+            "metadata:\n",
+            &format!(
+                "metadata:\n  annotations: {{taskrun.dev/node: {}}}\n",
+                ns.node()
+            ),
+        );
+        ns.create(&yaml).await;
+    }
+    for name in &runs {
+        let waiting = ns
+            .wait_for(name, "Unschedulable, its claim freed", |tr| {
+                reason(tr) == Some(Reason::Unschedulable)
+                    && !tr.annotations().contains_key("taskrun.dev/node")
+            })
+            .await;
+        assert_eq!(phase(&waiting), Some(Phase::Pending));
+    }
+    let docker = common::docker().await;
+    assert!(ns.containers(&docker).await.is_empty(), "nothing started");
+
+    let uncordoned = common::kubectl()
+        .args(["uncordon", &node.name])
+        .output()
+        .unwrap();
+    assert!(uncordoned.status.success(), "{uncordoned:?}");
+    for name in &runs {
+        let done = ns.wait_done(name).await;
+        assert_eq!(phase(&done), Some(Phase::Succeeded), "{name}");
+    }
+    let most = most_at_once(&ns).await;
+    assert!(
+        most <= 2,
+        "{most} containers ran at once under --max-running 2"
+    );
+}
+
+#[tokio::test]
+async fn runs_waiting_for_a_missing_secret_leave_another_namespaces_run_free_to_start() {
+    let waiting = TestNamespace::new("starver").await;
+    let other = TestNamespace::new("starved").await;
+    // One agent for both namespaces, as on a shared node.
+    let _agent = Agent {
+        namespace: String::new(),
+        extra: ["--max-running", "2", "--lease-namespace", &waiting.name]
+            .map(String::from)
+            .to_vec(),
+        ..Agent::new(&waiting.name, &waiting.node())
+    }
+    .start();
+    let runs: Vec<String> = (0..20).map(|i| format!("waits-{i}")).collect();
+    for name in &runs {
+        waiting
+            .create(&common::taskrun_yaml(
+                name,
+                "image: busybox\ncommand: ['true']\nenv: [{name: TOKEN, valueFrom: {secretKeyRef: {name: never-created, key: token}}}]",
+            ))
+            .await;
+    }
+    for name in &runs {
+        waiting
+            .wait_for(name, "ReferenceMissing", |tr| {
+                reason(tr) == Some(Reason::ReferenceMissing)
+            })
+            .await;
+    }
+    let mut free: TaskRun = serde_yaml::from_str(&common::taskrun_yaml(
+        "free",
+        "image: busybox\ncommand: ['true']",
+    ))
+    .unwrap();
+    free.labels_mut()
+        .insert(CLASS_LABEL.to_string(), waiting.name.clone());
+    other
+        .taskruns()
+        .create(&PostParams::default(), &free)
+        .await
+        .expect("create the other namespace's run");
+    let done = other.wait_done("free").await;
+    assert_eq!(phase(&done), Some(Phase::Succeeded), "{:?}", done.status);
+}
+
+/// `kubectl` as `user`, an author without any group but `system:authenticated`.
+fn kubectl_as(user: &str) -> Command {
+    let mut command = common::kubectl();
+    command.args(["--as", user, "--as-group", "system:authenticated"]);
+    command
+}
+
+#[tokio::test]
+async fn only_the_agents_may_write_the_claim_annotations() {
+    let ns = TestNamespace::new("claim-admission").await;
+    let applied = common::kubectl()
+        .args(["apply", "-f"])
+        .arg(common::repo_root().join("deploy/policy.yaml"))
+        .output()
+        .unwrap();
+    assert!(applied.status.success(), "{applied:?}");
+    let author = format!("author-{}", ns.name);
+    for grant in [
+        vec![
+            "create",
+            "role",
+            "author",
+            "--verb=create,get,list,watch,update,patch,delete",
+            "--resource=taskruns.taskrun.dev",
+        ],
+        vec![
+            "create",
+            "rolebinding",
+            "author",
+            "--role=author",
+            "--user",
+            &author,
+        ],
+    ] {
+        let granted = common::kubectl()
+            .args(grant)
+            .args(["-n", &ns.name])
+            .output()
+            .unwrap();
+        assert!(granted.status.success(), "{granted:?}");
+    }
+    let manifest = |name: &str, annotations: &str| {
+        common::taskrun_yaml(name, "image: busybox\ncommand: ['true']").replace(
+            "metadata:\n",
+            &format!(
+                "metadata:\n  namespace: {}\n  labels: {{{CLASS_LABEL}: {}}}\n  annotations: {{{annotations}}}\n",
+                ns.name, ns.name
+            ),
+        )
+    };
+    let create = |yaml: String| {
+        common::run_with_input(
+            {
+                let mut command = kubectl_as(&author);
+                command.args(["create", "-f", "-"]);
+                command
+            },
+            yaml.as_bytes(),
+        )
+    };
+    // The policy's bindings take a moment to reach the API server's admission.
+    let mut refused = None;
+    for _ in 0..100 {
+        let output = create(manifest("forged", "taskrun.dev/node: some-node"));
+        if !output.status.success() {
+            refused = Some(String::from_utf8_lossy(&output.stderr).to_string());
+            break;
+        }
+        let _ = common::kubectl()
+            .args([
+                "delete",
+                "taskrun",
+                "forged",
+                "-n",
+                &ns.name,
+                "--wait=false",
+            ])
+            .output();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let refused = refused.expect("a create with a claim is refused");
+    assert!(
+        refused.contains("written by the taskrun operator's agents only"),
+        "{refused}"
+    );
+    let attempt = create(manifest("attempt", "taskrun.dev/claim-attempt: '3'"));
+    assert!(!attempt.status.success(), "{attempt:?}");
+
+    let plain = create(manifest("plain", "team.example/owner: me"));
+    assert!(plain.status.success(), "{plain:?}");
+    let annotated = kubectl_as(&author)
+        .args([
+            "annotate",
+            "taskrun",
+            "plain",
+            "-n",
+            &ns.name,
+            "taskrun.dev/node=some-node",
+        ])
+        .output()
+        .unwrap();
+    assert!(!annotated.status.success(), "{annotated:?}");
+    let other = kubectl_as(&author)
+        .args([
+            "annotate",
+            "taskrun",
+            "plain",
+            "-n",
+            &ns.name,
+            "team.example/reviewed=yes",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        other.status.success(),
+        "other annotations stay the author's: {other:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_image_whose_workdir_the_kernel_owns_fails_before_any_container_exists() {
+    let ns = TestNamespace::new("workdir").await;
+    let image = format!("taskrun-test-leaky-workdir:{}", ns.name);
+    let built = common::run_with_input(
+        {
+            let mut command = Command::new("docker");
+            command.args(["build", "-q", "-t", &image, "-"]);
+            command
+        },
+        b"FROM busybox\nWORKDIR /proc/self/fd/8\n",
+    );
+    assert!(built.status.success(), "{built:?}");
+    let _agent = ns.start_controller();
+    ns.create(&common::taskrun_yaml(
+        "leaky",
+        &format!("image: {image}\nimagePullPolicy: Never\ncommand: ['true']"),
+    ))
+    .await;
+    let done = ns.wait_done("leaky").await;
+    let _ = Command::new("docker").args(["rmi", &image]).output();
+    assert_eq!(
+        (phase(&done), reason(&done)),
+        (Some(Phase::Failed), Some(Reason::StartFailed))
+    );
+    let message = done.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(message.contains("WORKDIR \"/proc/self/fd/8\""), "{message}");
+    let docker = common::docker().await;
+    assert!(ns.containers(&docker).await.is_empty(), "no container");
+}
