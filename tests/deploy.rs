@@ -56,15 +56,6 @@ async fn deploy_manifests_are_accepted_by_the_api_server() {
     // The cluster's TaskRunPolicy, read before any run starts; never written.
     assert_eq!(can_i("watch", "taskrunpolicies.taskrun.dev"), "yes");
     assert_eq!(can_i("update", "taskrunpolicies.taskrun.dev"), "no");
-    // What a TaskRun takes from its namespace: a Pod's reach there, and nothing more.
-    for (verb, resource) in [
-        ("get", "secrets"),
-        ("watch", "secrets"),
-        ("list", "configmaps"),
-        ("create", "serviceaccounts/token"),
-    ] {
-        assert_eq!(can_i(verb, resource), "yes", "{verb} {resource}");
-    }
     for (verb, resource) in [
         ("create", "secrets"),
         ("update", "secrets"),
@@ -78,6 +69,109 @@ async fn deploy_manifests_are_accepted_by_the_api_server() {
     ] {
         assert_eq!(can_i(verb, resource), "no", "{verb} {resource}");
     }
+    the_install_can_do_what_the_readme_says().await;
+}
+
+/// What `kubectl auth can-i --list` shows the operator's account may do in `namespace`: each
+/// resource with its verbs, Kubernetes' own rules for every account left out.
+fn rights_in(namespace: &str) -> std::collections::BTreeSet<(String, String)> {
+    let output = common::kubectl()
+        .args([
+            "auth",
+            "can-i",
+            "--list",
+            "-n",
+            namespace,
+            "--as=system:serviceaccount:taskrun-system:taskrun-operator",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let everyones = [
+        "selfsubjectreviews.authentication.k8s.io",
+        "selfsubjectaccessreviews.authorization.k8s.io",
+        "selfsubjectrulesreviews.authorization.k8s.io",
+        "clustertrustbundles.certificates.k8s.io",
+    ];
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .skip(1)
+        .filter(|line| !line.starts_with(' '))
+        .filter_map(|line| {
+            let resource = line.split_whitespace().next()?;
+            let (_, verbs) = line.rsplit_once('[')?;
+            let verbs = verbs.trim_end_matches(']').to_string();
+            (!everyones.contains(&resource)).then(|| (resource.to_string(), verbs))
+        })
+        .collect()
+}
+
+/// The README's table of what the default install can do: resource, verbs, and where.
+fn readme_rights() -> Vec<(String, String, String)> {
+    let readme = std::fs::read_to_string(common::repo_root().join("README.md")).unwrap();
+    let table = readme
+        .split_once("<!-- rbac-table -->")
+        .and_then(|(_, rest)| rest.split_once("<!-- /rbac-table -->"))
+        .expect("the README's RBAC table")
+        .0;
+    table
+        .lines()
+        .skip(3)
+        .filter_map(|row| {
+            let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+            let [resource, verbs, where_] = cells[..] else {
+                return None;
+            };
+            Some((
+                resource.trim_matches('`').into(),
+                verbs.into(),
+                where_.into(),
+            ))
+        })
+        .collect()
+}
+
+/// A fresh install can do in each namespace exactly what the README's table says: in one not
+/// opted in, in `taskrun-system`, and in one opted in by the README's command.
+async fn the_install_can_do_what_the_readme_says() {
+    let table = readme_rights();
+    assert!(table.len() >= 10, "{table:?}");
+    let expected = |places: &[&str]| -> std::collections::BTreeSet<(String, String)> {
+        table
+            .iter()
+            .filter(|(_, _, where_)| places.contains(&where_.as_str()))
+            .map(|(resource, verbs, _)| (resource.clone(), verbs.clone()))
+            .collect()
+    };
+    let ns = common::TestNamespace::new("rights").await;
+    assert_eq!(
+        rights_in(&ns.name),
+        expected(&["all"]),
+        "a namespace not opted in"
+    );
+    assert_eq!(
+        rights_in("taskrun-system"),
+        expected(&["all", "taskrun-system"]),
+        "the agents' own namespace"
+    );
+    let opted_in = common::kubectl()
+        .args([
+            "create",
+            "rolebinding",
+            "taskrun-operator",
+            "-n",
+            &ns.name,
+            "--clusterrole=taskrun-operator-workloads",
+            "--serviceaccount=taskrun-system:taskrun-operator",
+        ])
+        .output()
+        .unwrap();
+    assert!(opted_in.status.success(), "{opted_in:?}");
+    assert_eq!(
+        rights_in(&ns.name),
+        expected(&["all", "opted in"]),
+        "a namespace opted in"
+    );
 }
 
 fn yaml_file(path: &str) -> serde_yaml::Value {
