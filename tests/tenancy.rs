@@ -294,3 +294,47 @@ async fn an_image_whose_workdir_the_kernel_owns_fails_before_any_container_exist
     let docker = common::docker().await;
     assert!(ns.containers(&docker).await.is_empty(), "no container");
 }
+
+/// The effective capabilities the task's process reported, from `/proc/self/status`.
+fn capabilities(taskrun: &TaskRun) -> u64 {
+    let tail = taskrun
+        .status
+        .as_ref()
+        .and_then(|s| s.log_tail.clone())
+        .unwrap_or_default();
+    let hex = tail
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .expect("CapEff in the output")
+        .trim();
+    u64::from_str_radix(hex, 16).expect("hexadecimal capabilities")
+}
+
+#[tokio::test]
+async fn a_task_has_no_raw_sockets_unless_its_spec_adds_them_back() {
+    const NET_RAW: u64 = 1 << 13;
+    let ns = TestNamespace::new("net-raw").await;
+    let _agent = ns.start_controller();
+    let report = "image: busybox\ncommand: [grep, '^CapEff:', /proc/self/status]";
+    ns.create(&common::taskrun_yaml("default", report)).await;
+    ns.create(&common::taskrun_yaml(
+        "added",
+        &format!("{report}\nsecurityContext: {{capabilities: {{add: [NET_RAW]}}}}"),
+    ))
+    .await;
+    let default = ns.wait_done("default").await;
+    let added = ns.wait_done("added").await;
+    assert_eq!(
+        phase(&default),
+        Some(Phase::Succeeded),
+        "{:?}",
+        default.status
+    );
+    assert_eq!(capabilities(&default) & NET_RAW, 0, "dropped by default");
+    assert_eq!(
+        capabilities(&added) & NET_RAW,
+        NET_RAW,
+        "added back by the spec"
+    );
+    assert_ne!(capabilities(&default), 0, "Docker's other defaults stay");
+}

@@ -613,7 +613,10 @@ fn container_template(
         tmpfs: inputs
             .scratch
             .iter()
-            .map(|scratch| (scratch.path.clone(), tmpfs_options(scratch)))
+            .map(|scratch| {
+                let options = tmpfs_options(scratch, settled.memory_bytes);
+                (scratch.path.clone(), options)
+            })
             .collect(),
         extra_hosts: inputs.extra_hosts.clone(),
         security: settled.security,
@@ -622,12 +625,13 @@ fn container_template(
 }
 
 /// Docker's tmpfs options for an emptyDir: writable by every user and executable, as a Pod's
-/// emptyDir is, within its size limit.
-fn tmpfs_options(scratch: &inputs::Scratch) -> String {
+/// emptyDir is, within its size limit, or else the run's memory limit, which its pages count
+/// against anyway (the kernel's default is half the node's memory).
+fn tmpfs_options(scratch: &inputs::Scratch, memory_bytes: Option<i64>) -> String {
     let mut options = vec![if scratch.read_only { "ro" } else { "rw" }.to_string()];
     options.push("exec".into());
     options.push("mode=1777".into());
-    if let Some(bytes) = scratch.size_bytes {
+    if let Some(bytes) = scratch.size_bytes.or(memory_bytes) {
         options.push(format!("size={bytes}"));
     }
     options.join(",")

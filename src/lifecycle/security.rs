@@ -83,7 +83,7 @@ pub fn settle(
             user,
             read_only_root: context.read_only_root(),
             cap_add: names(context.added()),
-            cap_drop: names(context.dropped()),
+            cap_drop: dropped(context.added(), context.dropped()),
             no_new_privileges: !context.privilege_escalation(),
             pids_limit: rules.map_or(DEFAULT_PIDS_LIMIT, |r| r.pids_limit()),
             network_mode: rules
@@ -95,6 +95,22 @@ pub fn settle(
         nano_cpus,
         check_image_user: non_root && context.run_as_user.is_none(),
     })
+}
+
+/// The capabilities to drop: those the spec drops, and `NET_RAW` from Docker's default set
+/// unless the spec adds it back. Raw sockets let a task forge packets on the bridge (ARP
+/// spoofing of its neighbours) and no task needs them to ping: Docker lets every container
+/// open ICMP sockets without it.
+fn dropped(added: &[Capability], dropped: &[Capability]) -> Vec<String> {
+    let keeps_raw = added.contains(&Capability::NET_RAW)
+        || dropped
+            .iter()
+            .any(|c| matches!(c, Capability::ALL | Capability::NET_RAW));
+    dropped
+        .iter()
+        .chain((!keeps_raw).then_some(&Capability::NET_RAW))
+        .map(|c| c.as_str().to_string())
+        .collect()
 }
 
 /// Whether the image `image`, whose `USER` is `user`, runs as a user other than root, as a
@@ -144,7 +160,7 @@ mod tests {
                 user: None,
                 read_only_root: false,
                 cap_add: vec![],
-                cap_drop: vec![],
+                cap_drop: vec!["NET_RAW".into()],
                 no_new_privileges: true,
                 pids_limit: 4096,
                 network_mode: "bridge".into(),
@@ -166,6 +182,15 @@ mod tests {
         assert_eq!(s.security.cap_add, ["NET_BIND_SERVICE"]);
         assert_eq!(s.security.cap_drop, ["ALL"]);
         assert_eq!(s.security.network_mode, "none");
+        let raw = |yaml| settled(yaml, None).security.cap_drop;
+        assert_eq!(
+            raw("image: busybox\nsecurityContext: {capabilities: {drop: [CHOWN]}}"),
+            ["CHOWN", "NET_RAW"]
+        );
+        assert!(
+            raw("image: busybox\nsecurityContext: {capabilities: {add: [NET_RAW]}}").is_empty(),
+            "a spec may add it back"
+        );
         assert_eq!(
             settled("image: busybox\nsecurityContext: {runAsUser: 7}", None)
                 .security

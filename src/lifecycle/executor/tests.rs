@@ -849,3 +849,36 @@ async fn an_image_whose_workdir_the_kernel_owns_fails_before_any_container_exist
         "the spec's own working directory replaces the image's"
     );
 }
+
+#[tokio::test]
+async fn an_empty_dir_without_a_size_is_bounded_by_the_runs_memory_limit() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    let spec = spec(
+        "image: busybox\nresources: {limits: {memory: 64Mi}}\nvolumes: [{name: t, emptyDir: {}}]\nvolumeMounts: [{name: t, mountPath: /t}]",
+    );
+    let status = TaskRunStatus::default();
+    let inputs = Inputs {
+        scratch: vec![inputs::Scratch {
+            path: "/t".into(),
+            size_bytes: None,
+            read_only: false,
+        }],
+        ..Inputs::default()
+    };
+    let run = Run {
+        inputs: Some(&inputs),
+        ..run(&spec, &status)
+    };
+    let outcome = executor(&fake)
+        .perform(run, Action::Launch, Timestamp::UNIX_EPOCH)
+        .await
+        .unwrap();
+    assert_eq!(ended_with(&outcome).0, Some(Phase::Running));
+    assert_eq!(
+        fake.state().containers[NAME].template.tmpfs,
+        [(
+            "/t".to_string(),
+            "rw,exec,mode=1777,size=67108864".to_string()
+        )]
+    );
+}
