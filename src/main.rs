@@ -81,6 +81,10 @@ enum Command {
         /// taskrunpolicy`). Without that object, or its kind, runs get the hardened defaults.
         #[arg(long = "policy", value_name = "NAME", default_value = CLUSTER_POLICY)]
         policy_name: String,
+        /// Run tasks even on a Docker daemon whose containers get no seccomp filter; without it
+        /// the agent takes no run there and is not ready.
+        #[arg(long)]
+        allow_unconfined_seccomp: bool,
     },
     /// Print a CustomResourceDefinition as YAML: TaskRun's, or TaskRunPolicy's.
     Crd {
@@ -198,6 +202,7 @@ async fn main() -> ExitCode {
             task_api_server,
             task_api_server_ip,
             policy_name,
+            allow_unconfined_seccomp,
         } => {
             telemetry::init(log_format, "info,kube=warn");
             let config = ControllerConfig {
@@ -220,6 +225,7 @@ async fn main() -> ExitCode {
                 task_api_server,
                 task_api_server_ip,
                 policy_name,
+                allow_unconfined_seccomp,
             };
             match controller::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,

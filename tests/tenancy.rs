@@ -338,3 +338,52 @@ async fn a_task_has_no_raw_sockets_unless_its_spec_adds_them_back() {
     );
     assert_ne!(capabilities(&default), 0, "Docker's other defaults stay");
 }
+
+#[tokio::test]
+async fn the_agent_reads_how_its_daemon_confines_containers_and_says_so() {
+    let ns = TestNamespace::new("daemon-setup").await;
+    let health = common::free_address();
+    let _agent = Agent {
+        health_addr: health.clone(),
+        ..Agent::new(&ns.name, &ns.node())
+    }
+    .start();
+    let docker = common::docker().await;
+    let info = docker.info().await.expect("docker info");
+    let seccomp = info
+        .security_options
+        .unwrap_or_default()
+        .iter()
+        .find_map(|o| o.strip_prefix("name=seccomp,profile=").map(String::from))
+        .expect("this machine's daemon has seccomp");
+    let mut line = None;
+    for _ in 0..100 {
+        if let Some((200, metrics)) = common::http_get(&health, "/metrics").await {
+            line = metrics
+                .lines()
+                .find(|line| line.starts_with("taskrun_docker_daemon_info{"))
+                .map(String::from);
+            if line.is_some() {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let line = line.expect("the daemon's setup on /metrics");
+    let version = info.server_version.unwrap_or_default();
+    for label in [
+        format!("seccomp=\"{seccomp}\""),
+        format!("version=\"{version}\""),
+        "accepted=\"true\"".to_string(),
+    ] {
+        assert!(line.contains(&label), "{label} in {line}");
+    }
+    let log = std::fs::read_to_string(
+        common::repo_root().join(format!("target/test-logs/{}.log", ns.node())),
+    )
+    .unwrap();
+    assert!(
+        log.contains("the node's Docker daemon") && log.contains(&format!("seccomp {seccomp}")),
+        "logged once at start: {log}"
+    );
+}

@@ -68,6 +68,8 @@ pub struct Nodes {
     /// What the cluster's Node objects say; `None` until they were first read (or found
     /// forbidden).
     node_objects: RwLock<Option<NodeObjects>>,
+    /// Why this node takes no run at all, when its Docker daemon cannot confine a task.
+    refusal: RwLock<Option<String>>,
     /// Woken when this node has room for another run.
     pub room: Notify,
 }
@@ -107,6 +109,7 @@ impl Nodes {
             own_renewal: Mutex::default(),
             lease_duration,
             node_objects: RwLock::default(),
+            refusal: RwLock::default(),
             room: Notify::new(),
         }
     }
@@ -115,9 +118,11 @@ impl Nodes {
     /// it has room, and its own Lease is current, so no other agent can judge it lost while it
     /// starts something.
     pub fn can_take(&self, now: Instant) -> bool {
-        self.node_objects
-            .read()
-            .is_ok_and(|objects| objects.as_ref().is_some_and(|o| !o.cordoned))
+        self.refusal().is_none()
+            && self
+                .node_objects
+                .read()
+                .is_ok_and(|objects| objects.as_ref().is_some_and(|o| !o.cordoned))
             && self.own_lease_current(now)
             && self
                 .held
@@ -206,6 +211,9 @@ impl Nodes {
 
     /// Takes a place for the run, if there is room or it already has one.
     pub fn reserve(&self, uid: &str) -> bool {
+        if self.refusal().is_some() {
+            return false;
+        }
         let Ok(mut held) = self.held.lock() else {
             return false;
         };
@@ -239,6 +247,18 @@ impl Nodes {
     /// How many runs this node holds.
     pub fn held(&self) -> usize {
         self.held.lock().map_or(0, |held| held.len())
+    }
+
+    /// Makes this node take no run, for `why`.
+    pub fn refuse(&self, why: String) {
+        if let Ok(mut refusal) = self.refusal.write() {
+            *refusal = Some(why);
+        }
+    }
+
+    /// Why this node takes no run at all, if it takes none.
+    pub fn refusal(&self) -> Option<String> {
+        self.refusal.read().ok().and_then(|refusal| refusal.clone())
     }
 
     /// Whether this agent's Node is cordoned or deleted.

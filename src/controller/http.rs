@@ -64,15 +64,18 @@ async fn readyz(State(endpoints): State<Endpoints>) -> (StatusCode, String) {
 async fn readiness(
     context: &Context,
     store: &Store<DeserializeGuard<TaskRun>>,
-) -> Result<(), &'static str> {
+) -> Result<(), String> {
+    if let Some(why) = context.nodes.refusal() {
+        return Err(format!("this node takes no runs: {why}"));
+    }
     // A fresh future sees readiness at once; a long wait on one is not needed here.
     let synced = tokio::time::timeout(Duration::from_millis(50), store.wait_until_ready()).await;
     if !matches!(synced, Ok(Ok(()))) {
-        return Err("the TaskRun watch has not synced yet");
+        return Err("the TaskRun watch has not synced yet".into());
     }
     match tokio::time::timeout(Duration::from_secs(2), context.executor.ping()).await {
         Ok(Ok(())) => Ok(()),
-        _ => Err("the Docker daemon does not answer"),
+        _ => Err("the Docker daemon does not answer".into()),
     }
 }
 

@@ -33,7 +33,23 @@ pub struct Metrics {
     pub taskruns: Family<PhaseLabel, Gauge>,
     /// Time from container start to the end of the run, in seconds.
     pub run_duration: Histogram,
+    /// 1, labelled with how the node's Docker daemon confines containers.
+    pub docker_daemon: Family<DaemonLabels, Gauge>,
     registry: Registry,
+}
+
+/// The labels of [`Metrics::docker_daemon`]: what `docker info` says of confinement.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DaemonLabels {
+    pub version: String,
+    pub default_runtime: String,
+    pub runc_commit: String,
+    pub seccomp: String,
+    pub apparmor: String,
+    pub userns: String,
+    pub cgroup_version: String,
+    /// Whether the agent runs tasks on it: `false` when it refused the daemon.
+    pub accepted: String,
 }
 
 /// The label of [`Metrics::taskruns`].
@@ -78,6 +94,11 @@ impl Default for Metrics {
                 "Runs this node has claimed and not finished",
             ),
             taskruns: registered(r, "taskruns", "TaskRuns watched, by phase"),
+            docker_daemon: registered(
+                r,
+                "docker_daemon_info",
+                "How the node's Docker daemon confines containers, and whether the agent accepted it",
+            ),
             run_duration: {
                 let histogram = Histogram::new(DURATION_BUCKETS);
                 r.register_with_unit(

@@ -30,11 +30,11 @@ use kube::runtime::controller::{self, Controller};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use context::Context;
 pub use error::{Error, Result};
-pub use metrics::Metrics;
+pub use metrics::{DaemonLabels, Metrics};
 pub use policy::{Policy, PolicyView};
 
 use crate::api::{TaskRun, TaskRunStatus};
@@ -75,6 +75,8 @@ pub struct ControllerConfig {
     pub task_api_server_ip: Option<std::net::IpAddr>,
     /// The TaskRunPolicy this agent enforces.
     pub policy_name: String,
+    /// Run tasks even where the daemon gives containers no seccomp filter.
+    pub allow_unconfined_seccomp: bool,
 }
 
 /// Connects to the node's Docker daemon, waiting for it as long as it takes: an agent whose
@@ -89,6 +91,45 @@ async fn connect_docker() -> Result<DockerClient> {
         .notify(|e, delay| warn!(error = %e, retry_in = ?delay, "waiting for the Docker daemon"))
         .await
         .map_err(Error::Docker)
+}
+
+/// Reads how the node's daemon confines containers, logs it once, exposes it as a metric, and
+/// makes the node take no run when its containers would get no seccomp filter, unless
+/// `allow_unconfined` says otherwise.
+async fn judge_daemon(context: &Context, allow_unconfined: bool) -> Result<()> {
+    let waiting = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .without_max_times();
+    let setup = (|| context.executor.daemon_setup())
+        .retry(waiting)
+        .notify(|e, delay| warn!(error = %e, retry_in = ?delay, "waiting for the Docker daemon's setup"))
+        .await
+        .map_err(Error::Docker)?;
+    info!(daemon = %setup, "the node's Docker daemon");
+    let refusal = setup.refusal();
+    match &refusal {
+        Some(why) if allow_unconfined => {
+            warn!(reason = %why, "running tasks anyway: --allow-unconfined-seccomp");
+        }
+        Some(why) => {
+            error!(reason = %why, "this node takes no runs (--allow-unconfined-seccomp would allow them)");
+            context.nodes.refuse(why.clone());
+        }
+        None => {}
+    }
+    let labels = DaemonLabels {
+        version: setup.version.clone(),
+        default_runtime: setup.default_runtime.clone(),
+        runc_commit: setup.runc_commit.clone(),
+        seccomp: setup.seccomp.clone().unwrap_or_else(|| "none".into()),
+        apparmor: setup.apparmor.to_string(),
+        userns: setup.userns.to_string(),
+        cgroup_version: setup.cgroup_version.clone(),
+        accepted: (refusal.is_none() || allow_unconfined).to_string(),
+    };
+    context.metrics.docker_daemon.get_or_create(&labels).set(1);
+    Ok(())
 }
 
 /// Where task containers reach the API server: the configured address, else the one the
@@ -290,6 +331,8 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         .with_policy(Policy::new(config.policy_name.clone()))
         .with_taskruns(cache.clone()),
     );
+
+    judge_daemon(&context, config.allow_unconfined_seccomp).await?;
 
     let (stopped_tx, stopped_rx) = mpsc::channel(1024);
     let (resync_tx, resync_rx) = mpsc::channel(1);

@@ -152,6 +152,15 @@ async fn place_and_act(
         }
     };
     let pruning = decide_pruning(&taskrun.spec, &status, Timestamp::now());
+    // Why this node takes no new run at all, if it takes none.
+    let closed = match context.nodes.refusal() {
+        Some(why) => Some(format!(
+            "node {node} takes no runs: {why}; waiting for a node that does"
+        )),
+        None => context.nodes.cordoned().then(|| {
+            format!("node {node} is cordoned and takes no new runs; waiting for a node that does")
+        }),
+    };
     match place(claim, node_state) {
         Placement::Mine | Placement::Unattended if pruning == Pruning::Delete => {
             context.nodes.release(&uid);
@@ -167,14 +176,12 @@ async fn place_and_act(
             Claimed::Won(claimed) => apply(&claimed, api, context, None).await,
             Claimed::Not(requeue) => Ok(requeue),
         },
-        Placement::Full if context.nodes.cordoned() => {
+        Placement::Full if let Some(message) = closed => {
             let pinned_here = taskrun.spec.node_name.as_deref() == Some(node);
             if (pinned_here || !context.nodes.others_live(node))
-                && status.reason != Some(Reason::Unschedulable)
+                && (status.reason != Some(Reason::Unschedulable)
+                    || status.message.as_deref() != Some(message.as_str()))
             {
-                let message = format!(
-                    "node {node} is cordoned and takes no new runs; waiting for a node that does"
-                );
                 hold(taskrun, api, context, Reason::Unschedulable, &message).await?;
             }
             Ok(by_deadline(RESYNC))

@@ -122,6 +122,7 @@ async fn pass_under(
         policy,
         vouches: true,
         cordoned: false,
+        refusal: None,
     };
     pass_by(agent, taskrun, fake, server).await;
 }
@@ -133,6 +134,8 @@ struct Agent {
     vouches: bool,
     /// Its Node is cordoned.
     cordoned: bool,
+    /// Why it takes no run at all, if it takes none (its daemon's setup).
+    refusal: Option<&'static str>,
 }
 
 /// One pass over `taskrun` by `agent`, of [`NODE`].
@@ -141,6 +144,7 @@ async fn pass_by(agent: Agent, taskrun: &TaskRun, fake: &Arc<FakeDaemon>, server
         policy,
         vouches,
         cordoned,
+        refusal,
     } = agent;
     let client = client(server.clone(), taskrun);
     let executor = Executor::new(
@@ -158,6 +162,9 @@ async fn pass_by(agent: Agent, taskrun: &TaskRun, fake: &Arc<FakeDaemon>, server
         cordoned,
         ..NodeObjects::default()
     });
+    if let Some(why) = refusal {
+        context.nodes.refuse(why.into());
+    }
     if vouches && let Some(uid) = &taskrun.metadata.uid {
         context.nodes.vouch(uid);
     }
@@ -214,6 +221,7 @@ async fn a_claim_this_agent_did_not_write_is_claimed_again_or_freed_never_truste
             policy: Policy::known(CLUSTER_POLICY, None),
             vouches: false,
             cordoned,
+            refusal: None,
         };
         pass_by(agent, &taskrun(CLAIMED), &fake, &server).await;
         let writes = server.taskrun_writes();
@@ -232,6 +240,35 @@ async fn a_claim_this_agent_did_not_write_is_claimed_again_or_freed_never_truste
             assert_eq!(fake.state().containers.len(), 1);
         }
     }
+}
+
+#[tokio::test]
+async fn a_node_whose_daemon_cannot_confine_a_task_takes_no_run_and_says_why() {
+    let (fake, server) = (
+        Arc::new(FakeDaemon::with_images(&["busybox"])),
+        Arc::<ApiServer>::default(),
+    );
+    let agent = Agent {
+        policy: Policy::known(CLUSTER_POLICY, None),
+        vouches: false,
+        cordoned: false,
+        refusal: Some("the Docker daemon runs containers with seccomp unconfined"),
+    };
+    let pinned = taskrun(&format!(
+        "metadata: {{name: hello}}\nspec: {{image: busybox, nodeName: {NODE}}}"
+    ));
+    pass_by(agent, &pinned, &fake, &server).await;
+    let writes = server.taskrun_writes();
+    assert_eq!(writes.len(), 1, "no claim, one status: {writes:#?}");
+    let status = written_status(&writes[0]);
+    assert_eq!(status.reason, Some(Reason::Unschedulable));
+    assert!(
+        status
+            .message
+            .unwrap_or_default()
+            .contains("takes no runs: the Docker daemon runs containers with seccomp unconfined"),
+    );
+    assert!(fake.state().containers.is_empty(), "{:?}", fake.calls());
 }
 
 #[tokio::test]

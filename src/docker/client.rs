@@ -20,6 +20,7 @@ use super::container::{
 use super::daemon::Daemon;
 use super::error::DockerError;
 use super::naming::{ContainerOwner, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY};
+use super::setup::DaemonSetup;
 use crate::lifecycle::inputs::RegistryAuth;
 
 /// A connection to one Docker daemon.
@@ -71,6 +72,29 @@ impl Daemon for DockerClient {
             .await
             .map(drop)
             .map_err(DockerError::Connect)
+    }
+
+    async fn setup(&self) -> Result<DaemonSetup, DockerError> {
+        let info = self.docker.info().await.map_err(DockerError::Info)?;
+        let mut runtimes: Vec<(String, String)> = info
+            .runtimes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, runtime)| (name, runtime.path.unwrap_or_default()))
+            .collect();
+        runtimes.sort();
+        let setup = DaemonSetup {
+            version: info.server_version.unwrap_or_default(),
+            default_runtime: info.default_runtime.unwrap_or_default(),
+            runtimes,
+            runc_commit: info.runc_commit.and_then(|c| c.id).unwrap_or_default(),
+            cgroup_version: info
+                .cgroup_version
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            ..DaemonSetup::default()
+        };
+        Ok(setup.with_security_options(&info.security_options.unwrap_or_default()))
     }
 
     async fn inspect_container(

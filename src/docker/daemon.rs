@@ -6,6 +6,7 @@ use futures::stream::BoxStream;
 use super::container::{ContainerTemplate, ImageConfig, ObservedContainer};
 use super::error::DockerError;
 use super::naming::ContainerOwner;
+use super::setup::DaemonSetup;
 use crate::lifecycle::inputs::RegistryAuth;
 
 /// What the operator asks of a node's Docker daemon: one method per Docker verb. The real
@@ -18,6 +19,9 @@ pub trait Daemon: Send + Sync {
     /// The container with this name, or `None` when there is none.
     async fn inspect_container(&self, name: &str)
     -> Result<Option<ObservedContainer>, DockerError>;
+
+    /// The daemon's version, runtimes and confinement.
+    async fn setup(&self) -> Result<DaemonSetup, DockerError>;
 
     /// The image's ID, user and working directory; `None` when the daemon has no such image.
     async fn inspect_image(&self, image: &str) -> Result<Option<ImageConfig>, DockerError>;

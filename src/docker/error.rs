@@ -8,6 +8,8 @@ pub enum DockerError {
     Connect(BollardError),
     #[error("failed to inspect container {name}: {cause}")]
     InspectContainer { name: String, cause: BollardError },
+    #[error("failed to read the daemon's setup (docker info): {0}")]
+    Info(BollardError),
     #[error("failed to inspect image {image}: {cause}")]
     InspectImage { image: String, cause: BollardError },
     #[error("failed to pull image {image}: {cause}")]
@@ -37,7 +39,7 @@ pub enum DockerError {
 impl DockerError {
     fn cause(&self) -> Option<&BollardError> {
         match self {
-            Self::Connect(e) | Self::ListContainers(e) | Self::Events(e) => Some(e),
+            Self::Connect(e) | Self::ListContainers(e) | Self::Events(e) | Self::Info(e) => Some(e),
             Self::InspectContainer { cause, .. }
             | Self::InspectImage { cause, .. }
             | Self::PullImage { cause, .. }

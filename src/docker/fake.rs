@@ -15,6 +15,7 @@ use super::container::{ContainerState, ContainerTemplate, ImageConfig, ObservedC
 use super::daemon::Daemon;
 use super::error::DockerError;
 use super::naming::ContainerOwner;
+use super::setup::DaemonSetup;
 use crate::lifecycle::inputs::RegistryAuth;
 
 /// How the fake answers one verb instead of doing it.
@@ -121,6 +122,14 @@ fn refused(status_code: u16, message: &str) -> BollardError {
 impl Daemon for FakeDaemon {
     async fn ping(&self) -> Result<(), DockerError> {
         self.call("ping", "", DockerError::Connect)
+    }
+
+    async fn setup(&self) -> Result<DaemonSetup, DockerError> {
+        self.call("info", "", DockerError::Info)?;
+        Ok(DaemonSetup {
+            seccomp: Some("default".into()),
+            ..DaemonSetup::default()
+        })
     }
 
     async fn inspect_container(

@@ -8,6 +8,7 @@ mod error;
 #[cfg(test)]
 pub mod fake;
 mod naming;
+mod setup;
 
 pub use client::{
     DEFAULT_CONTAINER_LOG_BYTES, DEFAULT_LOG_TAIL_BYTES, DockerClient, MAX_LOG_TAIL_BYTES,
@@ -21,3 +22,4 @@ pub use naming::{
     ContainerOwner, LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_NAME, LABEL_NAMESPACE, LABEL_NODE,
     LABEL_UID, MANAGED_BY, attempt_container_name, container_name,
 };
+pub use setup::DaemonSetup;

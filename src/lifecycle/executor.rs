@@ -17,7 +17,7 @@ use crate::api::{
 };
 use crate::docker::{
     ContainerOwner, ContainerState, ContainerTemplate, DEFAULT_CONTAINER_LOG_BYTES,
-    DEFAULT_LOG_TAIL_BYTES, Daemon, DockerError, ImageConfig, ObservedContainer,
+    DEFAULT_LOG_TAIL_BYTES, Daemon, DaemonSetup, DockerError, ImageConfig, ObservedContainer,
     attempt_container_name,
 };
 
@@ -126,6 +126,11 @@ impl Executor {
     /// Whether the daemon answers.
     pub async fn ping(&self) -> Result<(), DockerError> {
         self.docker.ping().await
+    }
+
+    /// How the daemon confines containers.
+    pub async fn daemon_setup(&self) -> Result<DaemonSetup, DockerError> {
+        self.docker.setup().await
     }
 
     /// The container of the run's `attempt`, and the previous attempt's, where they exist.
