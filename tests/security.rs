@@ -178,7 +178,7 @@ async fn every_container_is_hardened_by_default() {
     assert_eq!(host.security_opt, Some(vec!["no-new-privileges".into()]));
     assert_eq!(host.pids_limit, Some(4096));
     assert_eq!(host.privileged, Some(false));
-    assert_eq!(host.network_mode.as_deref(), Some("bridge"));
+    assert_eq!(host.network_mode.as_deref(), Some("taskrun"));
     assert_eq!(host.ipc_mode.as_deref(), Some("private"));
     assert_eq!(host.pid_mode.as_deref().unwrap_or(""), "");
     assert_eq!(host.uts_mode.as_deref().unwrap_or(""), "");

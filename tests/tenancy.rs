@@ -387,3 +387,62 @@ async fn the_agent_reads_how_its_daemon_confines_containers_and_says_so() {
         "logged once at start: {log}"
     );
 }
+
+#[tokio::test]
+async fn bridge_tasks_cannot_reach_each_other() {
+    let ns = TestNamespace::new("icc").await;
+    let _agent = ns.start_controller();
+    ns.create(&common::taskrun_yaml(
+        "listener",
+        "image: busybox\ncommand: [sh, -c, 'timeout 20 nc -l -p 7000; true']",
+    ))
+    .await;
+    let running = ns
+        .wait_for("listener", "Running", |tr| {
+            phase(tr) == Some(Phase::Running)
+        })
+        .await;
+    let name = running
+        .status
+        .and_then(|s| s.container_name)
+        .expect("a container name");
+    let docker = common::docker().await;
+    let inspected = docker
+        .inspect_container(&name, None::<InspectContainerOptions>)
+        .await
+        .expect("inspect the listener");
+    let networks = inspected
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default();
+    let address = networks
+        .get("taskrun")
+        .and_then(|endpoint| endpoint.ip_address.clone())
+        .filter(|address| !address.is_empty())
+        .unwrap_or_else(|| panic!("the listener on the taskrun network: {networks:?}"));
+    ns.create(&common::taskrun_yaml(
+        "neighbour",
+        &format!(
+            "image: busybox\ncommand: [sh, -c, 'if echo hello | nc -w 3 {address} 7000; then echo reached; else echo blocked; fi']"
+        ),
+    ))
+    .await;
+    let done = ns.wait_done("neighbour").await;
+    let tail = done.status.and_then(|s| s.log_tail).unwrap_or_default();
+    assert_eq!(
+        tail.trim(),
+        "blocked",
+        "a task reached its neighbour at {address}"
+    );
+    let network = docker
+        .inspect_network("taskrun", None)
+        .await
+        .expect("the operator's network");
+    let options = network.options.unwrap_or_default();
+    assert_eq!(
+        options
+            .get("com.docker.network.bridge.enable_icc")
+            .map(String::as_str),
+        Some("false")
+    );
+}

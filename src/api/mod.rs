@@ -16,7 +16,7 @@ pub use policy::{
     admission_policy_binding, image_matches, policy_violations,
 };
 pub use quantity::{parse_cpu_nanos, parse_memory_bytes};
-pub use security::{Capabilities, Capability, Network, SecurityContext};
+pub use security::{Capabilities, Capability, Network, SecurityContext, TASK_NETWORK};
 pub use spec::{
     Backoff, CleanupPolicy, DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS, EnvVar, ImagePullPolicy,
     ResourceLimits, ResourceRequirements, RetryPolicy, RetryReason, TaskRun, TaskRunSpec,

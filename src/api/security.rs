@@ -111,11 +111,16 @@ pub enum Network {
     None,
 }
 
+/// The Docker bridge network the operator creates on each node for `Bridge` tasks, with
+/// inter-container traffic off.
+pub const TASK_NETWORK: &str = "taskrun";
+
 impl Network {
-    /// Docker's `NetworkMode` for it.
+    /// Docker's `NetworkMode` for it: `Bridge` is the operator's own bridge network, on which
+    /// tasks cannot reach each other.
     pub fn docker_mode(self) -> &'static str {
         match self {
-            Self::Bridge => "bridge",
+            Self::Bridge => TASK_NETWORK,
             Self::None => "none",
         }
     }

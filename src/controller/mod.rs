@@ -38,7 +38,7 @@ pub use metrics::{DaemonLabels, Metrics};
 pub use policy::{Policy, PolicyView};
 
 use crate::api::{TaskRun, TaskRunStatus};
-use crate::docker::DockerClient;
+use crate::docker::{DockerClient, DockerError};
 use crate::lifecycle::inputs::TaskApi;
 use crate::lifecycle::{CLAIM_ANNOTATION, CLAIM_ATTEMPT_ANNOTATION, Executor, OutputLimits};
 
@@ -79,15 +79,19 @@ pub struct ControllerConfig {
     pub allow_unconfined_seccomp: bool,
 }
 
+/// How the agent waits for its Docker daemon at start: half a second, doubling up to 30 s.
+fn daemon_wait() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .without_max_times()
+}
+
 /// Connects to the node's Docker daemon, waiting for it as long as it takes: an agent whose
 /// daemon is down has nothing to do but wait, and exiting would only make a crash loop.
 async fn connect_docker() -> Result<DockerClient> {
-    let waiting = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(30))
-        .without_max_times();
     DockerClient::connect
-        .retry(waiting)
+        .retry(daemon_wait())
         .notify(|e, delay| warn!(error = %e, retry_in = ?delay, "waiting for the Docker daemon"))
         .await
         .map_err(Error::Docker)
@@ -97,12 +101,8 @@ async fn connect_docker() -> Result<DockerClient> {
 /// makes the node take no run when its containers would get no seccomp filter, unless
 /// `allow_unconfined` says otherwise.
 async fn judge_daemon(context: &Context, allow_unconfined: bool) -> Result<()> {
-    let waiting = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(30))
-        .without_max_times();
     let setup = (|| context.executor.daemon_setup())
-        .retry(waiting)
+        .retry(daemon_wait())
         .notify(|e, delay| warn!(error = %e, retry_in = ?delay, "waiting for the Docker daemon's setup"))
         .await
         .map_err(Error::Docker)?;
@@ -130,6 +130,28 @@ async fn judge_daemon(context: &Context, allow_unconfined: bool) -> Result<()> {
     };
     context.metrics.docker_daemon.get_or_create(&labels).set(1);
     Ok(())
+}
+
+/// Makes sure the network of `Bridge` tasks is there, waiting for the daemon as long as it
+/// takes. A network of that name the operator did not make is never used: the node takes no
+/// run until it is removed.
+async fn prepare_network(context: &Context) -> Result<()> {
+    let prepared = (|| context.executor.prepare_network())
+        .retry(daemon_wait())
+        .when(|e| !matches!(e, DockerError::ForeignNetwork { .. }))
+        .notify(
+            |e, delay| warn!(error = %e, retry_in = ?delay, "waiting to set up the task network"),
+        )
+        .await;
+    match prepared {
+        Ok(()) => Ok(()),
+        Err(e @ DockerError::ForeignNetwork { .. }) => {
+            error!(error = %e, "this node takes no runs");
+            context.nodes.refuse(e.to_string());
+            Ok(())
+        }
+        Err(e) => Err(Error::Docker(e)),
+    }
 }
 
 /// Where task containers reach the API server: the configured address, else the one the
@@ -333,6 +355,7 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
     );
 
     judge_daemon(&context, config.allow_unconfined_seccomp).await?;
+    prepare_network(&context).await?;
 
     let (stopped_tx, stopped_rx) = mpsc::channel(1024);
     let (resync_tx, resync_rx) = mpsc::channel(1);

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -44,6 +44,9 @@ pub const MAX_LOG_TAIL_BYTES: usize = 64 * 1024;
 /// Most bytes of output kept on the node per container, unless the agent is told otherwise.
 pub const DEFAULT_CONTAINER_LOG_BYTES: u64 = 10 * 1024 * 1024;
 
+/// The bridge driver's option that turns traffic between a network's containers on or off.
+const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
+
 impl DockerClient {
     /// Connects to `DOCKER_HOST`, or the default socket, and settles on an API version both
     /// sides speak (Debian's engine speaks 1.41, older than this client's default).
@@ -72,6 +75,59 @@ impl Daemon for DockerClient {
             .await
             .map(drop)
             .map_err(DockerError::Connect)
+    }
+
+    async fn ensure_task_network(&self, name: &str) -> Result<(), DockerError> {
+        let error = |cause| DockerError::Network {
+            name: name.to_string(),
+            cause,
+        };
+        match self.docker.inspect_network(name, None).await {
+            Ok(found) => {
+                let ours = found
+                    .labels
+                    .unwrap_or_default()
+                    .get(LABEL_MANAGED_BY)
+                    .is_some_and(|v| v == MANAGED_BY);
+                let icc_off = found
+                    .options
+                    .unwrap_or_default()
+                    .get(ICC_OPTION)
+                    .is_some_and(|v| v == "false");
+                return if ours && icc_off {
+                    Ok(())
+                } else {
+                    Err(DockerError::ForeignNetwork {
+                        name: name.to_string(),
+                    })
+                };
+            }
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(cause) => return Err(error(cause)),
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            options: Some(HashMap::from([(
+                ICC_OPTION.to_string(),
+                "false".to_string(),
+            )])),
+            labels: Some(HashMap::from([(
+                LABEL_MANAGED_BY.to_string(),
+                MANAGED_BY.to_string(),
+            )])),
+            ..NetworkCreateRequest::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(()),
+            // Another agent on the same daemon made it first.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(cause) => Err(error(cause)),
+        }
     }
 
     async fn setup(&self) -> Result<DaemonSetup, DockerError> {

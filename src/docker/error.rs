@@ -8,6 +8,12 @@ pub enum DockerError {
     Connect(BollardError),
     #[error("failed to inspect container {name}: {cause}")]
     InspectContainer { name: String, cause: BollardError },
+    #[error("failed to set up the task network {name}: {cause}")]
+    Network { name: String, cause: BollardError },
+    #[error(
+        "the Docker network {name} exists but was not made by this operator with traffic between containers off; remove it and the agent makes it again"
+    )]
+    ForeignNetwork { name: String },
     #[error("failed to read the daemon's setup (docker info): {0}")]
     Info(BollardError),
     #[error("failed to inspect image {image}: {cause}")]
@@ -42,6 +48,7 @@ impl DockerError {
             Self::Connect(e) | Self::ListContainers(e) | Self::Events(e) | Self::Info(e) => Some(e),
             Self::InspectContainer { cause, .. }
             | Self::InspectImage { cause, .. }
+            | Self::Network { cause, .. }
             | Self::PullImage { cause, .. }
             | Self::CreateContainer { cause, .. }
             | Self::UploadArchive { cause, .. }
@@ -50,7 +57,7 @@ impl DockerError {
             | Self::RemoveContainer { cause, .. }
             | Self::ReadLogs { cause, .. }
             | Self::WaitContainer { cause, .. } => Some(cause),
-            Self::PullTimeout { .. } => None,
+            Self::PullTimeout { .. } | Self::ForeignNetwork { .. } => None,
         }
     }
 

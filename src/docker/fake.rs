@@ -124,6 +124,13 @@ impl Daemon for FakeDaemon {
         self.call("ping", "", DockerError::Connect)
     }
 
+    async fn ensure_task_network(&self, name: &str) -> Result<(), DockerError> {
+        self.call("network", name, |cause| DockerError::Network {
+            name: name.to_string(),
+            cause,
+        })
+    }
+
     async fn setup(&self) -> Result<DaemonSetup, DockerError> {
         self.call("info", "", DockerError::Info)?;
         Ok(DaemonSetup {

@@ -12,8 +12,8 @@ use super::inputs::{self, Inputs};
 use super::security::{self, Settled};
 use super::status::{self, Location};
 use crate::api::{
-    ImagePullPolicy, TaskRunPolicy, TaskRunSpec, TaskRunStatus, api_safe, api_safe_tail,
-    kernel_owned,
+    ImagePullPolicy, TASK_NETWORK, TaskRunPolicy, TaskRunSpec, TaskRunStatus, api_safe,
+    api_safe_tail, kernel_owned,
 };
 use crate::docker::{
     ContainerOwner, ContainerState, ContainerTemplate, DEFAULT_CONTAINER_LOG_BYTES,
@@ -126,6 +126,11 @@ impl Executor {
     /// Whether the daemon answers.
     pub async fn ping(&self) -> Result<(), DockerError> {
         self.docker.ping().await
+    }
+
+    /// Makes sure the network of `Bridge` tasks exists, with traffic between tasks off.
+    pub async fn prepare_network(&self) -> Result<(), DockerError> {
+        self.docker.ensure_task_network(TASK_NETWORK).await
     }
 
     /// How the daemon confines containers.

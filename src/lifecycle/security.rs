@@ -163,7 +163,7 @@ mod tests {
                 cap_drop: vec!["NET_RAW".into()],
                 no_new_privileges: true,
                 pids_limit: 4096,
-                network_mode: "bridge".into(),
+                network_mode: "taskrun".into(),
             }
         );
         assert_eq!((s.memory_bytes, s.nano_cpus), (None, None));
@@ -246,7 +246,7 @@ mod tests {
             Some("defaultLimits: {memory: 32Mi}\ndefaultNetwork: None"),
         );
         assert_eq!(own.memory_bytes, Some(16 << 20));
-        assert_eq!(own.security.network_mode, "bridge");
+        assert_eq!(own.security.network_mode, "taskrun");
     }
 
     #[test]

@@ -121,6 +121,10 @@ pub async fn run(options: RunOptions) -> ExitCode {
         PULL_TIMEOUT,
         OutputLimits::default(),
     );
+    if let Err(e) = executor.prepare_network().await {
+        eprintln!("taskrun: {e}");
+        return ExitCode::from(EXIT_FAILED);
+    }
 
     let statuses: Vec<TaskRunStatus> = futures::stream::iter(&tasks)
         .map(|task| run_task(&executor, task, &reporter, &interrupt, policy.as_ref()))

@@ -727,7 +727,11 @@ async fn every_container_is_hardened_and_carries_its_security_context() {
     let hardened = fake.state().containers[NAME].template.security.clone();
     assert!(hardened.no_new_privileges);
     assert_eq!(hardened.pids_limit, 4096);
-    assert_eq!(hardened.network_mode, "bridge");
+    assert_eq!(
+        hardened.network_mode, "taskrun",
+        "the operator's own bridge"
+    );
+    assert_eq!(hardened.cap_drop, ["NET_RAW"]);
     assert_eq!(hardened.user, None);
 
     let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
