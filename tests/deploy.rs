@@ -322,6 +322,8 @@ async fn the_operator_image_runs_with_only_what_a_pod_has() {
             &format!("KUBERNETES_SERVICE_PORT={port}"),
         ])
         .args(["-e", &format!("NODE_NAME={}", ns.node())])
+        // The DaemonSet's downward API: the agents' Leases live in their own namespace.
+        .args(["-e", "POD_NAMESPACE=taskrun-system"])
         .args([
             "taskrun-operator:dev",
             "controller",

@@ -289,7 +289,7 @@ async fn network_none_has_only_loopback_and_the_bridge_reaches_its_gateway() {
     .await;
     ns.create(&common::taskrun_yaml(
         "bridged",
-        "image: busybox\ncommand: [sh, -c, 'gw=$(ip route | awk \"/^default/ {print \\$3}\"); ping -c 1 -W 5 $gw >/dev/null && echo reached $gw']\nnetwork: Bridge",
+        "image: busybox\ncommand: [sh, -c, 'gw=$(ip route | awk \"/^default/ {print \\$3}\"); ping -c 1 -W 5 $gw >/dev/null && echo reached $gw']\nnetwork: Bridge\nsecurityContext: {capabilities: {add: [NET_RAW]}}",
     ))
     .await;
     let isolated = ns.wait_done("isolated").await;

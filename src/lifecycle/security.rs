@@ -99,8 +99,8 @@ pub fn settle(
 
 /// The capabilities to drop: those the spec drops, and `NET_RAW` from Docker's default set
 /// unless the spec adds it back. Raw sockets let a task forge packets on the bridge (ARP
-/// spoofing of its neighbours) and no task needs them to ping: Docker lets every container
-/// open ICMP sockets without it.
+/// spoofing of its neighbours); a task that pings asks for them, as under a Pod's restricted
+/// profile.
 fn dropped(added: &[Capability], dropped: &[Capability]) -> Vec<String> {
     let keeps_raw = added.contains(&Capability::NET_RAW)
         || dropped
