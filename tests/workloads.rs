@@ -254,15 +254,8 @@ fn registry() -> HashMap<String, String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_private_image_is_pulled_with_its_pull_secret_and_refused_without() {
-    let registry = registry();
-    let image = &registry["TASKRUN_REGISTRY_IMAGE"];
-    let ns = TestNamespace::new("workload-pull").await;
-    let auth = format!(
-        "{}:{}",
-        registry["TASKRUN_REGISTRY_USER"], registry["TASKRUN_REGISTRY_PASSWORD"]
-    );
+/// Creates the pull secret `team-registry` for the tests' registry in `ns`.
+async fn create_pull_secret(ns: &TestNamespace, registry: &HashMap<String, String>) {
     let config = serde_json::json!({
         "auths": { registry["TASKRUN_REGISTRY"].clone(): {
             "username": registry["TASKRUN_REGISTRY_USER"],
@@ -279,6 +272,18 @@ async fn a_private_image_is_pulled_with_its_pull_secret_and_refused_without() {
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_private_image_is_pulled_with_its_pull_secret_and_refused_without() {
+    let registry = registry();
+    let image = &registry["TASKRUN_REGISTRY_IMAGE"];
+    let ns = TestNamespace::new("workload-pull").await;
+    let auth = format!(
+        "{}:{}",
+        registry["TASKRUN_REGISTRY_USER"], registry["TASKRUN_REGISTRY_PASSWORD"]
+    );
+    create_pull_secret(&ns, &registry).await;
     let controller = ns.start_controller();
 
     ns.create(&common::taskrun_yaml(
@@ -321,6 +326,52 @@ async fn a_private_image_is_pulled_with_its_pull_secret_and_refused_without() {
     assert!(
         !log.contains(password.as_str()),
         "the registry password in the agent's log"
+    );
+}
+
+#[tokio::test]
+async fn under_always_pull_images_a_private_image_on_the_node_is_no_way_around_a_pull_secret() {
+    let registry = registry();
+    let image = &registry["TASKRUN_REGISTRY_IMAGE"];
+    let ns = TestNamespace::new("always-pull").await;
+    create_pull_secret(&ns, &registry).await;
+    let mut objects = common::ClusterObjects::default();
+    objects
+        .policy(&ns.client, &ns.name, "alwaysPullImages: true")
+        .await;
+    let _agent = common::ControllerProcess::start_with(
+        &ns.name,
+        &ns.node(),
+        "127.0.0.1:0",
+        &["--policy", &ns.name],
+    );
+    ns.create(&common::taskrun_yaml(
+        "owner",
+        &format!(
+            "image: {image}\ncommand: [echo, pulled]\nimagePullSecrets: [{{name: team-registry}}]"
+        ),
+    ))
+    .await;
+    let pulled = ns.wait_done("owner").await;
+    let (phase, _, message, _) = status(&pulled);
+    assert_eq!(phase, Some(Phase::Succeeded), "{message}");
+
+    // The image is on the node now; a run without credentials asks only for what is there.
+    ns.create(&common::taskrun_yaml(
+        "stranger",
+        &format!("image: {image}\nimagePullPolicy: Never\ncommand: [echo, ran]"),
+    ))
+    .await;
+    let refused = ns.wait_done("stranger").await;
+    let (phase, reason, message, _) = status(&refused);
+    assert_eq!(
+        (phase, reason),
+        (Some(Phase::Failed), Some(Reason::ImagePullFailed)),
+        "{message}"
+    );
+    assert!(
+        message.contains("no basic auth credentials") || message.contains("unauthorized"),
+        "the registry's own words: {message}"
     );
 }
 

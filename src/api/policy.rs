@@ -104,6 +104,10 @@ pub struct TaskRunPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_network: Option<Network>,
 
+    /// When true, every run pulls its image with its own pull secrets, whatever its `imagePullPolicy` says, as Kubernetes' AlwaysPullImages admission plugin makes Pods do: an image another tenant's credentials brought onto a node is never run without credentials of one's own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub always_pull_images: bool,
+
     /// Most TaskRuns of one namespace whose containers run at once, over the whole cluster, as the agents count them from the runs they see. A run over it waits `Pending` with reason `NamespaceLimit` until one of its namespace ends. No ceiling when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000000))]

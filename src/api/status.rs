@@ -187,6 +187,9 @@ pub enum Reason {
     /// The run breaks the cluster's TaskRunPolicy, as the agent read it before creating
     /// anything; the message names each rule and field. No container was created.
     PolicyViolation,
+    /// The Secrets and ConfigMaps the spec names hold more data than a run may take; the run
+    /// waits for them to shrink.
+    ReferencesTooLarge,
     /// Its namespace runs as many TaskRuns as the TaskRunPolicy's `maxRunningPerNamespace`
     /// allows; the run waits for one of them to end.
     NamespaceLimit,
@@ -267,6 +270,7 @@ impl Reason {
             Self::ReferenceInvalid => "ReferenceInvalid",
             Self::PolicyViolation => "PolicyViolation",
             Self::NamespaceLimit => "NamespaceLimit",
+            Self::ReferencesTooLarge => "ReferencesTooLarge",
         }
     }
 }

@@ -8,7 +8,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use super::events::Events;
 use super::metrics::Metrics;
@@ -38,7 +38,14 @@ pub struct Context {
     pub own_writes: OwnWrites,
     /// The TaskRuns this agent watches, as cached.
     taskruns: Store<DeserializeGuard<TaskRun>>,
+    /// Launches that may hold what they read of Secrets and ConfigMaps at once, each at most
+    /// [`MAX_REFERENCE_BYTES`](crate::lifecycle::inputs::MAX_REFERENCE_BYTES): what the agent
+    /// holds for them stays bounded whatever the runs mount.
+    pub reference_reads: Semaphore,
 }
+
+/// How many launches may hold the data of their references at once.
+const REFERENCE_READS: usize = 4;
 
 /// Where a TaskRun stands after failed passes.
 #[derive(Clone, Copy, Debug)]
@@ -341,6 +348,7 @@ impl Context {
             policy: Policy::new(CLUSTER_POLICY),
             own_writes: OwnWrites::default(),
             taskruns: reflector::store::Writer::default().as_reader(),
+            reference_reads: Semaphore::new(REFERENCE_READS),
         }
     }
 

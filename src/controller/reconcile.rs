@@ -503,7 +503,14 @@ async fn apply(
             && policy.is_some_and(|p| !policy_violations(p, &namespace, &taskrun.spec).is_empty());
         // What the run takes from its namespace is read only on the way to a start, never
         // once its container runs or ran.
-        let resolved = if starts && !refused && !taskrun.spec.cluster_only_fields().is_empty() {
+        let reads = starts && !refused && !taskrun.spec.cluster_only_fields().is_empty();
+        // Held until the launch is done with what was read: a few launches at once hold data.
+        let _reading = if reads {
+            Some(context.reference_reads.acquire().await)
+        } else {
+            None
+        };
+        let resolved = if reads {
             match references::gather(
                 &context.client,
                 &namespace,

@@ -62,6 +62,7 @@ async fn read(
     wanted: &BTreeSet<(ObjectKind, String)>,
 ) -> Result<Found> {
     let mut found = Found::default();
+    let mut read_so_far = 0;
     for (kind, name) in wanted {
         let read = match kind {
             ObjectKind::Secret => Api::<Secret>::namespaced(client.clone(), namespace)
@@ -101,7 +102,12 @@ async fn read(
                 }),
         };
         let lookup = match read {
-            Ok(Some(object)) => Lookup::Found(object),
+            Ok(Some(object)) => {
+                if !found.within_limit(&mut read_so_far, &object) {
+                    return Ok(found);
+                }
+                Lookup::Found(object)
+            }
             Ok(None) => Lookup::Absent,
             Err(kube::Error::Api(e)) if e.code == 403 => Lookup::Forbidden,
             Err(cause) => {
@@ -169,7 +175,11 @@ fn waits_on_references(taskrun: &TaskRun) -> bool {
         status.phase() == Phase::Pending
             && matches!(
                 status.reason,
-                Some(Reason::ReferenceMissing | Reason::ReferenceInvalid)
+                Some(
+                    Reason::ReferenceMissing
+                        | Reason::ReferenceInvalid
+                        | Reason::ReferencesTooLarge
+                )
             )
     })
 }

@@ -342,7 +342,11 @@ impl Executor {
             Err(failure) => return Ok(Launched::Failed(failure)),
         };
         let image = &run.spec.image;
-        let policy = run.spec.image_pull_policy;
+        let policy = if run.policy.is_some_and(|p| p.spec.always_pull_images) {
+            ImagePullPolicy::Always
+        } else {
+            run.spec.image_pull_policy
+        };
         let present = match policy {
             ImagePullPolicy::Always => None,
             ImagePullPolicy::IfNotPresent | ImagePullPolicy::Never => {

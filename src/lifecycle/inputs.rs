@@ -65,6 +65,31 @@ pub enum Lookup {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Found {
     pub objects: BTreeMap<(ObjectKind, String), Lookup>,
+    /// The bytes of data read when they passed [`MAX_REFERENCE_BYTES`]: the reading stopped
+    /// there.
+    pub over_limit: Option<u64>,
+}
+
+/// Most bytes of Secret and ConfigMap data one run may take from its namespace. Each object
+/// is at most about 1 MiB (etcd's limit), but a spec may name dozens: the agent holds what it
+/// read, and the archive made of it, while the run launches.
+pub const MAX_REFERENCE_BYTES: u64 = 4 << 20;
+
+impl Found {
+    /// Counts `object`'s data against [`MAX_REFERENCE_BYTES`]: whether reading may go on.
+    pub fn within_limit(&mut self, read_so_far: &mut u64, object: &ObjectData) -> bool {
+        let bytes: usize = object
+            .data
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum();
+        *read_so_far = read_so_far.saturating_add(u64::try_from(bytes).unwrap_or(u64::MAX));
+        if *read_so_far > MAX_REFERENCE_BYTES {
+            self.over_limit = Some(*read_so_far);
+            return false;
+        }
+        true
+    }
 }
 
 /// The objects `spec` refers to, each once.
@@ -268,6 +293,14 @@ fn key_missing(kind: ObjectKind, name: &str, key: &str, namespace: &str) -> Reso
 /// missing object or key that is not `optional` makes the run wait, as does an object the
 /// agent may not read.
 pub fn resolve(spec: &TaskRunSpec, namespace: &str, found: &Found) -> Resolution {
+    if let Some(bytes) = found.over_limit {
+        return waiting(
+            Reason::ReferencesTooLarge,
+            format!(
+                "the Secrets and ConfigMaps the spec names in namespace {namespace} hold more than {MAX_REFERENCE_BYTES} bytes ({bytes} read before the agent stopped); a run may take at most that much"
+            ),
+        );
+    }
     let lookup = |kind: ObjectKind, name: &str| {
         found
             .objects

@@ -9,12 +9,18 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bollard::query_parameters::ListContainersOptionsBuilder;
+use k8s_openapi::api::admissionregistration::v1::{
+    MatchResources, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
-use taskrun_operator::api::TaskRun;
+use taskrun_operator::api::{
+    ADMISSION_POLICY, TaskRun, TaskRunPolicy, TaskRunPolicySpec, admission_policy,
+    admission_policy_binding,
+};
 use taskrun_operator::controller::CLASS_LABEL;
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -838,5 +844,110 @@ impl Drop for NodeObject {
                 "--wait=false",
             ])
             .output();
+    }
+}
+
+/// The field manager of what the tests apply.
+const MANAGER: &str = "taskrun-tests";
+
+/// Installs the TaskRunPolicy CRD and waits until it is served.
+pub async fn ensure_policy_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = TaskRunPolicy::crd();
+    let name = crd.metadata.name.clone().unwrap();
+    crds.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply the TaskRunPolicy CRD");
+    tokio::time::timeout(
+        TIMEOUT,
+        await_condition(crds, &name, conditions::is_crd_established()),
+    )
+    .await
+    .expect("CRD established in time")
+    .expect("watch the CRD");
+}
+
+/// Cluster-scoped objects a test made, deleted when it ends.
+#[derive(Default)]
+pub struct ClusterObjects {
+    policies: Vec<String>,
+    bindings: Vec<String>,
+}
+
+impl ClusterObjects {
+    /// Creates (or replaces) the TaskRunPolicy `name` with `spec`.
+    pub async fn policy(&mut self, client: &Client, name: &str, spec: &str) -> TaskRunPolicy {
+        ensure_policy_crd(client).await;
+        let spec: TaskRunPolicySpec = serde_yaml::from_str(spec).expect("test policy parses");
+        let policy = TaskRunPolicy::new(name, spec);
+        Api::<TaskRunPolicy>::all(client.clone())
+            .patch(
+                name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&policy),
+            )
+            .await
+            .expect("apply the TaskRunPolicy");
+        self.policies.push(name.to_string());
+        policy
+    }
+
+    /// Binds the admission policy to the TaskRunPolicy `policy` for the TaskRuns of
+    /// `namespace` labelled `taskrun.dev/policy-case=<case>` (every one of them when `None`).
+    pub async fn binding(
+        &mut self,
+        client: &Client,
+        namespace: &str,
+        policy: &str,
+        case: Option<&str>,
+    ) {
+        let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
+        policies
+            .patch(
+                ADMISSION_POLICY,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&admission_policy()),
+            )
+            .await
+            .expect("apply the admission policy");
+        let mut scope = serde_json::json!({
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        });
+        if let Some(case) = case {
+            scope["objectSelector"] =
+                serde_json::json!({"matchLabels": {"taskrun.dev/policy-case": case}});
+        }
+        let scope: MatchResources = serde_json::from_value(scope).unwrap();
+        let binding = admission_policy_binding(policy, policy, Some(scope));
+        Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+            .patch(
+                policy,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&binding),
+            )
+            .await
+            .expect("apply the admission binding");
+        self.bindings.push(policy.to_string());
+    }
+}
+
+impl Drop for ClusterObjects {
+    fn drop(&mut self) {
+        for (kind, names) in [
+            ("validatingadmissionpolicybindings", &self.bindings),
+            ("taskrunpolicies.taskrun.dev", &self.policies),
+        ] {
+            if names.is_empty() {
+                continue;
+            }
+            let _ = kubectl()
+                .args(["delete", kind, "--ignore-not-found", "--wait=false"])
+                .args(names)
+                .output();
+        }
     }
 }

@@ -886,3 +886,20 @@ async fn an_empty_dir_without_a_size_is_bounded_by_the_runs_memory_limit() {
         )]
     );
 }
+
+#[tokio::test]
+async fn under_always_pull_images_a_cached_image_is_pulled_again_with_the_runs_credentials() {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    let outcome = launch_under(&fake, "alwaysPullImages: true").await;
+    let (phase, reason, _) = ended_with(&outcome);
+    assert_eq!(
+        (phase, reason),
+        (Some(Phase::Failed), Some(Reason::ImagePullFailed)),
+        "the node had it, but not for this run"
+    );
+    assert_eq!(fake.calls(), ["pull busybox"]);
+
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    let outcome = launch_under(&fake, "{}").await;
+    assert_eq!(ended_with(&outcome).0, Some(Phase::Running));
+}

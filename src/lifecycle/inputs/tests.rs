@@ -24,6 +24,7 @@ fn found(objects: Vec<(ObjectKind, &str, Lookup)>) -> Found {
             .into_iter()
             .map(|(kind, name, lookup)| ((kind, name.to_string()), lookup))
             .collect(),
+        over_limit: None,
     }
 }
 
@@ -422,4 +423,20 @@ proptest! {
         let shown = format!("{resolution:?}");
         prop_assert!(!shown.contains(&value), "{}", shown);
     }
+}
+
+#[test]
+fn the_data_a_run_takes_is_bounded_with_its_own_reason() {
+    let mut found = Found::default();
+    let mut read = 0;
+    let big = ObjectData {
+        type_: None,
+        data: [("k".to_string(), vec![0; 3 << 20])].into(),
+    };
+    assert!(found.within_limit(&mut read, &big), "3 MiB is within");
+    assert!(!found.within_limit(&mut read, &big), "6 MiB is not");
+    let spec: TaskRunSpec = serde_yaml::from_str("image: busybox").unwrap();
+    let (reason, message) = waits(resolve(&spec, "team", &found));
+    assert_eq!(reason, Reason::ReferencesTooLarge);
+    assert!(message.contains("more than 4194304 bytes"), "{message}");
 }
