@@ -57,10 +57,11 @@ kind-down: ## Delete the kind cluster
 	@scripts/kind.sh down
 
 .PHONY: crds
-crds: ## Regenerate crds/ and deploy/admission.yaml from the Rust types and rules
+crds: ## Regenerate crds/, deploy/admission.yaml and deploy/policies/ from the Rust types and rules
 	cargo run --quiet -- crd > crds/taskrun.yaml
 	cargo run --quiet -- crd taskrunpolicy > crds/taskrunpolicy.yaml
 	cargo run --quiet -- admission > deploy/admission.yaml
+	cargo run --quiet -- policy > deploy/policies/cluster.yaml
 
 .PHONY: fmt
 fmt: ## Format the code

@@ -29,10 +29,11 @@ fn checked_in_crd_matches_the_rust_types() {
 }
 
 #[test]
-fn checked_in_policy_crd_and_admission_policy_match_the_rust_rules() {
+fn checked_in_policy_crd_admission_policy_and_built_in_policy_match_the_rust_rules() {
     for (args, file) in [
         (&["crd", "taskrunpolicy"][..], "crds/taskrunpolicy.yaml"),
         (&["admission"][..], "deploy/admission.yaml"),
+        (&["policy"][..], "deploy/policies/cluster.yaml"),
     ] {
         let generated = std::process::Command::new(env!("CARGO_BIN_EXE_taskrun"))
             .args(args)

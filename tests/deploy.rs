@@ -28,6 +28,17 @@ async fn deploy_manifests_are_accepted_by_the_api_server() {
     ] {
         assert!(stdout.contains(object), "{object} missing from: {stdout}");
     }
+    // The built-in policy as a manifest: what an administrator applies to start from.
+    let output = common::kubectl()
+        .args(["apply", "--dry-run=server", "--validate=strict", "-f"])
+        .arg(common::repo_root().join("deploy/policies/cluster.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "deploy/policies/cluster.yaml: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     // `RESOURCE/SUBRESOURCE` asks about the subresource (kubectl would read it as a name).
     let can_i = |verb: &str, resource: &str| {
         let (resource, subresource) = match resource.split_once('/') {

@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use taskrun_operator::api::{Phase, Reason, TaskRun, TaskRunStatus};
 
-use common::TestNamespace;
+use common::{ControllerProcess, TestNamespace};
 
 fn status(taskrun: &TaskRun) -> &TaskRunStatus {
     taskrun.status.as_ref().expect("a status")
@@ -305,7 +305,9 @@ async fn kill_9_as_an_attempt_starts_still_gives_one_container_per_attempt() {
 async fn each_deadline_ends_the_run_with_its_own_reason() {
     let ns = TestNamespace::new("deadlines").await;
     let creations = Creations::follow(&ns).await;
-    let _controller = ns.start_controller();
+    // Ready first: the active deadline counts from creation, and the agent's start-up on a
+    // busy machine must not eat the seconds its container has to be created in.
+    let _controller = ControllerProcess::start_ready(&ns.name, &ns.node()).await;
     ns.create(&common::taskrun_yaml(
         "active",
         "image: busybox\ncommand: [sleep, '30']\nterminationGracePeriodSeconds: 1\nactiveDeadlineSeconds: 5\nretries: {limit: 3, reasons: [Error, DeadlineExceeded], backoff: {seconds: 1}}",

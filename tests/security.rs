@@ -16,6 +16,7 @@ use serde::Deserialize;
 use taskrun_operator::api::{
     Phase, Reason, TaskRun, TaskRunSpec, TaskRunStatus, policy_violations,
 };
+use taskrun_operator::lifecycle::security::node_pids_ceiling;
 
 use common::{ClusterObjects, ControllerProcess, TestNamespace};
 
@@ -66,7 +67,11 @@ async fn every_container_is_hardened_by_default() {
     assert_eq!(inside, "NoNewPrivs:\t1\nSeccomp:\t2\n0\n", "{inside:?}");
     let host = inspect(&done).await.host_config.expect("host config");
     assert_eq!(host.security_opt, Some(vec!["no-new-privileges".into()]));
-    assert_eq!(host.pids_limit, Some(4096));
+    let max_running = std::thread::available_parallelism().unwrap().get() * 8;
+    assert_eq!(
+        host.pids_limit,
+        Some(4096.min(node_pids_ceiling(pid_max(), max_running)))
+    );
     assert_eq!(host.privileged, Some(false));
     assert_eq!(host.network_mode.as_deref(), Some("taskrun"));
     assert_eq!(host.ipc_mode.as_deref(), Some("private"));
@@ -75,6 +80,68 @@ async fn every_container_is_hardened_by_default() {
     assert!(host.binds.unwrap_or_default().is_empty());
     assert!(host.devices.unwrap_or_default().is_empty());
     assert!(host.cap_add.unwrap_or_default().is_empty());
+}
+
+/// The kernel's ceiling of processes and threads on this machine.
+fn pid_max() -> i64 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_cluster_without_a_policy_gets_the_built_in_bounds() {
+    let ns = TestNamespace::new("built-in-policy").await;
+    let absent = format!("{}-absent", ns.name);
+    let _agent = ControllerProcess::start_with(
+        &ns.name,
+        &ns.node(),
+        "127.0.0.1:0",
+        &["--policy", &absent, "--max-running", "4"],
+    );
+    ns.create(&common::taskrun_yaml(
+        "unbounded",
+        "image: busybox\ncommand: [true]\ncleanup: Never",
+    ))
+    .await;
+    ns.create(&common::taskrun_yaml(
+        "huge",
+        "image: busybox\ncommand: [true]\nresources: {limits: {cpu: '64', memory: 64Gi}}",
+    ))
+    .await;
+
+    let unbounded = ns.wait_done("unbounded").await;
+    assert_eq!(
+        outcome(&unbounded),
+        (Some(Phase::Succeeded), Some(Reason::Completed)),
+        "{:?}",
+        unbounded.status
+    );
+    let host = inspect(&unbounded).await.host_config.unwrap();
+    assert_eq!(host.memory, Some(512 << 20));
+    assert_eq!(host.nano_cpus, Some(1_000_000_000));
+    assert_eq!(
+        host.pids_limit,
+        Some(4096.min(node_pids_ceiling(pid_max(), 4)))
+    );
+
+    let huge = ns.wait_done("huge").await;
+    assert_eq!(
+        outcome(&huge),
+        (Some(Phase::Failed), Some(Reason::PolicyViolation)),
+        "{:?}",
+        huge.status
+    );
+    let message = status(&huge).message.clone().unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "TaskRunPolicy {absent} (built in: the cluster has no such object): spec.resources.limits.cpu is above maxLimits.cpu"
+        )) && message.contains("spec.resources.limits.memory is above maxLimits.memory"),
+        "{message}"
+    );
+    assert_eq!(ns.container_count("huge").await, 0);
 }
 
 #[tokio::test]

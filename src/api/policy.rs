@@ -10,7 +10,8 @@ use std::sync::LazyLock;
 use k8s_openapi::api::admissionregistration::v1::{
     MatchResources, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
-use kube::CustomResource;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::{CustomResource, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -27,7 +28,8 @@ pub const CLUSTER_POLICY: &str = "cluster";
 pub const ADMISSION_POLICY: &str = "taskrun-policy";
 
 /// What TaskRuns may be on this cluster. The agents and the admission binding in `deploy/`
-/// read the one named `cluster`; without it, TaskRuns run with the hardened defaults only.
+/// read the one named `cluster`; without it, the agents hold runs to
+/// [`TaskRunPolicySpec::built_in`].
 /// An unset field allows anything.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
@@ -117,7 +119,27 @@ pub struct TaskRunPolicySpec {
 /// Processes and threads a task's container may have unless the policy says otherwise.
 pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
 
+/// The annotation that marks the policy the agents follow where the cluster has none of the
+/// name they enforce. It is never written to the API server.
+const BUILT_IN_ANNOTATION: &str = "taskrun.dev/built-in";
+
 impl TaskRunPolicySpec {
+    /// What the agents hold runs to where the cluster has no TaskRunPolicy of the name they
+    /// enforce: bounded cpu and memory, so that no author takes a node's whole capacity by
+    /// setting no limit or a huge one. `taskrun policy` prints it as a manifest to start from.
+    pub fn built_in() -> Self {
+        let limits = |cpu: &str, memory: &str| ResourceLimits {
+            cpu: Some(Quantity(cpu.to_string())),
+            memory: Some(Quantity(memory.to_string())),
+        };
+        Self {
+            default_limits: Some(limits("1", "512Mi")),
+            max_limits: Some(limits("4", "8Gi")),
+            pids_limit: Some(DEFAULT_PIDS_LIMIT),
+            ..Self::default()
+        }
+    }
+
     /// The network a TaskRun with `spec` joins under this policy.
     pub fn network_of(&self, spec: &TaskRunSpec) -> Network {
         spec.network.or(self.default_network).unwrap_or_default()
@@ -137,6 +159,28 @@ impl TaskRunPolicySpec {
                 "namespace {namespace} has {running} TaskRuns running, its ceiling under the TaskRunPolicy's maxRunningPerNamespace ({ceiling}); the run starts when one of them ends"
             )
         })
+    }
+}
+
+impl TaskRunPolicy {
+    /// The built-in policy, followed in place of the absent object `name`.
+    pub fn built_in(name: &str) -> Self {
+        let mut policy = Self::new(name, TaskRunPolicySpec::built_in());
+        policy
+            .annotations_mut()
+            .insert(BUILT_IN_ANNOTATION.to_string(), "true".to_string());
+        policy
+    }
+
+    /// How messages name this policy: `TaskRunPolicy cluster`, and for the built-in one why
+    /// it applies.
+    pub fn title(&self) -> String {
+        let name = self.metadata.name.as_deref().unwrap_or(CLUSTER_POLICY);
+        if self.annotations().contains_key(BUILT_IN_ANNOTATION) {
+            format!("TaskRunPolicy {name} (built in: the cluster has no such object)")
+        } else {
+            format!("TaskRunPolicy {name}")
+        }
     }
 }
 
@@ -368,7 +412,7 @@ pub fn policy_violations(
     namespace: &str,
     spec: &TaskRunSpec,
 ) -> Vec<PolicyViolation> {
-    let name = policy.metadata.name.as_deref().unwrap_or(CLUSTER_POLICY);
+    let title = policy.title();
     let subject = Subject {
         namespace,
         spec,
@@ -380,7 +424,7 @@ pub fn policy_violations(
         .map(|rule| PolicyViolation {
             rule: rule.rule,
             field: rule.field,
-            message: format!("TaskRunPolicy {name}: {}", rule.message),
+            message: format!("{title}: {}", rule.message),
         })
         .collect()
 }

@@ -1,9 +1,11 @@
 //! The operator's own endpoints on one port: `/healthz` (the process serves), `/readyz` (the
-//! TaskRun cache has synced and the Docker daemon answers) and `/metrics` (OpenMetrics text).
+//! agent would start a run now: the TaskRun cache has synced, the TaskRunPolicy has been
+//! read, the node's Lease is held and the Docker daemon answers) and `/metrics` (OpenMetrics
+//! text).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -18,6 +20,7 @@ use tracing::{info, warn};
 
 use super::context::Context;
 use super::metrics::PhaseLabel;
+use super::policy::PolicyView;
 use crate::api::{Phase, TaskRun};
 
 /// The content type of the OpenMetrics text format.
@@ -72,6 +75,15 @@ async fn readiness(
     let synced = tokio::time::timeout(Duration::from_millis(50), store.wait_until_ready()).await;
     if !matches!(synced, Ok(Ok(()))) {
         return Err("the TaskRun watch has not synced yet".into());
+    }
+    if matches!(context.policy.view(), PolicyView::Unknown) {
+        return Err(format!(
+            "the TaskRunPolicy {} has not been read yet",
+            context.policy.name
+        ));
+    }
+    if !context.nodes.own_lease_current(Instant::now()) {
+        return Err("this node's Lease is not held yet".into());
     }
     match tokio::time::timeout(Duration::from_secs(2), context.executor.ping()).await {
         Ok(Ok(())) => Ok(()),

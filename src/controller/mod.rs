@@ -40,7 +40,9 @@ pub use policy::{Policy, PolicyView};
 use crate::api::{TaskRun, TaskRunStatus};
 use crate::docker::{DockerClient, DockerError};
 use crate::lifecycle::inputs::TaskApi;
-use crate::lifecycle::{CLAIM_ANNOTATION, CLAIM_ATTEMPT_ANNOTATION, Executor, OutputLimits};
+use crate::lifecycle::{
+    CLAIM_ANNOTATION, CLAIM_ATTEMPT_ANNOTATION, Executor, OutputLimits, security,
+};
 
 /// Name under which the operator writes status and publishes Events.
 pub const FIELD_MANAGER: &str = "taskrun-operator";
@@ -339,6 +341,22 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         config.pull_timeout,
         config.output,
     );
+    let executor = match read_pid_max() {
+        Some(pid_max) => {
+            let ceiling = security::node_pids_ceiling(pid_max, config.max_running);
+            info!(
+                pid_max,
+                ceiling, "no container gets more processes than its share of the node's"
+            );
+            executor.with_pids_ceiling(ceiling)
+        }
+        None => {
+            warn!(
+                "cannot read /proc/sys/kernel/pid_max; containers get their policy's pidsLimit alone"
+            );
+            executor
+        }
+    };
     let writer = reflector::store::Writer::default();
     let cache = writer.as_reader();
     let context = Arc::new(
@@ -449,3 +467,12 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+/// The kernel's ceiling of processes and threads on this node.
+fn read_pid_max() -> Option<i64> {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}

@@ -1,6 +1,7 @@
 //! The cluster's TaskRunPolicy as this agent follows it. The agent starts nothing until it
 //! knows whether there is a policy: a run created while the agent starts must not slip past
-//! a policy it has not read yet. Where the TaskRunPolicy CRD is not installed, there is none.
+//! a policy it has not read yet. Where there is no such object, or the TaskRunPolicy CRD is
+//! not installed, the agent follows the built-in policy.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -21,8 +22,8 @@ pub enum PolicyView {
     /// Not read yet, or never readable: no run starts.
     #[default]
     Unknown,
-    /// Read: the policy, or `None` when there is no such object (or no such kind).
-    Known(Option<Arc<TaskRunPolicy>>),
+    /// Read: the policy, or the built-in one when there is no such object (or no such kind).
+    Known(Arc<TaskRunPolicy>),
 }
 
 /// The policy the agent enforces, by name, as last read.
@@ -42,10 +43,11 @@ impl Policy {
         }
     }
 
-    /// A policy already known, for tests and for agents told there is none.
+    /// A policy already known, for tests: `None` stands for no such object.
     pub fn known(name: impl Into<String>, policy: Option<TaskRunPolicy>) -> Self {
         let known = Self::new(name);
-        known.set(PolicyView::Known(policy.map(Arc::new)));
+        let policy = policy.unwrap_or_else(|| TaskRunPolicy::built_in(&known.name));
+        known.set(PolicyView::Known(Arc::new(policy)));
         known
     }
 
@@ -63,7 +65,7 @@ impl Policy {
         };
         let changed = match (&*view, &seen) {
             (PolicyView::Known(old), PolicyView::Known(new)) => {
-                old.as_ref().map(|p| &p.spec) != new.as_ref().map(|p| &p.spec)
+                old.spec != new.spec || old.title() != new.title()
             }
             (PolicyView::Unknown, PolicyView::Unknown) => false,
             _ => true,
@@ -91,7 +93,7 @@ pub async fn follow_policy(context: Arc<Context>, resync: mpsc::Sender<()>) {
     while let Some(change) = changes.next().await {
         let seen = match &change {
             Err(watcher::Error::InitialListFailed(kube::Error::Api(e))) if e.code == 404 => {
-                PolicyView::Known(None)
+                PolicyView::Known(Arc::new(TaskRunPolicy::built_in(&name)))
             }
             Err(e) => {
                 if matches!(context.policy.view(), PolicyView::Unknown) {
@@ -100,11 +102,17 @@ pub async fn follow_policy(context: Arc<Context>, resync: mpsc::Sender<()>) {
                 continue;
             }
             Ok(_) if store.wait_until_ready().now_or_never().is_none() => continue,
-            Ok(_) => PolicyView::Known(store.state().into_iter().next()),
+            Ok(_) => PolicyView::Known(
+                store
+                    .state()
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| Arc::new(TaskRunPolicy::built_in(&name))),
+            ),
         };
         let summary = match &seen {
-            PolicyView::Known(Some(policy)) => format!("{:?}", policy.spec),
-            _ => "none".to_string(),
+            PolicyView::Known(policy) => format!("{}: {:?}", policy.title(), policy.spec),
+            PolicyView::Unknown => "unknown".to_string(),
         };
         if context.policy.set(seen) {
             info!(policy = %name, rules = %summary, "TaskRunPolicy read");

@@ -458,7 +458,7 @@ async fn apply(
             })));
         }
         let policy = match &policy {
-            PolicyView::Known(policy) => policy.as_deref(),
+            PolicyView::Known(policy) => Some(policy.as_ref()),
             PolicyView::Unknown if starts => {
                 // A run must not slip past a policy this agent has not read yet.
                 return Ok(Pass::Performed(Box::new(Outcome {

@@ -29,6 +29,8 @@ pub struct Executor {
     node: String,
     pull_timeout: Duration,
     output: OutputLimits,
+    /// Most processes and threads one container gets on this node, whatever the policy says.
+    pids_ceiling: Option<i64>,
 }
 
 /// How much of a container's output is kept, and where.
@@ -115,6 +117,15 @@ impl Executor {
             node: node.into(),
             pull_timeout,
             output,
+            pids_ceiling: None,
+        }
+    }
+
+    /// The same executor, giving no container more than `ceiling` processes and threads.
+    pub fn with_pids_ceiling(self, ceiling: i64) -> Self {
+        Self {
+            pids_ceiling: Some(ceiling),
+            ..self
         }
     }
 
@@ -337,10 +348,13 @@ impl Executor {
     /// the container. What the daemon answered is a [`Launched`]; only a daemon that did not
     /// answer is an error.
     async fn launch(&self, run: Run<'_>, owner: ContainerOwner) -> Result<Launched, DockerError> {
-        let settled = match security::settle(run.spec, run.namespace, run.policy) {
+        let mut settled = match security::settle(run.spec, run.namespace, run.policy) {
             Ok(settled) => settled,
             Err(failure) => return Ok(Launched::Failed(failure)),
         };
+        if let Some(ceiling) = self.pids_ceiling {
+            settled.security.pids_limit = settled.security.pids_limit.min(ceiling);
+        }
         let image = &run.spec.image;
         let policy = if run.policy.is_some_and(|p| p.spec.always_pull_images) {
             ImagePullPolicy::Always

@@ -48,12 +48,10 @@ pub fn settle(
             None => {
                 let default = rules.and_then(|r| r.default_limits.as_ref()).and_then(pick);
                 let max = rules.and_then(|r| r.max_limits.as_ref()).and_then(pick);
-                let name = policy
-                    .and_then(|p| p.metadata.name.clone())
-                    .unwrap_or_default();
+                let title = policy.map(TaskRunPolicy::title).unwrap_or_default();
                 match (default, max) {
-                    (Some(q), _) => (Some(q), format!("TaskRunPolicy {name} defaultLimits")),
-                    (None, Some(q)) => (Some(q), format!("TaskRunPolicy {name} maxLimits")),
+                    (Some(q), _) => (Some(q), format!("{title} defaultLimits")),
+                    (None, Some(q)) => (Some(q), format!("{title} maxLimits")),
                     (None, None) => (None, String::new()),
                 }
             }
@@ -95,6 +93,14 @@ pub fn settle(
         nano_cpus,
         check_image_user: non_root && context.run_as_user.is_none(),
     })
+}
+
+/// The most processes and threads one container may have on a node whose kernel allows
+/// `pid_max` at once and that runs up to `max_running` containers: together they hold at most
+/// half of the node's, so that the node's own services can always fork. At least 16.
+pub fn node_pids_ceiling(pid_max: i64, max_running: usize) -> i64 {
+    let running = i64::try_from(max_running.max(1)).unwrap_or(i64::MAX);
+    (pid_max / 2 / running).max(16)
 }
 
 /// The capabilities to drop: those the spec drops, and `NET_RAW` from Docker's default set
@@ -168,6 +174,35 @@ mod tests {
         );
         assert_eq!((s.memory_bytes, s.nano_cpus), (None, None));
         assert!(!s.check_image_user);
+    }
+
+    #[test]
+    fn the_built_in_policy_bounds_a_run_that_sets_no_limit_and_refuses_a_huge_one() {
+        let built_in = TaskRunPolicy::built_in("cluster");
+        let s = settle(&spec("image: busybox"), "team", Some(&built_in)).unwrap();
+        assert_eq!(
+            (s.memory_bytes, s.nano_cpus, s.security.pids_limit),
+            (Some(512 << 20), Some(1_000_000_000), 4096)
+        );
+        let huge = spec("image: busybox\nresources: {limits: {memory: 16Gi}}");
+        let Err(LaunchFailure::PolicyViolation(message)) = settle(&huge, "team", Some(&built_in))
+        else {
+            panic!("a limit past the built-in maxLimits is refused");
+        };
+        assert!(
+            message
+                .starts_with("TaskRunPolicy cluster (built in: the cluster has no such object): "),
+            "{message}"
+        );
+        assert!(message.contains("maxLimits"), "{message}");
+    }
+
+    #[test]
+    fn a_nodes_containers_together_hold_at_most_half_its_pids() {
+        assert_eq!(node_pids_ceiling(32768, 16), 1024);
+        assert_eq!(node_pids_ceiling(4_194_304, 16), 131_072);
+        assert_eq!(node_pids_ceiling(32768, 0), 16384);
+        assert_eq!(node_pids_ceiling(301, 64), 16);
     }
 
     #[test]

@@ -445,6 +445,19 @@ impl ControllerProcess {
         .start()
     }
 
+    /// Starts the controller and waits until its `/readyz` says it would start a run now.
+    pub async fn start_ready(namespace: &str, node: &str) -> Self {
+        let address = free_address();
+        let agent = Self::start_serving(namespace, node, &address);
+        eventually("the agent is ready", || async {
+            http_get(&address, "/readyz")
+                .await
+                .is_some_and(|(code, _)| code == 200)
+        })
+        .await;
+        agent
+    }
+
     /// Starts the controller on the main Docker daemon with extra flags, its endpoints on
     /// `health_addr`.
     pub fn start_with(namespace: &str, node: &str, health_addr: &str, extra: &[&str]) -> Self {
