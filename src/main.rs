@@ -54,7 +54,7 @@ enum Command {
         #[arg(long, default_value_t = DEFAULT_LOG_TAIL_BYTES, value_parser = parse_log_tail_bytes)]
         log_tail_bytes: usize,
         /// Address of the /healthz, /readyz and /metrics endpoints. Loopback by default, out of
-        /// reach of the task containers; the DaemonSet serves on the pod's address.
+        /// reach of the task containers; the DaemonSet's probes ask through `taskrun probe`.
         #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_socket_address)]
         health_addr: std::net::SocketAddr,
         /// Watch only this namespace instead of every namespace.
@@ -117,6 +117,16 @@ enum Command {
     /// Print the ValidatingAdmissionPolicy that enforces the TaskRunPolicy `cluster` at
     /// admission, with its binding, as YAML (`deploy/admission.yaml`).
     Admission,
+    /// Ask the agent's endpoints for PATH, as the DaemonSet's liveness and readiness probes do.
+    ///
+    /// Exits 0 when the agent answers 200, 1 otherwise, saying why.
+    Probe {
+        /// `/healthz` or `/readyz`.
+        path: String,
+        /// The agent's `--health-addr`.
+        #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_socket_address)]
+        address: std::net::SocketAddr,
+    },
     /// Print the policy the agents follow where the cluster has no TaskRunPolicy `cluster`,
     /// as a manifest of that name to apply and tighten (`deploy/policies/cluster.yaml`).
     Policy,
@@ -175,6 +185,13 @@ async fn main() -> ExitCode {
         Command::Crd {
             kind: CrdKind::Taskrunpolicy,
         } => print_yaml("", &[TaskRunPolicy::crd()]),
+        Command::Probe { path, address } => match controller::probe(address, &path).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(why) => {
+                eprintln!("{why}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Policy => print_yaml(
             POLICY_HEADER,
             &[TaskRunPolicy::new(

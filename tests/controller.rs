@@ -618,7 +618,30 @@ async fn health_readiness_and_metrics_are_served() {
     assert_eq!(
         ready.map(|(code, _)| code),
         Some(200),
-        "ready once the watch synced and Docker answers"
+        "ready once the watch synced, the policy was read, the Lease is held and Docker answers"
+    );
+    // `taskrun probe`, as the DaemonSet's exec probes ask.
+    let probe = |path: &str, address: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_taskrun"))
+            .args(["probe", path, "--address", address])
+            .output()
+            .unwrap()
+    };
+    let answered = probe("/readyz", &address);
+    assert!(answered.status.success(), "{answered:?}");
+    let missing = probe("/nope", &address);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .starts_with(&format!("http://{address}/nope: 404 Not Found")),
+        "{missing:?}"
+    );
+    let closed = common::free_address();
+    let refused = probe("/healthz", &closed);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).starts_with(&format!("http://{closed}/healthz: ")),
+        "{refused:?}"
     );
     assert_eq!(
         common::http_get(&address, "/healthz")

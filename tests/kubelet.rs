@@ -135,6 +135,29 @@ async fn a_users_taskrun_runs_through_the_daemonset_pod_on_a_ready_node() {
     );
     assert_eq!(status.log_tail.as_deref(), Some("hello from the node\n"));
 
+    // The agent serves on the pod's loopback: a task on the node reaches the pod's address,
+    // where nothing of the agent's listens.
+    let pod_ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("the agent pod has an address");
+    create(
+        &ns,
+        "reach",
+        &format!(
+            "image: busybox\ncommand: [sh, -c, 'if echo | nc -w 3 {pod_ip} 8080; then echo reached; else echo out of reach; fi']"
+        ),
+        "",
+    )
+    .await;
+    let reach = ns.wait_done("reach").await;
+    let tail = reach.status.unwrap().log_tail.unwrap_or_default();
+    assert!(
+        tail.ends_with("out of reach\n") && !tail.contains("reached"),
+        "{tail:?}"
+    );
+
     let logs = kubectl()
         .args(["logs", "-n", AGENTS, &pod.name_any()])
         .output()

@@ -8,11 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
 use tokio::net::TcpListener;
@@ -32,6 +36,32 @@ struct Endpoints {
     context: Arc<Context>,
     store: Store<DeserializeGuard<TaskRun>>,
 }
+
+/// Asks the agent at `address` for `path`, as the DaemonSet's exec probes do: `Ok` on an
+/// answer of 200, else why not, naming the URL.
+pub async fn probe(address: SocketAddr, path: &str) -> Result<(), String> {
+    let url = format!("http://{address}{path}");
+    let uri: axum::http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let response = tokio::time::timeout(PROBE_TIMEOUT, client.get(uri))
+        .await
+        .map_err(|_| format!("{url}: no answer within {PROBE_TIMEOUT:?}"))?
+        .map_err(|e| format!("{url}: {e}"))?;
+    let status = response.status();
+    if status == StatusCode::OK {
+        return Ok(());
+    }
+    let body = tokio::time::timeout(PROBE_TIMEOUT, response.into_body().collect())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|body| String::from_utf8_lossy(&body.to_bytes()).trim().to_string())
+        .unwrap_or_default();
+    Err(format!("{url}: {status} {body}").trim_end().to_string())
+}
+
+/// How long a probe waits for the agent's answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds the endpoint address.
 pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {

@@ -34,6 +34,7 @@ use tracing::{error, info, warn};
 
 pub use context::Context;
 pub use error::{Error, Result};
+pub use http::probe;
 pub use metrics::{DaemonLabels, Metrics};
 pub use policy::{Policy, PolicyView};
 
