@@ -40,6 +40,10 @@ node-down: ## Take the node away: its pods and containers, its processes, its br
 deploy: ## Install the operator's DaemonSet from deploy/ on KUBECONFIG's cluster, or the local one (make node-up)
 	@KUBECONFIG=$${KUBECONFIG:-$(KUBECONFIG_LOCAL)} scripts/deploy.sh
 
+.PHONY: undeploy
+undeploy: ## Remove the operator, its CRDs and every task container, in the order that completes
+	@KUBECONFIG=$${KUBECONFIG:-$(KUBECONFIG_LOCAL)} scripts/undeploy.sh
+
 .PHONY: build
 build: ## Build the taskrun binary
 	cargo build --bins

@@ -20,7 +20,9 @@ if ! docker_answers; then
   fi
   mkdir -p "$state_dir"
   log "starting dockerd (log: $state_dir/dockerd.log)"
-  nohup dockerd --pidfile "$state_dir/dockerd.pid" >"$state_dir/dockerd.log" 2>&1 &
+  # --icc=false: containers on the default bridge cannot reach each other, as a node for
+  # TaskRuns should run its daemon; Bridge tasks then join that bridge.
+  nohup dockerd --pidfile "$state_dir/dockerd.pid" --icc=false >"$state_dir/dockerd.log" 2>&1 &
   for _ in $(seq 1 120); do
     docker_answers && break
     sleep 0.5

@@ -48,7 +48,12 @@ fi
 phase bench cargo bench --profile dev --bench operator -- --quick
 # The bounded fuzzing is the property tests among these; `make fuzz` runs the cargo-fuzz target,
 # whose first build instruments every dependency in release mode: over 5 minutes on 2 cores.
-phase tests cargo test --all-targets --no-fail-fast -- --skip chaos_stream_keeps_every_invariant
+phase tests cargo test --all-targets --no-fail-fast -- --skip chaos_stream_keeps_every_invariant \
+  --skip uninstall_removes_every_task_container_and_leaves_nothing_stuck
+# Takes the operator and its CRDs off the shared cluster: after every test that needs them.
+if [[ "$KUBECONFIG" == "$repo_root/.cluster/kubeconfig" ]]; then
+  phase uninstall cargo test --test uninstall
+fi
 # The chaos stream runs on a control plane and daemons of its own, after everything else, at a
 # fixed seed unless TASKRUN_CHAOS_SEED says otherwise (make chaos is the long run).
 phase chaos env TASKRUN_CHAOS_SEED="${TASKRUN_CHAOS_SEED:-1}" TASKRUN_CHAOS_RUNS="${TASKRUN_CHAOS_RUNS:-60}" \

@@ -662,12 +662,16 @@ async fn health_readiness_and_metrics_are_served() {
     ))
     .await;
     ns.wait_done("measured").await;
-    // The controller counts a write once the API server answers it, and lets go of a run once
-    // it sees the final status: both may be just after the watch shows it.
+    // The controller counts a write once the API server answers it, lets go of a run once it
+    // sees the final status, and counts phases from its own cache: each may be just after the
+    // test's watch shows the run done.
     let mut scraped = common::http_get(&address, "/metrics").await.unwrap();
-    for _ in 0..20 {
+    for _ in 0..50 {
         if scraped.1.contains("taskrun_status_writes_total 2")
             && scraped.1.contains("taskrun_runs_held 0")
+            && scraped
+                .1
+                .contains("taskrun_taskruns{phase=\"Succeeded\"} 1")
         {
             break;
         }

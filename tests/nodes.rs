@@ -249,6 +249,64 @@ async fn a_lost_node_gives_up_its_queued_runs_and_fails_its_started_ones() {
 }
 
 #[tokio::test]
+async fn bridge_tasks_join_the_default_bridge_only_where_the_daemon_keeps_it_apart() {
+    let node_b = node_b_docker();
+    let ns = TestNamespace::new("bridges").await;
+    let _cleanup = NodeBCleanup(node_b.clone(), ns.name.clone());
+    let (a, b) = (format!("{}-a", ns.name), format!("{}-b", ns.name));
+    let _agent_a = ControllerProcess::start_node(&ns.name, &a, MAIN_DOCKER, &LEASE);
+    let _agent_b = ControllerProcess::start_node(&ns.name, &b, &node_b, &LEASE);
+    // The main daemon runs with --icc=false (scripts/docker-up.sh); node-b's as Docker
+    // installs itself, with traffic between containers on its default bridge.
+    for (node, host, expected) in [
+        (&a, MAIN_DOCKER, "bridge"),
+        (&b, node_b.as_str(), "taskrun"),
+    ] {
+        let name = format!("on-{node}");
+        ns.create(&common::taskrun_yaml(
+            &name,
+            &format!("image: busybox\ncommand: ['true']\ncleanup: Never\nnodeName: {node}"),
+        ))
+        .await;
+        let done = ns.wait_done(&name).await;
+        let container = done
+            .status
+            .and_then(|s| s.container_name)
+            .expect("a container");
+        let docker = common::docker_at(host).await;
+        let inspected = docker
+            .inspect_container(&container, None::<InspectContainerOptions>)
+            .await
+            .unwrap();
+        let mode = inspected.host_config.and_then(|h| h.network_mode);
+        assert_eq!(mode.as_deref(), Some(expected), "on {node}");
+        let network = docker.inspect_network(expected, None).await.unwrap();
+        let options = network.options.unwrap_or_default();
+        assert_eq!(
+            options
+                .get("com.docker.network.bridge.enable_icc")
+                .map(String::as_str),
+            Some("false"),
+            "{expected} on {node}: {options:?}"
+        );
+    }
+    let taskrun_network = common::docker_at(&node_b)
+        .await
+        .inspect_network("taskrun", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        taskrun_network
+            .labels
+            .unwrap_or_default()
+            .get("taskrun.dev/managed-by")
+            .map(String::as_str),
+        Some("taskrun-operator"),
+        "the operator made it"
+    );
+}
+
+#[tokio::test]
 async fn node_name_pins_a_run_and_an_unknown_node_leaves_it_pending() {
     let node_b = node_b_docker();
     let ns = TestNamespace::new("pinned").await;

@@ -415,11 +415,12 @@ async fn bridge_tasks_cannot_reach_each_other() {
         .network_settings
         .and_then(|n| n.networks)
         .unwrap_or_default();
+    // The test daemon runs with --icc=false, so Bridge tasks join its default bridge.
     let address = networks
-        .get("taskrun")
+        .get("bridge")
         .and_then(|endpoint| endpoint.ip_address.clone())
         .filter(|address| !address.is_empty())
-        .unwrap_or_else(|| panic!("the listener on the taskrun network: {networks:?}"));
+        .unwrap_or_else(|| panic!("the listener on the default bridge: {networks:?}"));
     ns.create(&common::taskrun_yaml(
         "neighbour",
         &format!(
@@ -435,9 +436,9 @@ async fn bridge_tasks_cannot_reach_each_other() {
         "a task reached its neighbour at {address}: {tail}"
     );
     let network = docker
-        .inspect_network("taskrun", None)
+        .inspect_network("bridge", None)
         .await
-        .expect("the operator's network");
+        .expect("the default bridge");
     let options = network.options.unwrap_or_default();
     assert_eq!(
         options

@@ -28,8 +28,8 @@ pub const CLUSTER_POLICY: &str = "cluster";
 pub const ADMISSION_POLICY: &str = "taskrun-policy";
 
 /// What TaskRuns may be on this cluster. The agents and the admission binding in `deploy/`
-/// read the one named `cluster`; without it, the agents hold runs to
-/// [`TaskRunPolicySpec::built_in`].
+/// read the one named `cluster`; without it, the agents hold runs to a built-in policy, which
+/// `taskrun policy` prints.
 /// An unset field allows anything.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(

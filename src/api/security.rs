@@ -111,16 +111,16 @@ pub enum Network {
     None,
 }
 
-/// The Docker bridge network the operator creates on each node for `Bridge` tasks, with
-/// inter-container traffic off.
+/// The Docker bridge network the operator creates for `Bridge` tasks, with inter-container
+/// traffic off, on a node whose daemon's default bridge lets containers reach each other.
 pub const TASK_NETWORK: &str = "taskrun";
 
 impl Network {
-    /// Docker's `NetworkMode` for it: `Bridge` is the operator's own bridge network, on which
-    /// tasks cannot reach each other.
-    pub fn docker_mode(self) -> &'static str {
+    /// Docker's `NetworkMode` for it on a node whose `Bridge` tasks join `bridge`, a network on
+    /// which they cannot reach each other.
+    pub fn docker_mode(self, bridge: &str) -> &str {
         match self {
-            Self::Bridge => TASK_NETWORK,
+            Self::Bridge => bridge,
             Self::None => "none",
         }
     }

@@ -135,8 +135,8 @@ async fn judge_daemon(context: &Context, allow_unconfined: bool) -> Result<()> {
     Ok(())
 }
 
-/// Makes sure the network of `Bridge` tasks is there, waiting for the daemon as long as it
-/// takes. A network of that name the operator did not make is never used: the node takes no
+/// Picks the network of `Bridge` tasks, and makes it where it is the operator's own, waiting
+/// for the daemon as long as it takes. A network of that name the operator did not make is never used: the node takes no
 /// run until it is removed.
 async fn prepare_network(context: &Context) -> Result<()> {
     let prepared = (|| context.executor.prepare_network())
@@ -147,7 +147,13 @@ async fn prepare_network(context: &Context) -> Result<()> {
         )
         .await;
     match prepared {
-        Ok(()) => Ok(()),
+        Ok(network) => {
+            info!(
+                network,
+                "Bridge tasks join this network, on which they cannot reach each other"
+            );
+            Ok(())
+        }
         Err(e @ DockerError::ForeignNetwork { .. }) => {
             error!(error = %e, "this node takes no runs");
             context.nodes.refuse(e.to_string());

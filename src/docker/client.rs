@@ -47,6 +47,9 @@ pub const DEFAULT_CONTAINER_LOG_BYTES: u64 = 10 * 1024 * 1024;
 /// The bridge driver's option that turns traffic between a network's containers on or off.
 const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
 
+/// The daemon's own bridge network, `docker0`.
+const DEFAULT_BRIDGE: &str = "bridge";
+
 impl DockerClient {
     /// Connects to `DOCKER_HOST`, or the default socket, and settles on an API version both
     /// sides speak (Debian's engine speaks 1.41, older than this client's default).
@@ -75,6 +78,22 @@ impl Daemon for DockerClient {
             .await
             .map(drop)
             .map_err(DockerError::Connect)
+    }
+
+    async fn default_bridge_isolates(&self) -> Result<bool, DockerError> {
+        let bridge = self
+            .docker
+            .inspect_network(DEFAULT_BRIDGE, None)
+            .await
+            .map_err(|cause| DockerError::Network {
+                name: DEFAULT_BRIDGE.to_string(),
+                cause,
+            })?;
+        Ok(bridge
+            .options
+            .unwrap_or_default()
+            .get(ICC_OPTION)
+            .is_some_and(|v| v == "false"))
     }
 
     async fn ensure_task_network(&self, name: &str) -> Result<(), DockerError> {

@@ -20,6 +20,10 @@ pub trait Daemon: Send + Sync {
     async fn inspect_container(&self, name: &str)
     -> Result<Option<ObservedContainer>, DockerError>;
 
+    /// Whether the daemon's default bridge keeps its containers from reaching each other (the
+    /// daemon runs with `--icc=false`).
+    async fn default_bridge_isolates(&self) -> Result<bool, DockerError>;
+
     /// Makes sure the bridge network `name` exists, made by this operator, with traffic between
     /// its containers off; creates it when missing.
     async fn ensure_task_network(&self, name: &str) -> Result<(), DockerError>;

@@ -57,6 +57,8 @@ pub struct FakeState {
     pub pulled_with: Option<RegistryAuth>,
     /// Archives unpacked into containers, by container name.
     pub archives: HashMap<String, Vec<u8>>,
+    /// The default bridge keeps containers apart, as under `dockerd --icc=false`.
+    pub isolating_bridge: bool,
 }
 
 /// The ID the fake gives an image: its name, spelled as an ID, so a container created by name
@@ -122,6 +124,14 @@ fn refused(status_code: u16, message: &str) -> BollardError {
 impl Daemon for FakeDaemon {
     async fn ping(&self) -> Result<(), DockerError> {
         self.call("ping", "", DockerError::Connect)
+    }
+
+    async fn default_bridge_isolates(&self) -> Result<bool, DockerError> {
+        self.call("inspect_network", "bridge", |cause| DockerError::Network {
+            name: "bridge".to_string(),
+            cause,
+        })?;
+        Ok(self.state().isolating_bridge)
     }
 
     async fn ensure_task_network(&self, name: &str) -> Result<(), DockerError> {

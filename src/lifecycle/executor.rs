@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::stream::BoxStream;
@@ -31,7 +31,12 @@ pub struct Executor {
     output: OutputLimits,
     /// Most processes and threads one container gets on this node, whatever the policy says.
     pids_ceiling: Option<i64>,
+    /// The network `Bridge` tasks join, once picked.
+    bridge_network: OnceLock<&'static str>,
 }
+
+/// The daemon's own bridge network, `docker0`.
+const DEFAULT_BRIDGE: &str = "bridge";
 
 /// How much of a container's output is kept, and where.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -118,6 +123,7 @@ impl Executor {
             pull_timeout,
             output,
             pids_ceiling: None,
+            bridge_network: OnceLock::new(),
         }
     }
 
@@ -139,9 +145,24 @@ impl Executor {
         self.docker.ping().await
     }
 
-    /// Makes sure the network of `Bridge` tasks exists, with traffic between tasks off.
-    pub async fn prepare_network(&self) -> Result<(), DockerError> {
-        self.docker.ensure_task_network(TASK_NETWORK).await
+    /// Picks the network of `Bridge` tasks, one on which they cannot reach each other, and
+    /// returns its name: the daemon's default bridge where the daemon runs with `--icc=false`,
+    /// else the operator's own network, made when missing. A user-defined network costs each
+    /// container's start its embedded DNS set-up; the default bridge does not.
+    pub async fn prepare_network(&self) -> Result<&'static str, DockerError> {
+        let network = if self.docker.default_bridge_isolates().await? {
+            DEFAULT_BRIDGE
+        } else {
+            self.docker.ensure_task_network(TASK_NETWORK).await?;
+            TASK_NETWORK
+        };
+        let _ = self.bridge_network.set(network);
+        Ok(network)
+    }
+
+    /// The network `Bridge` tasks join: the one [`Self::prepare_network`] picked.
+    fn bridge_network(&self) -> &'static str {
+        self.bridge_network.get().copied().unwrap_or(TASK_NETWORK)
     }
 
     /// How the daemon confines containers.
@@ -348,7 +369,8 @@ impl Executor {
     /// the container. What the daemon answered is a [`Launched`]; only a daemon that did not
     /// answer is an error.
     async fn launch(&self, run: Run<'_>, owner: ContainerOwner) -> Result<Launched, DockerError> {
-        let mut settled = match security::settle(run.spec, run.namespace, run.policy) {
+        let settled = security::settle(run.spec, run.namespace, run.policy, self.bridge_network());
+        let mut settled = match settled {
             Ok(settled) => settled,
             Err(failure) => return Ok(Launched::Failed(failure)),
         };

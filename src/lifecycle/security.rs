@@ -23,12 +23,14 @@ pub struct Settled {
 }
 
 /// The container settings of a run in `namespace` with `spec` under `policy` (none: the
-/// hardened defaults alone), or why no container may be created: the rules of the policy the
-/// run breaks, or a limit that is not a quantity. Pure.
+/// hardened defaults alone), on a node whose `Bridge` tasks join the network `bridge`, or why
+/// no container may be created: the rules of the policy the run breaks, or a limit that is not
+/// a quantity. Pure.
 pub fn settle(
     spec: &TaskRunSpec,
     namespace: &str,
     policy: Option<&TaskRunPolicy>,
+    bridge: &str,
 ) -> Result<Settled, LaunchFailure> {
     if let Some(policy) = policy {
         let violations = policy_violations(policy, namespace, spec);
@@ -86,7 +88,7 @@ pub fn settle(
             pids_limit: rules.map_or(DEFAULT_PIDS_LIMIT, |r| r.pids_limit()),
             network_mode: rules
                 .map_or(spec.network.unwrap_or_default(), |r| r.network_of(spec))
-                .docker_mode()
+                .docker_mode(bridge)
                 .to_string(),
         },
         memory_bytes,
@@ -141,7 +143,7 @@ pub fn non_root_user(image: &str, user: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::TaskRunPolicySpec;
+    use crate::api::{TASK_NETWORK, TaskRunPolicySpec};
 
     fn spec(yaml: &str) -> TaskRunSpec {
         serde_yaml::from_str(yaml).unwrap()
@@ -154,7 +156,7 @@ mod tests {
 
     fn settled(spec_yaml: &str, policy_yaml: Option<&str>) -> Settled {
         let policy = policy_yaml.map(policy);
-        settle(&spec(spec_yaml), "team", policy.as_ref()).unwrap()
+        settle(&spec(spec_yaml), "team", policy.as_ref(), TASK_NETWORK).unwrap()
     }
 
     #[test]
@@ -179,13 +181,20 @@ mod tests {
     #[test]
     fn the_built_in_policy_bounds_a_run_that_sets_no_limit_and_refuses_a_huge_one() {
         let built_in = TaskRunPolicy::built_in("cluster");
-        let s = settle(&spec("image: busybox"), "team", Some(&built_in)).unwrap();
+        let s = settle(
+            &spec("image: busybox"),
+            "team",
+            Some(&built_in),
+            TASK_NETWORK,
+        )
+        .unwrap();
         assert_eq!(
             (s.memory_bytes, s.nano_cpus, s.security.pids_limit),
             (Some(512 << 20), Some(1_000_000_000), 4096)
         );
         let huge = spec("image: busybox\nresources: {limits: {memory: 16Gi}}");
-        let Err(LaunchFailure::PolicyViolation(message)) = settle(&huge, "team", Some(&built_in))
+        let Err(LaunchFailure::PolicyViolation(message)) =
+            settle(&huge, "team", Some(&built_in), TASK_NETWORK)
         else {
             panic!("a limit past the built-in maxLimits is refused");
         };
@@ -195,6 +204,22 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("maxLimits"), "{message}");
+    }
+
+    #[test]
+    fn bridge_tasks_join_the_network_the_node_picked_and_none_stays_none() {
+        let on = |network: &str| {
+            settle(
+                &spec(&format!("image: busybox\nnetwork: {network}")),
+                "team",
+                None,
+                "bridge",
+            )
+            .unwrap()
+            .security
+            .network_mode
+        };
+        assert_eq!((on("Bridge"), on("None")), ("bridge".into(), "none".into()));
     }
 
     #[test]
@@ -290,6 +315,7 @@ mod tests {
             &spec("image: alpine\nnetwork: Bridge"),
             "team",
             Some(&policy("allowedImages: [busybox]\nallowedNetworks: [None]")),
+            TASK_NETWORK,
         )
         .unwrap_err();
         let LaunchFailure::PolicyViolation(message) = failure else {
@@ -307,6 +333,7 @@ mod tests {
             &spec("image: busybox\nresources: {limits: {cpu: lots}}"),
             "team",
             None,
+            TASK_NETWORK,
         )
         .unwrap_err();
         assert!(

@@ -673,7 +673,7 @@ async fn a_start_after_an_interrupted_launch_writes_the_files_again_and_a_refusa
         run,
         executor.owner(run),
         1 << 20,
-        security::settle(run.spec, run.namespace, None).unwrap(),
+        security::settle(run.spec, run.namespace, None, TASK_NETWORK).unwrap(),
     );
     template.image = image_id("busybox");
     fake.create_container(&template).await.unwrap();
@@ -747,6 +747,35 @@ async fn every_container_is_hardened_and_carries_its_security_context() {
     assert!(confined.read_only_root);
     assert_eq!(confined.cap_drop, ["ALL"]);
     assert_eq!(confined.network_mode, "none");
+}
+
+#[tokio::test]
+async fn bridge_tasks_join_the_default_bridge_only_where_it_keeps_them_apart() {
+    for (isolating, picked) in [(false, "taskrun"), (true, "bridge")] {
+        let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+        fake.state().isolating_bridge = isolating;
+        let executor = executor(&fake);
+        assert_eq!(executor.prepare_network().await.unwrap(), picked);
+        let made = fake.calls().iter().any(|c| c.starts_with("network"));
+        assert_eq!(
+            made,
+            !isolating,
+            "the operator's network made: {:?}",
+            fake.calls()
+        );
+        executor
+            .perform(
+                run(&spec("image: busybox"), &TaskRunStatus::default()),
+                Action::Launch,
+                Timestamp::UNIX_EPOCH,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            fake.state().containers[NAME].template.security.network_mode,
+            picked
+        );
+    }
 }
 
 /// Launches `image: busybox` under the TaskRunPolicy `cluster` with `policy_yaml` as its spec.
