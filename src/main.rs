@@ -1,3 +1,9 @@
+//! The `taskrun` command: `controller` (the agent of one node), `run` (task.yaml files and
+//! TaskRun manifests on the local Docker daemon, without a cluster), `crd`, `admission` and
+//! `policy` (manifests generated from the Rust types and rules), and `probe` (the DaemonSet's
+//! health checks). It turns flags and their defaults into the library's configuration and
+//! decides nothing about runs.
+
 use std::process::ExitCode;
 use std::time::Duration;
 

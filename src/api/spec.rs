@@ -1,3 +1,9 @@
+//! What a user writes: the `TaskRun` kind of `taskrun.dev/v1alpha1` and its `spec`, from which the
+//! CRD is generated. Each field's `///` doc becomes its `kubectl explain` text, and its bounds,
+//! patterns and the CEL rules of [`validation`] let the API server refuse a bad spec before it is
+//! stored; after creation only `cancel` may change, from false to true. What a spec leads to is
+//! decided in `lifecycle`, not here.
+
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::CustomResource;
 use schemars::JsonSchema;

@@ -1,3 +1,8 @@
+//! What the operator reports back in a TaskRun's `status`: the [`Phase`] and its [`Reason`], the
+//! container and its times, the record of earlier attempts and the conditions tools wait on.
+//! These are the types and their spelling only; what each step of a run records is decided in
+//! `lifecycle::status`, and only the controller's status writer sends it to the API server.
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -1,3 +1,9 @@
+//! What every pass shares ([`Context`]: the API client, the executor, Events, metrics, the policy)
+//! and what the agent remembers between passes, in memory only: the backoff of each TaskRun whose
+//! last pass failed, which every trigger of a pass honours, and its view of the nodes ([`Nodes`]):
+//! the places it holds out of `max_running`, the claims it vouches for, its own Lease renewals,
+//! the other agents' Leases and the Node objects.
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};

@@ -1,3 +1,8 @@
+//! The controller's [`Error`]: one variant per operation that failed, named after it, with the
+//! TaskRun, node or object it was for and the cause; Docker's failures arrive wrapped in
+//! [`Error::Docker`]. An error a pass returns is counted, logged and retried with the TaskRun's
+//! backoff by `reconcile::error_policy`; nothing here decides that.
+
 use crate::docker::DockerError;
 
 /// What can go wrong in the controller; each message carries its cause.

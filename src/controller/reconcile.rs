@@ -1,3 +1,13 @@
+//! One pass over a TaskRun ([`reconcile`]): settle which agent acts on it ([`place`]), claiming,
+//! releasing or ending it as that says, then observe its containers, [`decide`] the next step,
+//! have the executor perform it and record the status; [`error_policy`] counts a failed pass and
+//! retries it with the TaskRun's backoff.
+//!
+//! The finalizer is not left to kube-runtime's `finalizer()` helper: the claim adds it in the
+//! same resourceVersion-guarded patch as the `taskrun.dev/node` annotation, so of several agents
+//! exactly one wins, the finalizer and the claim land together or not at all, and the claim costs
+//! one write.
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,3 +1,9 @@
+//! The periodic sweep ([`sweep_orphans`]): removes this node's containers whose TaskRun no longer
+//! exists (deleted while the controller was down, say) and forgets what the agent keeps about runs
+//! that are gone or no longer its own. A container is an orphan only when the API server, not the
+//! cache, has no TaskRun of its name with its UID; containers without the operator's labels are
+//! never looked at.
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,3 +1,9 @@
+//! What wakes a pass over a run besides a change to its TaskRun: the daemon's container events
+//! ([`follow_container_stops`]), a change every run depends on ([`resync_open_runs`]) and a place
+//! freed on this node ([`wake_waiting_runs`]). Each only queues the run for the controller, where
+//! it goes through the same pass and the same backoff as any other; none of them writes to the API
+//! server or to Docker.
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,3 +1,9 @@
+//! [`DockerClient`]: the [`Daemon`] of a real Docker daemon, through bollard. The daemon's 404 on
+//! an inspect, a stop, a removal or a wait is an answer (no such thing, or already done), never an
+//! error. The client keeps how each managed container ended from the daemon's `die` and `oom`
+//! events, because an inspect alone can miss an OOM kill and, after a daemon restart, the exit
+//! code. It decides nothing about runs.
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

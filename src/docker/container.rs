@@ -1,3 +1,9 @@
+//! The operator's view of containers and images, free of bollard's types except where an inspect
+//! is read: [`ObservedContainer`], reduced from `docker inspect` to what decides a run, with what
+//! the daemon's events reported of its end put over it; [`ImageConfig`]; and the
+//! [`ContainerTemplate`] with its [`ContainerSecurity`] that a run's container is created from.
+//! Building the create request from a template is the client's work.
+
 use std::collections::HashMap;
 
 use jiff::Timestamp;

@@ -1,3 +1,9 @@
+//! The seam between the operator and a node's Docker daemon: the [`Daemon`] trait, one method
+//! per Docker verb, which the executor alone holds. The real daemon answers it through
+//! [`super::DockerClient`], unit tests through an in-memory fake. A container or image that is
+//! not there is `None`, not an error, and stopping or removing a container already stopped or
+//! gone succeeds, so a repeated stop or removal is harmless.
+
 use std::time::Duration;
 
 use async_trait::async_trait;

@@ -1,3 +1,9 @@
+//! [`DockerError`]: one variant per Docker operation that failed, naming the container, image or
+//! network, with the daemon's cause. It tells an answer from the daemon
+//! ([`DockerError::daemon_message`]; a 4xx, [`DockerError::is_refusal`], puts the request at
+//! fault) from no answer at all (refused connection, broken stream, timeout), which is worth
+//! retrying. What either does to a run is the executor's call.
+
 use bollard::errors::Error as BollardError;
 
 /// A failed call to the Docker daemon, named after the operation, with the daemon's cause in

@@ -1,3 +1,9 @@
+//! What ties a container to its TaskRun. Its name comes from the TaskRun's UID and attempt alone
+//! ([`attempt_container_name`]), so a second pass finds the container an earlier one created
+//! instead of making a twin; its labels record the owner ([`ContainerOwner`]), so the agent finds
+//! its own containers again by label. A container without [`LABEL_MANAGED_BY`] set to
+//! [`MANAGED_BY`] has no owner here.
+
 use std::collections::HashMap;
 
 /// Label every container of this operator carries, with the value [`MANAGED_BY`].

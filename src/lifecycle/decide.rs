@@ -1,3 +1,10 @@
+//! The decide step of a run: [`decide`] turns what was observed ([`Observed`]: the TaskRun, its
+//! containers and the time) into the one next [`Action`], with no client and no clock inside.
+//! Beside it are the other decisions of the same kind: what a deletion needs
+//! ([`decide_deletion`]), a run no agent has claimed ([`decide_unclaimed`]), when a TaskRun is
+//! deleted ([`decide_pruning`]) and whether another attempt follows ([`after_attempt`]). Carrying
+//! an action out is the executor's work.
+
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};

@@ -1,3 +1,9 @@
+//! The act step of a run: [`Executor::perform`] carries out one [`Action`] on the node's Docker
+//! daemon and returns what it changed as an [`Outcome`], the status to record included; it writes
+//! no status itself, and it is the one holder of the [`Daemon`]. What the daemon answers about the
+//! run (a refused image, create or start) ends the attempt with a reason; only a daemon that does
+//! not answer is an error, for the caller to retry.
+
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -571,7 +577,7 @@ impl Executor {
     }
 }
 
-/// The containers [`decide`](super::decide) looks at.
+/// The containers [`decide`](fn@super::decide) looks at.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Observation {
     /// The current attempt's container.

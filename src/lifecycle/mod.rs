@@ -1,5 +1,5 @@
 //! The rules of a run, shared by the controller and `taskrun run`: what to do next, decided
-//! from the TaskRun and its container alone ([`decide`]); what each outcome records
+//! from the TaskRun and its container alone ([`decide()`]); what each outcome records
 //! ([`status`]); what a run takes from its namespace ([`inputs`]); and the Docker work
 //! behind each action ([`Executor`]).
 

@@ -1,3 +1,7 @@
+//! Pure unit tests of the policy rules: the agent's Rust checks against the cases in
+//! `tests/data/policy-cases.yaml`, which the end-to-end tests also put to the API server's
+//! admission policy, and the shape of the generated admission policy and its binding.
+
 use serde::Deserialize;
 
 use super::*;

@@ -1,3 +1,8 @@
+//! Pure unit tests of [`decide`] and the decisions beside it, from inline YAML specs and statuses,
+//! containers built by hand and a fixed time; a property test checks, over any observation, that
+//! [`decide`] never waits for a time already past, reopens an ended run or launches a second
+//! container.
+
 use super::*;
 use crate::docker::ContainerOwner;
 

@@ -1,3 +1,7 @@
+//! The executor against the in-memory Docker daemon (`FakeDaemon`): the calls each action makes,
+//! what the daemon's refusals and silences do to a run, and the containers it creates. The real
+//! daemon is left to the end-to-end tests.
+
 use std::sync::Arc;
 
 use jiff::Timestamp;

@@ -1,3 +1,7 @@
+//! Pure unit tests of input resolution: a spec and the objects read for it in; the environment,
+//! files, pull credentials and API identity out, or the reason the run waits. A property test
+//! checks that no Secret value ever shows in a resolution's `Debug` form.
+
 use std::io::Read;
 
 use proptest::prelude::*;

@@ -1,3 +1,6 @@
+//! Pure unit tests of what `taskrun run` reads, from text: task.yaml files and TaskRun manifests
+//! turned into specs, and each problem reported with its file, task and field.
+
 use super::*;
 use crate::api::{EnvVar, ImagePullPolicy};
 
