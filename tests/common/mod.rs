@@ -832,7 +832,12 @@ impl NodeObject {
         let node = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": { "name": name },
-            "spec": { "unschedulable": unschedulable },
+            // Tainted, so the operator's DaemonSet, when a test has it installed, makes no Pod
+            // for a node that no kubelet runs: that Pod would stay Pending and hold up rollouts.
+            "spec": {
+                "unschedulable": unschedulable,
+                "taints": [{ "key": "taskrun.dev/test-node", "effect": "NoSchedule" }],
+            },
         }))
         .unwrap();
         nodes
