@@ -117,13 +117,13 @@ fn rights_in(namespace: &str) -> std::collections::BTreeSet<(String, String)> {
         .collect()
 }
 
-/// The README's table of what the default install can do: resource, verbs, and where.
+/// The table in docs/install.md of what the default install can do: resource, verbs, and where.
 fn readme_rights() -> Vec<(String, String, String)> {
-    let readme = std::fs::read_to_string(common::repo_root().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(common::repo_root().join("docs/install.md")).unwrap();
     let table = readme
         .split_once("<!-- rbac-table -->")
         .and_then(|(_, rest)| rest.split_once("<!-- /rbac-table -->"))
-        .expect("the README's RBAC table")
+        .expect("the RBAC table in docs/install.md")
         .0;
     table
         .lines()
@@ -142,8 +142,8 @@ fn readme_rights() -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// A fresh install can do in each namespace exactly what the README's table says: in one not
-/// opted in, in `taskrun-system`, and in one opted in by the README's command.
+/// A fresh install can do in each namespace exactly what the table in docs/install.md says: in
+/// one not opted in, in `taskrun-system`, and in one opted in by that file's command.
 async fn the_install_can_do_what_the_readme_says() {
     let table = readme_rights();
     assert!(table.len() >= 10, "{table:?}");

@@ -351,7 +351,7 @@ async fn the_argo_cd_config_map_patch_adds_the_health_check_as_written() {
     assert_eq!(stored["data"][key], Value::String(lua));
 }
 
-/// The example manifests of the README's GitOps section, each applied as a user would
+/// The example manifests of docs/gitops.md, each applied as a user would
 /// (in this test's class), run to success.
 #[tokio::test]
 async fn the_gitops_examples_run() {

@@ -23,7 +23,7 @@ async fn uninstall_removes_every_task_container_and_leaves_nothing_stuck() {
         .output()
         .unwrap();
     assert!(deployed.status.success(), "deploy: {deployed:?}");
-    // Opted in, as the README says: the uninstall must take this binding off too.
+    // Opted in, as docs/install.md says: the uninstall must take this binding off too.
     let opted = kubectl()
         .args([
             "create",

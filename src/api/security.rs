@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::validation;
 
 /// Who the task runs as and what it may do, with a Pod's names. Every field is optional; the
-/// container is hardened either way (see the README's threat model).
+/// container is hardened either way (see the threat model in docs/security.md).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = validation::security_context_rules)]
