@@ -9,18 +9,9 @@ use bollard::models::ContainerSummaryStateEnum;
 use futures::{StreamExt, TryStreamExt};
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams, WatchEvent, WatchParams};
-use taskrun_operator::api::{Phase, Reason, TaskRun, TaskRunStatus};
+use taskrun_operator::api::{Phase, Reason};
 
-use common::{TestNamespace, kubectl};
-
-fn status(taskrun: &TaskRun) -> &TaskRunStatus {
-    taskrun.status.as_ref().expect("status written")
-}
-
-fn outcome(taskrun: &TaskRun) -> (Option<Phase>, Option<Reason>, Option<i64>) {
-    let s = status(taskrun);
-    (s.phase, s.reason, s.exit_code)
-}
+use common::{TestNamespace, kubectl, outcome, phase_is, reason_is, status};
 
 #[tokio::test]
 async fn runs_succeed_fail_and_keep_their_output() {
@@ -44,8 +35,8 @@ async fn runs_succeed_fail_and_keep_their_output() {
 
     let ok = ns.wait_done("ok").await;
     assert_eq!(
-        outcome(&ok),
-        (Some(Phase::Succeeded), Some(Reason::Completed), Some(0))
+        (outcome(&ok), status(&ok).exit_code),
+        ((Some(Phase::Succeeded), Some(Reason::Completed)), Some(0))
     );
     let s = status(&ok);
     assert!(s.start_time.is_some() && s.completion_time.is_some());
@@ -59,8 +50,8 @@ async fn runs_succeed_fail_and_keep_their_output() {
 
     let failed = ns.wait_done("exit3").await;
     assert_eq!(
-        outcome(&failed),
-        (Some(Phase::Failed), Some(Reason::Error), Some(3))
+        (outcome(&failed), status(&failed).exit_code),
+        ((Some(Phase::Failed), Some(Reason::Error)), Some(3))
     );
     assert_eq!(status(&failed).log_tail.as_deref(), Some("bad\n"));
     let succeeded = status(&failed)
@@ -140,14 +131,14 @@ async fn image_and_start_failures_end_failed_with_the_reason() {
 
     let not_present = ns.wait_done("not-present").await;
     assert_eq!(
-        outcome(&not_present),
-        (Some(Phase::Failed), Some(Reason::ImageNotPresent), None)
+        (outcome(&not_present), status(&not_present).exit_code),
+        ((Some(Phase::Failed), Some(Reason::ImageNotPresent)), None)
     );
 
     let pull = ns.wait_done("pull-fails").await;
     assert_eq!(
-        outcome(&pull),
-        (Some(Phase::Failed), Some(Reason::ImagePullFailed), None)
+        (outcome(&pull), status(&pull).exit_code),
+        ((Some(Phase::Failed), Some(Reason::ImagePullFailed)), None)
     );
     assert!(
         status(&pull)
@@ -161,7 +152,7 @@ async fn image_and_start_failures_end_failed_with_the_reason() {
 
     let start = ns.wait_done("no-binary").await;
     assert_eq!(
-        (status(&start).phase, status(&start).reason),
+        outcome(&start),
         (Some(Phase::Failed), Some(Reason::StartFailed))
     );
     assert!(
@@ -176,8 +167,8 @@ async fn image_and_start_failures_end_failed_with_the_reason() {
 
     let oom = ns.wait_done("oom").await;
     assert_eq!(
-        outcome(&oom),
-        (Some(Phase::Failed), Some(Reason::OomKilled), Some(137)),
+        (outcome(&oom), status(&oom).exit_code),
+        ((Some(Phase::Failed), Some(Reason::OomKilled)), Some(137)),
         "{:#?}",
         oom.status
     );
@@ -200,7 +191,7 @@ async fn timeout_and_cancel_stop_the_container() {
 
     let slow = ns.wait_done("slow").await;
     assert_eq!(
-        (status(&slow).phase, status(&slow).reason),
+        outcome(&slow),
         (Some(Phase::Failed), Some(Reason::DeadlineExceeded))
     );
     assert_eq!(
@@ -209,12 +200,8 @@ async fn timeout_and_cancel_stop_the_container() {
         "output survives the timeout and the cleanup"
     );
 
-    ns.wait_for("cancel-me", "Running", |tr| {
-        tr.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(Phase::Running))
-    })
-    .await;
+    ns.wait_for("cancel-me", "Running", phase_is(Phase::Running))
+        .await;
     ns.taskruns()
         .patch(
             "cancel-me",
@@ -225,7 +212,7 @@ async fn timeout_and_cancel_stop_the_container() {
         .unwrap();
     let cancelled = ns.wait_done("cancel-me").await;
     assert_eq!(
-        (status(&cancelled).phase, status(&cancelled).reason),
+        outcome(&cancelled),
         (Some(Phase::Cancelled), Some(Reason::Cancelled))
     );
     assert_eq!(
@@ -300,12 +287,8 @@ async fn deleting_a_running_taskrun_removes_its_container_first() {
             "image: busybox\ncommand: [sleep, '30']\nterminationGracePeriodSeconds: 1",
         ))
         .await;
-    ns.wait_for("doomed", "Running", |tr| {
-        tr.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(Phase::Running))
-    })
-    .await;
+    ns.wait_for("doomed", "Running", phase_is(Phase::Running))
+        .await;
     assert_eq!(ns.container_count("doomed").await, 1);
     let taskruns = ns.taskruns();
     taskruns
@@ -390,12 +373,8 @@ async fn kill_9_while_starting_and_running_still_gives_one_container_and_the_rig
         ))
         .await;
     }
-    ns.wait_for("run-0", "Running", |tr| {
-        tr.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(Phase::Running))
-    })
-    .await;
+    ns.wait_for("run-0", "Running", phase_is(Phase::Running))
+        .await;
     controller.kill();
     let docker = common::docker().await;
     common::eventually("the runs finishing while no controller watches", || async {
@@ -435,12 +414,8 @@ async fn sigterm_leaves_running_containers_for_the_next_controller() {
         "image: busybox\ncommand: [sh, -c, 'sleep 3; echo done']\ncleanup: Never",
     ))
     .await;
-    ns.wait_for("long", "Running", |tr| {
-        tr.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(Phase::Running))
-    })
-    .await;
+    ns.wait_for("long", "Running", phase_is(Phase::Running))
+        .await;
     let exit = controller.terminate();
     assert!(
         exit.success(),
@@ -454,8 +429,8 @@ async fn sigterm_leaves_running_containers_for_the_next_controller() {
     let _next = ns.start_controller();
     let done = ns.wait_done("long").await;
     assert_eq!(
-        outcome(&done),
-        (Some(Phase::Succeeded), Some(Reason::Completed), Some(0))
+        (outcome(&done), status(&done).exit_code),
+        ((Some(Phase::Succeeded), Some(Reason::Completed)), Some(0))
     );
     assert_eq!(status(&done).log_tail.as_deref(), Some("done\n"));
 }
@@ -570,11 +545,11 @@ async fn a_daemon_outage_is_shown_and_retried_not_failed() {
     ))
     .await;
     let held = ns
-        .wait_for("during", "DaemonUnavailable", |tr| {
-            tr.status
-                .as_ref()
-                .is_some_and(|s| s.reason == Some(Reason::DaemonUnavailable))
-        })
+        .wait_for(
+            "during",
+            "DaemonUnavailable",
+            reason_is(Reason::DaemonUnavailable),
+        )
         .await;
     assert_eq!(
         status(&held).phase,
@@ -592,8 +567,8 @@ async fn a_daemon_outage_is_shown_and_retried_not_failed() {
     proxy.resume();
     let done = ns.wait_done("during").await;
     assert_eq!(
-        outcome(&done),
-        (Some(Phase::Succeeded), Some(Reason::Completed), Some(0))
+        (outcome(&done), status(&done).exit_code),
+        ((Some(Phase::Succeeded), Some(Reason::Completed)), Some(0))
     );
     assert!(
         done.finalizers()

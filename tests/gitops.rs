@@ -13,9 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use taskrun_operator::api::{Phase, TaskRun};
+use taskrun_operator::api::Phase;
 
-use common::{TestNamespace, kubectl, repo_root, taskrun_yaml};
+use common::{TestNamespace, kubectl, phase, phase_is, repo_root, taskrun_yaml};
 
 /// What the tools made of one TaskRun.
 #[derive(Debug, Deserialize)]
@@ -81,10 +81,6 @@ fn served(ns: &TestNamespace, name: &str) -> Value {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).unwrap()
-}
-
-fn is_phase(phase: Phase) -> impl Fn(&TaskRun) -> bool {
-    move |taskrun| taskrun.status.as_ref().and_then(|s| s.phase) == Some(phase)
 }
 
 async fn cancel(ns: &TestNamespace, name: &str) {
@@ -154,20 +150,20 @@ async fn kstatus_and_argo_cd_read_every_state_of_a_run() {
 
     objects.push(served(
         &ns,
-        &ns.wait_for("running", "Running", is_phase(Phase::Running))
+        &ns.wait_for("running", "Running", phase_is(Phase::Running))
             .await
             .metadata
             .name
             .unwrap(),
     ));
-    ns.wait_for("cancelled", "Running", is_phase(Phase::Running))
+    ns.wait_for("cancelled", "Running", phase_is(Phase::Running))
         .await;
     cancel(&ns, "cancelled").await;
     for name in ["succeeded", "failed", "deadline", "cancelled"] {
         ns.wait_done(name).await;
         objects.push(served(&ns, name));
     }
-    ns.wait_for("deleting", "Running", is_phase(Phase::Running))
+    ns.wait_for("deleting", "Running", phase_is(Phase::Running))
         .await;
     ns.taskruns()
         .delete("deleting", &DeleteParams::default())
@@ -369,10 +365,6 @@ async fn the_gitops_examples_run() {
     }
     for name in names {
         let done = ns.wait_done(&name).await;
-        assert_eq!(
-            done.status.and_then(|s| s.phase),
-            Some(Phase::Succeeded),
-            "{name}"
-        );
+        assert_eq!(phase(&done), Some(Phase::Succeeded), "{name}");
     }
 }

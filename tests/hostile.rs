@@ -18,15 +18,7 @@ use kube::api::{DeleteParams, ListParams};
 use kube::{Api, ResourceExt};
 use taskrun_operator::api::{Phase, Reason, TaskRun, TaskRunStatus};
 
-use common::{ControllerProcess, TestNamespace, kubectl};
-
-fn status(taskrun: &TaskRun) -> &TaskRunStatus {
-    taskrun.status.as_ref().expect("status written")
-}
-
-fn outcome(taskrun: &TaskRun) -> (Option<Phase>, Option<Reason>) {
-    (status(taskrun).phase, status(taskrun).reason)
-}
+use common::{ControllerProcess, TestNamespace, kubectl, outcome, status};
 
 /// A printf format that prints exactly `bytes`.
 fn printf_format(bytes: &[u8]) -> String {

@@ -14,7 +14,7 @@ use serde_json::json;
 use taskrun_operator::api::{Phase, Reason, TaskRun};
 use tokio::sync::{Mutex, MutexGuard};
 
-use common::{TestNamespace, kubectl, repo_root};
+use common::{TestNamespace, kubectl, phase, phase_is, reason_is, repo_root};
 
 const NODE: &str = "node-a";
 const AGENTS: &str = "taskrun-system";
@@ -78,10 +78,6 @@ async fn create(ns: &TestNamespace, name: &str, spec: &str, extra_metadata: &str
         .create(&PostParams::default(), &taskrun)
         .await
         .expect("create TaskRun")
-}
-
-fn phase_is(phase: Phase) -> impl Fn(&TaskRun) -> bool {
-    move |tr| tr.status.as_ref().and_then(|s| s.phase) == Some(phase)
 }
 
 async fn agent_pods(ns: &TestNamespace) -> Vec<Pod> {
@@ -269,17 +265,15 @@ async fn a_cordoned_node_takes_no_new_runs_until_uncordoned() {
 
     create(&ns, "waits", "image: busybox\ncommand: ['true']", "").await;
     let waiting = ns
-        .wait_for("waits", "Unschedulable", |tr| {
-            tr.status.as_ref().and_then(|s| s.reason) == Some(Reason::Unschedulable)
-        })
+        .wait_for("waits", "Unschedulable", reason_is(Reason::Unschedulable))
         .await;
-    assert_eq!(waiting.status.and_then(|s| s.phase), Some(Phase::Pending));
+    assert_eq!(phase(&waiting), Some(Phase::Pending));
     let docker = common::docker().await;
     assert!(ns.containers(&docker).await.is_empty(), "nothing started");
 
     cordon("uncordon");
     let done = ns.wait_done("waits").await;
-    assert_eq!(done.status.and_then(|s| s.phase), Some(Phase::Succeeded));
+    assert_eq!(phase(&done), Some(Phase::Succeeded));
 }
 
 #[tokio::test]

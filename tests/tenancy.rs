@@ -13,15 +13,7 @@ use kube::api::PostParams;
 use taskrun_operator::api::{Phase, Reason, TaskRun};
 use taskrun_operator::controller::CLASS_LABEL;
 
-use common::{Agent, ControllerProcess, NodeObject, TestNamespace};
-
-fn reason(taskrun: &TaskRun) -> Option<Reason> {
-    taskrun.status.as_ref().and_then(|s| s.reason)
-}
-
-fn phase(taskrun: &TaskRun) -> Option<Phase> {
-    taskrun.status.as_ref().and_then(|s| s.phase)
-}
+use common::{Agent, ControllerProcess, NodeObject, TestNamespace, phase, reason};
 
 /// The most containers of `namespace` that ran at one moment, from their own start and finish
 /// times as Docker recorded them.

@@ -11,7 +11,7 @@ use kube::Api;
 use kube::api::PostParams;
 use taskrun_operator::api::{Phase, TaskRun};
 
-use common::{TestNamespace, kubectl, repo_root};
+use common::{TestNamespace, kubectl, phase_is, repo_root};
 
 const NODE: &str = "node-a";
 
@@ -55,10 +55,8 @@ async fn uninstall_removes_every_task_container_and_leaves_nothing_stuck() {
             .await
             .expect("create TaskRun");
     }
-    ns.wait_for("running", "Running", |tr| {
-        tr.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
-    })
-    .await;
+    ns.wait_for("running", "Running", phase_is(Phase::Running))
+        .await;
     ns.wait_done("kept").await;
     let docker = common::docker().await;
     assert_eq!(

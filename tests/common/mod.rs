@@ -18,8 +18,8 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
 use taskrun_operator::api::{
-    ADMISSION_POLICY, TaskRun, TaskRunPolicy, TaskRunPolicySpec, admission_policy,
-    admission_policy_binding,
+    ADMISSION_POLICY, Phase, Reason, TaskRun, TaskRunPolicy, TaskRunPolicySpec, TaskRunStatus,
+    admission_policy, admission_policy_binding,
 };
 use taskrun_operator::controller::CLASS_LABEL;
 
@@ -747,6 +747,36 @@ pub fn taskrun_yaml(name: &str, spec: &str) -> String {
     format!(
         "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: {name}\nspec:\n{spec}\n"
     )
+}
+
+/// The run's status, which an agent has written by the time a test reads it.
+pub fn status(taskrun: &TaskRun) -> &TaskRunStatus {
+    taskrun.status.as_ref().expect("status written")
+}
+
+/// How the run ended (or stands): its phase and reason.
+pub fn outcome(taskrun: &TaskRun) -> (Option<Phase>, Option<Reason>) {
+    (status(taskrun).phase, status(taskrun).reason)
+}
+
+/// The run's phase; `None` before an agent wrote any.
+pub fn phase(taskrun: &TaskRun) -> Option<Phase> {
+    taskrun.status.as_ref().and_then(|s| s.phase)
+}
+
+/// The run's reason; `None` before an agent wrote any.
+pub fn reason(taskrun: &TaskRun) -> Option<Reason> {
+    taskrun.status.as_ref().and_then(|s| s.reason)
+}
+
+/// A check for [`TestNamespace::wait_for`]: the run is in `wanted`.
+pub fn phase_is(wanted: Phase) -> impl Fn(&TaskRun) -> bool {
+    move |taskrun| phase(taskrun) == Some(wanted)
+}
+
+/// A check for [`TestNamespace::wait_for`]: the run's reason is `wanted`.
+pub fn reason_is(wanted: Reason) -> impl Fn(&TaskRun) -> bool {
+    move |taskrun| reason(taskrun) == Some(wanted)
 }
 
 /// `kubectl apply --server-side -k deploy/`, as a user installs the operator, with the
