@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use bollard::models::ContainerSummaryStateEnum;
 use futures::{StreamExt, TryStreamExt};
 use kube::ResourceExt;
@@ -325,13 +323,10 @@ async fn a_taskrun_costs_at_most_four_writes_and_none_when_nothing_changes() {
     .await;
     ns.wait_done("counted").await;
     // The container's removal is the last step of a run: every write comes before it.
-    for _ in 0..600 {
-        if ns.container_count("counted").await == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(ns.container_count("counted").await, 0, "container removed");
+    common::eventually("the container's removal", || async {
+        ns.container_count("counted").await == 0
+    })
+    .await;
     taskruns
         .delete("counted", &DeleteParams::default())
         .await
@@ -582,19 +577,15 @@ async fn health_readiness_and_metrics_are_served() {
     let ns = TestNamespace::new("endpoints").await;
     let address = common::free_address();
     let _controller = common::ControllerProcess::start_serving(&ns.name, &ns.node(), &address);
-    let mut ready = None;
-    for _ in 0..100 {
-        ready = common::http_get(&address, "/readyz").await;
-        if ready.as_ref().is_some_and(|(code, _)| *code == 200) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        ready.map(|(code, _)| code),
-        Some(200),
-        "ready once the watch synced, the policy was read, the Lease is held and Docker answers"
-    );
+    common::eventually(
+        "/readyz answering 200: the watch synced, the policy read, the Lease held and Docker answering",
+        || async {
+            common::http_get(&address, "/readyz")
+                .await
+                .is_some_and(|(code, _)| code == 200)
+        },
+    )
+    .await;
     // `taskrun probe`, as the DaemonSet's exec probes ask.
     let probe = |path: &str, address: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_taskrun"))
@@ -640,20 +631,16 @@ async fn health_readiness_and_metrics_are_served() {
     // The controller counts a write once the API server answers it, lets go of a run once it
     // sees the final status, and counts phases from its own cache: each may be just after the
     // test's watch shows the run done.
-    let mut scraped = common::http_get(&address, "/metrics").await.unwrap();
-    for _ in 0..50 {
-        if scraped.1.contains("taskrun_status_writes_total 2")
+    let (code, metrics) = common::eventually_some("/metrics counting the run", || async {
+        let scraped = common::http_get(&address, "/metrics").await.unwrap();
+        (scraped.1.contains("taskrun_status_writes_total 2")
             && scraped.1.contains("taskrun_runs_held 0")
             && scraped
                 .1
-                .contains("taskrun_taskruns{phase=\"Succeeded\"} 1")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        scraped = common::http_get(&address, "/metrics").await.unwrap();
-    }
-    let (code, metrics) = scraped;
+                .contains("taskrun_taskruns{phase=\"Succeeded\"} 1"))
+        .then_some(scraped)
+    })
+    .await;
     assert_eq!(code, 200);
     let value = |line_start: &str| -> Option<f64> {
         metrics

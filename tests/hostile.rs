@@ -14,8 +14,8 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, RemoveContainerOptionsBuilder,
 };
 use k8s_openapi::api::events::v1::Event;
+use kube::Api;
 use kube::api::{DeleteParams, ListParams};
-use kube::{Api, ResourceExt};
 use taskrun_operator::api::{Phase, Reason, TaskRun, TaskRunStatus};
 
 use common::{ControllerProcess, TestNamespace, kubectl, outcome, status};
@@ -161,19 +161,17 @@ spec:
         probe_namespace
             .create("apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: probe\n  labels: {taskrun.dev/test-deny-status: 'true'}\nspec:\n  image: busybox\n")
             .await;
-        for _ in 0..150 {
+        common::eventually(&format!("the policy {name} taking effect"), || async {
             let dry_run = kubectl()
                 .args(["patch", "taskrun", "probe", "-n", &probe_namespace.name])
                 .args(["--subresource=status", "--type=merge", "--dry-run=server"])
                 .args(["-p", r#"{"status":{"message":"probe"}}"#])
                 .output()
                 .unwrap();
-            if !dry_run.status.success() {
-                return Self(name.to_string());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("the policy {name} never took effect");
+            !dry_run.status.success()
+        })
+        .await;
+        Self(name.to_string())
     }
 }
 
@@ -210,12 +208,10 @@ async fn container_events_do_not_bypass_the_backoff_of_a_failing_run() {
             common::metric(&text, "taskrun_reconcile_errors_total").unwrap_or(0.0),
         )
     };
-    let mut waited = 0;
-    while metrics().await.1 < 1.0 {
-        waited += 1;
-        assert!(waited < 300, "the status write never failed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::eventually("a failed status write", || async {
+        metrics().await.1 >= 1.0
+    })
+    .await;
 
     // Forty containers labelled as the run's come and go: forty destroy events for it.
     let docker = common::docker().await;
@@ -465,9 +461,8 @@ async fn the_longest_taskrun_name_still_gets_its_events() {
     let done = ns.wait_done(&name).await;
     assert_eq!(outcome(&done).0, Some(Phase::Succeeded));
     let events: Api<Event> = Api::namespaced(ns.client.clone(), &ns.name);
-    let mut reasons = Vec::new();
-    for _ in 0..50 {
-        reasons = events
+    common::eventually("the run's Started and Completed events", || async {
+        let reasons: Vec<String> = events
             .list(&ListParams::default())
             .await
             .unwrap()
@@ -476,14 +471,7 @@ async fn the_longest_taskrun_name_still_gets_its_events() {
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(&name))
             .filter_map(|e| e.reason)
             .collect();
-        if reasons.iter().any(|r| r == "Completed") && reasons.iter().any(|r| r == "Started") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        reasons.iter().any(|r| r == "Started") && reasons.iter().any(|r| r == "Completed"),
-        "events of {}: {reasons:?}",
-        done.name_any()
-    );
+        reasons.iter().any(|r| r == "Started") && reasons.iter().any(|r| r == "Completed")
+    })
+    .await;
 }

@@ -342,15 +342,15 @@ async fn an_agent_back_after_its_lease_expired_never_shares_a_run_with_a_peer() 
         let leases = leases.clone();
         let name = format!("taskrun-node-{node}");
         async move {
-            loop {
-                if let Some(lease) = leases.get_opt(&name).await.unwrap() {
-                    let spec = lease.spec.unwrap();
-                    let seconds = spec.lease_duration_seconds.unwrap();
-                    break spec.renew_time.unwrap().0
-                        + jiff::SignedDuration::from_secs(i64::from(seconds));
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            common::eventually_some(&format!("the Lease {name}"), || async {
+                let spec = leases.get_opt(&name).await.unwrap()?.spec.unwrap();
+                let seconds = spec.lease_duration_seconds.unwrap();
+                Some(
+                    spec.renew_time.unwrap().0
+                        + jiff::SignedDuration::from_secs(i64::from(seconds)),
+                )
+            })
+            .await
         }
     };
 

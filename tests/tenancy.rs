@@ -198,12 +198,10 @@ async fn only_the_agents_may_write_the_claim_annotations() {
         )
     };
     // The policy's bindings take a moment to reach the API server's admission.
-    let mut refused = None;
-    for _ in 0..100 {
+    let refused = common::eventually_some("a create with a claim refused", || async {
         let output = create(manifest("forged", "taskrun.dev/node: some-node"));
         if !output.status.success() {
-            refused = Some(String::from_utf8_lossy(&output.stderr).to_string());
-            break;
+            return Some(String::from_utf8_lossy(&output.stderr).to_string());
         }
         let _ = common::kubectl()
             .args([
@@ -215,9 +213,9 @@ async fn only_the_agents_may_write_the_claim_annotations() {
                 "--wait=false",
             ])
             .output();
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    let refused = refused.expect("a create with a claim is refused");
+        None
+    })
+    .await;
     assert!(
         refused.contains("written by the taskrun operator's agents only"),
         "{refused}"
@@ -348,20 +346,16 @@ async fn the_agent_reads_how_its_daemon_confines_containers_and_says_so() {
         .iter()
         .find_map(|o| o.strip_prefix("name=seccomp,profile=").map(String::from))
         .expect("this machine's daemon has seccomp");
-    let mut line = None;
-    for _ in 0..100 {
-        if let Some((200, metrics)) = common::http_get(&health, "/metrics").await {
-            line = metrics
+    let line = common::eventually_some("the daemon's setup on /metrics", || async {
+        match common::http_get(&health, "/metrics").await {
+            Some((200, metrics)) => metrics
                 .lines()
                 .find(|line| line.starts_with("taskrun_docker_daemon_info{"))
-                .map(String::from);
-            if line.is_some() {
-                break;
-            }
+                .map(String::from),
+            _ => None,
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let line = line.expect("the daemon's setup on /metrics");
+    })
+    .await;
     let version = info.server_version.unwrap_or_default();
     for label in [
         format!("seccomp=\"{seccomp}\""),

@@ -819,8 +819,25 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    eventually_some(what, || {
+        let holds = check();
+        async move { holds.await.then_some(()) }
+    })
+    .await
+}
+
+/// [`eventually`] for a check that finds something: waits until `check` returns `Some` and
+/// returns what it found.
+pub async fn eventually_some<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
     let started = std::time::Instant::now();
-    while !check().await {
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
         assert!(
             started.elapsed() < TIMEOUT,
             "{what} did not happen within {TIMEOUT:?}"
