@@ -190,7 +190,22 @@ async fn a_lost_node_gives_up_its_queued_runs_and_fails_its_started_ones() {
         ))
         .await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Node a answers a run pinned to a node no agent serves even while it is full. It saw the
+    // queued runs before this later one, so once it has said this one waits, it has placed them.
+    ns.create(&common::taskrun_yaml(
+        "after-the-queue",
+        &format!(
+            "image: busybox\ncommand: ['true']\nnodeName: {}-nowhere",
+            ns.name
+        ),
+    ))
+    .await;
+    ns.wait_for(
+        "after-the-queue",
+        "NodeUnavailable",
+        reason_is(Reason::NodeUnavailable),
+    )
+    .await;
     for name in ["queued-1", "queued-2"] {
         let waiting = ns.taskruns().get(name).await.unwrap();
         assert!(
