@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::time::Duration;
 
 use bollard::errors::Error::DockerResponseServerError;
 use bollard::models::ContainerCreateBody;
@@ -189,13 +188,54 @@ impl Drop for StatusWritesRefused {
     }
 }
 
+/// Creates a container with `labels` and removes it, so that its agent gets a destroy event.
+async fn come_and_go(docker: &bollard::Docker, name: &str, labels: &HashMap<String, String>) {
+    let body = ContainerCreateBody {
+        image: Some("busybox".into()),
+        cmd: Some(vec!["true".into()]),
+        labels: Some(labels.clone()),
+        ..Default::default()
+    };
+    let options = CreateContainerOptionsBuilder::default().name(name).build();
+    docker.create_container(Some(options), body).await.unwrap();
+    let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+    // The agent's sweep may be removing this orphan already (409) or be done (404).
+    match docker.remove_container(name, Some(remove)).await {
+        Ok(()) => {}
+        Err(DockerResponseServerError {
+            status_code: 404 | 409,
+            ..
+        }) => {}
+        Err(e) => panic!("failed to remove container {name}: {e}"),
+    }
+}
+
+/// Whether the agent's JSON log says it read the stop or removal of a container of the TaskRun
+/// `namespace/name`.
+fn logged_container_stop(log: &std::path::Path, namespace: &str, name: &str) -> bool {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .any(|entry| {
+            entry["message"] == "container stopped"
+                && entry["namespace"] == namespace
+                && entry["name"] == name
+        })
+}
+
 #[tokio::test]
 async fn container_events_do_not_bypass_the_backoff_of_a_failing_run() {
     let ns = TestNamespace::new("backoff").await;
     let probes = TestNamespace::new("backoff-probe").await;
     let _refused = StatusWritesRefused::install(&ns.name, &probes).await;
     let address = common::free_address();
-    let _controller = ControllerProcess::start_serving(&ns.name, &ns.node(), &address);
+    let controller = common::Agent {
+        health_addr: address.clone(),
+        extra: vec!["--log-format".into(), "json".into()],
+        ..common::Agent::new(&ns.name, &ns.node())
+    }
+    .start();
     ns.create("apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: stuck\n  labels: {taskrun.dev/test-deny-status: 'true'}\nspec:\n  image: busybox\n  command: [sleep, '300']\n  terminationGracePeriodSeconds: 0\n")
         .await;
 
@@ -228,27 +268,21 @@ async fn container_events_do_not_bypass_the_backoff_of_a_failing_run() {
     let (before, _) = metrics().await;
     let started = std::time::Instant::now();
     for i in 0..40 {
-        let name = format!("{}-event-{i}", ns.name);
-        let body = ContainerCreateBody {
-            image: Some("busybox".into()),
-            cmd: Some(vec!["true".into()]),
-            labels: Some(labels.clone()),
-            ..Default::default()
-        };
-        let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        docker.create_container(Some(options), body).await.unwrap();
-        let remove = RemoveContainerOptionsBuilder::default().force(true).build();
-        // The agent's sweep may be removing this orphan already (409) or be done (404).
-        match docker.remove_container(&name, Some(remove)).await {
-            Ok(()) => {}
-            Err(DockerResponseServerError {
-                status_code: 404 | 409,
-                ..
-            }) => {}
-            Err(e) => panic!("failed to remove container {name}: {e}"),
-        }
+        come_and_go(&docker, &format!("{}-event-{i}", ns.name), &labels).await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Then one of a TaskRun that does not exist, whose pass never runs, so it adds none to the
+    // count. The agent reads the daemon's events in order and queues each one's pass before it
+    // reads the next: once it has read this one, it has queued every pass the forty ask for.
+    let mut later = labels.clone();
+    later.insert(
+        "taskrun.dev/name".to_string(),
+        "after-the-forty".to_string(),
+    );
+    come_and_go(&docker, &format!("{}-after-the-forty", ns.name), &later).await;
+    common::eventually("the agent reading the event after the forty", || async {
+        logged_container_stop(&controller.log, &ns.name, "after-the-forty")
+    })
+    .await;
     let (after, _) = metrics().await;
     let seconds = started.elapsed().as_secs_f64();
     // Backoff of 1 s doubling: a handful of passes in this window, not one per event.
