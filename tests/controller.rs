@@ -6,7 +6,7 @@ mod common;
 use bollard::models::ContainerSummaryStateEnum;
 use futures::{StreamExt, TryStreamExt};
 use kube::ResourceExt;
-use kube::api::{DeleteParams, Patch, PatchParams, WatchEvent, WatchParams};
+use kube::api::{DeleteParams, WatchEvent, WatchParams};
 use taskrun_operator::api::{Phase, Reason};
 
 use common::{TestNamespace, kubectl, outcome, phase_is, reason_is, status};
@@ -200,14 +200,7 @@ async fn timeout_and_cancel_stop_the_container() {
 
     ns.wait_for("cancel-me", "Running", phase_is(Phase::Running))
         .await;
-    ns.taskruns()
-        .patch(
-            "cancel-me",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"cancel": true}})),
-        )
-        .await
-        .unwrap();
+    ns.cancel("cancel-me").await;
     let cancelled = ns.wait_done("cancel-me").await;
     assert_eq!(
         outcome(&cancelled),

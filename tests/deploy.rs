@@ -165,19 +165,7 @@ async fn the_install_can_do_what_the_readme_says() {
         expected(&["all", "taskrun-system"]),
         "the agents' own namespace"
     );
-    let opted_in = common::kubectl()
-        .args([
-            "create",
-            "rolebinding",
-            "taskrun-operator",
-            "-n",
-            &ns.name,
-            "--clusterrole=taskrun-operator-workloads",
-            "--serviceaccount=taskrun-system:taskrun-operator",
-        ])
-        .output()
-        .unwrap();
-    assert!(opted_in.status.success(), "{opted_in:?}");
+    ns.opt_in();
     assert_eq!(
         rights_in(&ns.name),
         expected(&["all", "opted in"]),

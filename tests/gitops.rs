@@ -83,17 +83,6 @@ fn served(ns: &TestNamespace, name: &str) -> Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-async fn cancel(ns: &TestNamespace, name: &str) {
-    ns.taskruns()
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "cancel": true } })),
-        )
-        .await
-        .unwrap();
-}
-
 /// Runs `kubectl wait --for=condition=CONDITION` on a TaskRun; true when it returned in time.
 fn kubectl_wait(ns: &TestNamespace, condition: &str, name: &str) -> bool {
     kubectl()
@@ -158,7 +147,7 @@ async fn kstatus_and_argo_cd_read_every_state_of_a_run() {
     ));
     ns.wait_for("cancelled", "Running", phase_is(Phase::Running))
         .await;
-    cancel(&ns, "cancelled").await;
+    ns.cancel("cancelled").await;
     for name in ["succeeded", "failed", "deadline", "cancelled"] {
         ns.wait_done(name).await;
         objects.push(served(&ns, name));
@@ -220,7 +209,7 @@ async fn kstatus_and_argo_cd_read_every_state_of_a_run() {
         .status
         .unwrap()
         .conditions;
-    cancel(&ns, "succeeded").await;
+    ns.cancel("succeeded").await;
     let seen_again = ns
         .wait_for("succeeded", "observedGeneration 2", |t| {
             t.status.as_ref().and_then(|s| s.observed_generation) == Some(2)

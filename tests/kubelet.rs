@@ -14,7 +14,7 @@ use serde_json::json;
 use taskrun_operator::api::{Phase, Reason, TaskRun};
 use tokio::sync::{Mutex, MutexGuard};
 
-use common::{TestNamespace, kubectl, phase, phase_is, reason_is, repo_root};
+use common::{TestNamespace, kubectl, phase, phase_is, reason_is};
 
 const NODE: &str = "node-a";
 const AGENTS: &str = "taskrun-system";
@@ -26,21 +26,22 @@ async fn node_agent() -> MutexGuard<'static, ()> {
     static DEPLOYED: std::sync::Once = std::sync::Once::new();
     let turn = TURN.lock().await;
     DEPLOYED.call_once(|| {
+        common::apply_deploy();
         for (what, args) in [
-            ("deploy", vec![]),
             (
                 "restart",
-                vec![
+                [
                     "-n",
                     AGENTS,
                     "rollout",
                     "restart",
                     "daemonset/taskrun-operator",
-                ],
+                ]
+                .as_slice(),
             ),
             (
                 "rollout",
-                vec![
+                &[
                     "-n",
                     AGENTS,
                     "rollout",
@@ -50,14 +51,7 @@ async fn node_agent() -> MutexGuard<'static, ()> {
                 ],
             ),
         ] {
-            let output = if what == "deploy" {
-                std::process::Command::new(repo_root().join("scripts/deploy.sh"))
-                    .env("KUBECONFIG", common::kubeconfig())
-                    .output()
-                    .unwrap()
-            } else {
-                kubectl().args(&args).output().unwrap()
-            };
+            let output = kubectl().args(args).output().unwrap();
             assert!(output.status.success(), "{what}: {output:?}");
         }
     });

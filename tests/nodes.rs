@@ -442,11 +442,7 @@ async fn a_cordoned_node_takes_no_new_runs_until_it_is_uncordoned() {
     let docker = common::docker().await;
     assert!(ns.containers(&docker).await.is_empty(), "nothing started");
 
-    let uncordoned = common::kubectl()
-        .args(["uncordon", &node.name])
-        .output()
-        .unwrap();
-    assert!(uncordoned.status.success(), "{uncordoned:?}");
+    node.uncordon();
     let done = ns.wait_done("waits").await;
     assert_eq!(phase(&done), Some(Phase::Succeeded));
 }
@@ -483,14 +479,7 @@ async fn a_deleted_node_is_lost_and_its_started_runs_end_node_lost() {
         )
     );
     // A cancel after the fact is recorded as seen by the surviving agent.
-    ns.taskruns()
-        .patch(
-            "long",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({ "spec": { "cancel": true } })),
-        )
-        .await
-        .unwrap();
+    ns.cancel("long").await;
     let seen = ns
         .wait_for("long", "observedGeneration 2", |tr| {
             tr.status.as_ref().and_then(|s| s.observed_generation) == Some(2)

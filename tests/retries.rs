@@ -11,7 +11,6 @@ use bollard::query_parameters::{EventsOptionsBuilder, InspectContainerOptions};
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Patch, PatchParams};
 use taskrun_operator::api::{Phase, Reason, TaskRun};
 
 use common::{ControllerProcess, TestNamespace, phase_is, reason_is, status};
@@ -187,14 +186,7 @@ async fn only_listed_exit_codes_and_reasons_are_retried_and_a_cancel_never_is() 
     .await;
     ns.wait_for("cancelled", "Running", phase_is(Phase::Running))
         .await;
-    ns.taskruns()
-        .patch(
-            "cancelled",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "spec": { "cancel": true } })),
-        )
-        .await
-        .unwrap();
+    ns.cancel("cancelled").await;
 
     let expected = [
         ("other-code", Phase::Failed, Reason::Error, 1),

@@ -76,11 +76,7 @@ async fn claims_written_by_an_author_start_nothing_on_a_cordoned_node_nor_past_m
     let docker = common::docker().await;
     assert!(ns.containers(&docker).await.is_empty(), "nothing started");
 
-    let uncordoned = common::kubectl()
-        .args(["uncordon", &node.name])
-        .output()
-        .unwrap();
-    assert!(uncordoned.status.success(), "{uncordoned:?}");
+    node.uncordon();
     for name in &runs {
         let done = ns.wait_done(name).await;
         assert_eq!(phase(&done), Some(Phase::Succeeded), "{name}");

@@ -187,6 +187,37 @@ impl TestNamespace {
             .expect("create TaskRun")
     }
 
+    /// Sets the TaskRun's `spec.cancel`, as a user cancels a run.
+    pub async fn cancel(&self, name: &str) {
+        self.taskruns()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "spec": { "cancel": true } })),
+            )
+            .await
+            .expect("cancel the TaskRun");
+    }
+
+    /// Opts this namespace in, as the README tells an administrator to: binds
+    /// `taskrun-operator-workloads` here to the installed agents' account, so they may read its
+    /// Secrets and ConfigMaps and mint its tokens.
+    pub fn opt_in(&self) {
+        let opted = kubectl()
+            .args([
+                "create",
+                "rolebinding",
+                "taskrun-operator",
+                "-n",
+                &self.name,
+                "--clusterrole=taskrun-operator-workloads",
+                "--serviceaccount=taskrun-system:taskrun-operator",
+            ])
+            .output()
+            .unwrap();
+        assert!(opted.status.success(), "{opted:?}");
+    }
+
     /// Waits until the TaskRun's `Done` condition is True and returns it.
     pub async fn wait_done(&self, name: &str) -> TaskRun {
         self.wait_for(name, "Done", |tr| {
@@ -890,6 +921,12 @@ impl NodeObject {
             nodes,
             name: name.to_string(),
         }
+    }
+
+    /// `kubectl uncordon`, as an administrator would.
+    pub fn uncordon(&self) {
+        let uncordoned = kubectl().args(["uncordon", &self.name]).output().unwrap();
+        assert!(uncordoned.status.success(), "{uncordoned:?}");
     }
 }
 
