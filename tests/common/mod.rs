@@ -102,16 +102,20 @@ pub fn kubectl() -> Command {
 
 /// Installs the TaskRun CRD from crds/ and waits until it is served.
 pub async fn ensure_crd(client: &Client) {
+    install_crd(client, TaskRun::crd()).await;
+}
+
+/// Applies `crd` and waits until it is served.
+async fn install_crd(client: &Client, crd: CustomResourceDefinition) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = TaskRun::crd();
     let name = crd.metadata.name.clone().unwrap();
     crds.patch(
         &name,
-        &PatchParams::apply("taskrun-tests").force(),
+        &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(&crd),
     )
     .await
-    .expect("apply the TaskRun CRD");
+    .unwrap_or_else(|e| panic!("apply the CRD {name}: {e}"));
     tokio::time::timeout(
         TIMEOUT,
         await_condition(crds, &name, conditions::is_crd_established()),
@@ -949,23 +953,7 @@ const MANAGER: &str = "taskrun-tests";
 
 /// Installs the TaskRunPolicy CRD and waits until it is served.
 pub async fn ensure_policy_crd(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = TaskRunPolicy::crd();
-    let name = crd.metadata.name.clone().unwrap();
-    crds.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("apply the TaskRunPolicy CRD");
-    tokio::time::timeout(
-        TIMEOUT,
-        await_condition(crds, &name, conditions::is_crd_established()),
-    )
-    .await
-    .expect("CRD established in time")
-    .expect("watch the CRD");
+    install_crd(client, TaskRunPolicy::crd()).await;
 }
 
 /// Cluster-scoped objects a test made, deleted when it ends.
