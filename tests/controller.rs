@@ -3,24 +3,13 @@
 
 mod common;
 
-use std::time::Duration;
-
 use bollard::models::ContainerSummaryStateEnum;
 use futures::{StreamExt, TryStreamExt};
 use kube::ResourceExt;
-use kube::api::{DeleteParams, Patch, PatchParams, WatchEvent, WatchParams};
-use taskrun_operator::api::{Phase, Reason, TaskRun, TaskRunStatus};
+use kube::api::{DeleteParams, WatchEvent, WatchParams};
+use taskrun_operator::api::{Phase, Reason};
 
-use common::{TestNamespace, kubectl};
-
-fn status(taskrun: &TaskRun) -> &TaskRunStatus {
-    taskrun.status.as_ref().expect("status written")
-}
-
-fn outcome(taskrun: &TaskRun) -> (Option<Phase>, Option<Reason>, Option<i64>) {
-    let s = status(taskrun);
-    (s.phase, s.reason, s.exit_code)
-}
+use common::{TestNamespace, kubectl, outcome, phase_is, reason_is, status};
 
 #[tokio::test]
 async fn runs_succeed_fail_and_keep_their_output() {
@@ -44,8 +33,8 @@ async fn runs_succeed_fail_and_keep_their_output() {
 
     let ok = ns.wait_done("ok").await;
     assert_eq!(
-        outcome(&ok),
-        (Some(Phase::Succeeded), Some(Reason::Completed), Some(0))
+        (outcome(&ok), status(&ok).exit_code),
+        ((Some(Phase::Succeeded), Some(Reason::Completed)), Some(0))
     );
     let s = status(&ok);
     assert!(s.start_time.is_some() && s.completion_time.is_some());
@@ -59,8 +48,8 @@ async fn runs_succeed_fail_and_keep_their_output() {
 
     let failed = ns.wait_done("exit3").await;
     assert_eq!(
-        outcome(&failed),
-        (Some(Phase::Failed), Some(Reason::Error), Some(3))
+        (outcome(&failed), status(&failed).exit_code),
+        ((Some(Phase::Failed), Some(Reason::Error)), Some(3))
     );
     assert_eq!(status(&failed).log_tail.as_deref(), Some("bad\n"));
     let succeeded = status(&failed)
@@ -140,14 +129,14 @@ async fn image_and_start_failures_end_failed_with_the_reason() {
 
     let not_present = ns.wait_done("not-present").await;
     assert_eq!(
-        outcome(&not_present),
-        (Some(Phase::Failed), Some(Reason::ImageNotPresent), None)
+        (outcome(&not_present), status(&not_present).exit_code),
+        ((Some(Phase::Failed), Some(Reason::ImageNotPresent)), None)
     );
 
     let pull = ns.wait_done("pull-fails").await;
     assert_eq!(
-        outcome(&pull),
-        (Some(Phase::Failed), Some(Reason::ImagePullFailed), None)
+        (outcome(&pull), status(&pull).exit_code),
+        ((Some(Phase::Failed), Some(Reason::ImagePullFailed)), None)
     );
     assert!(
         status(&pull)
@@ -161,7 +150,7 @@ async fn image_and_start_failures_end_failed_with_the_reason() {
 
     let start = ns.wait_done("no-binary").await;
     assert_eq!(
-        (status(&start).phase, status(&start).reason),
+        outcome(&start),
         (Some(Phase::Failed), Some(Reason::StartFailed))
     );
     assert!(
@@ -176,8 +165,8 @@ async fn image_and_start_failures_end_failed_with_the_reason() {
 
     let oom = ns.wait_done("oom").await;
     assert_eq!(
-        outcome(&oom),
-        (Some(Phase::Failed), Some(Reason::OomKilled), Some(137)),
+        (outcome(&oom), status(&oom).exit_code),
+        ((Some(Phase::Failed), Some(Reason::OomKilled)), Some(137)),
         "{:#?}",
         oom.status
     );
@@ -200,7 +189,7 @@ async fn timeout_and_cancel_stop_the_container() {
 
     let slow = ns.wait_done("slow").await;
     assert_eq!(
-        (status(&slow).phase, status(&slow).reason),
+        outcome(&slow),
         (Some(Phase::Failed), Some(Reason::DeadlineExceeded))
     );
     assert_eq!(
@@ -209,23 +198,12 @@ async fn timeout_and_cancel_stop_the_container() {
         "output survives the timeout and the cleanup"
     );
 
-    ns.wait_for("cancel-me", "Running", |tr| {
-        tr.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(Phase::Running))
-    })
-    .await;
-    ns.taskruns()
-        .patch(
-            "cancel-me",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"cancel": true}})),
-        )
-        .await
-        .unwrap();
+    ns.wait_for("cancel-me", "Running", phase_is(Phase::Running))
+        .await;
+    ns.cancel("cancel-me").await;
     let cancelled = ns.wait_done("cancel-me").await;
     assert_eq!(
-        (status(&cancelled).phase, status(&cancelled).reason),
+        outcome(&cancelled),
         (Some(Phase::Cancelled), Some(Reason::Cancelled))
     );
     assert_eq!(
@@ -300,12 +278,8 @@ async fn deleting_a_running_taskrun_removes_its_container_first() {
             "image: busybox\ncommand: [sleep, '30']\nterminationGracePeriodSeconds: 1",
         ))
         .await;
-    ns.wait_for("doomed", "Running", |tr| {
-        tr.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(Phase::Running))
-    })
-    .await;
+    ns.wait_for("doomed", "Running", phase_is(Phase::Running))
+        .await;
     assert_eq!(ns.container_count("doomed").await, 1);
     let taskruns = ns.taskruns();
     taskruns
@@ -342,13 +316,10 @@ async fn a_taskrun_costs_at_most_four_writes_and_none_when_nothing_changes() {
     .await;
     ns.wait_done("counted").await;
     // The container's removal is the last step of a run: every write comes before it.
-    for _ in 0..600 {
-        if ns.container_count("counted").await == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(ns.container_count("counted").await, 0, "container removed");
+    common::eventually("the container's removal", || async {
+        ns.container_count("counted").await == 0
+    })
+    .await;
     taskruns
         .delete("counted", &DeleteParams::default())
         .await
@@ -390,12 +361,8 @@ async fn kill_9_while_starting_and_running_still_gives_one_container_and_the_rig
         ))
         .await;
     }
-    ns.wait_for("run-0", "Running", |tr| {
-        tr.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(Phase::Running))
-    })
-    .await;
+    ns.wait_for("run-0", "Running", phase_is(Phase::Running))
+        .await;
     controller.kill();
     let docker = common::docker().await;
     common::eventually("the runs finishing while no controller watches", || async {
@@ -435,12 +402,8 @@ async fn sigterm_leaves_running_containers_for_the_next_controller() {
         "image: busybox\ncommand: [sh, -c, 'sleep 3; echo done']\ncleanup: Never",
     ))
     .await;
-    ns.wait_for("long", "Running", |tr| {
-        tr.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(Phase::Running))
-    })
-    .await;
+    ns.wait_for("long", "Running", phase_is(Phase::Running))
+        .await;
     let exit = controller.terminate();
     assert!(
         exit.success(),
@@ -454,8 +417,8 @@ async fn sigterm_leaves_running_containers_for_the_next_controller() {
     let _next = ns.start_controller();
     let done = ns.wait_done("long").await;
     assert_eq!(
-        outcome(&done),
-        (Some(Phase::Succeeded), Some(Reason::Completed), Some(0))
+        (outcome(&done), status(&done).exit_code),
+        ((Some(Phase::Succeeded), Some(Reason::Completed)), Some(0))
     );
     assert_eq!(status(&done).log_tail.as_deref(), Some("done\n"));
 }
@@ -570,11 +533,11 @@ async fn a_daemon_outage_is_shown_and_retried_not_failed() {
     ))
     .await;
     let held = ns
-        .wait_for("during", "DaemonUnavailable", |tr| {
-            tr.status
-                .as_ref()
-                .is_some_and(|s| s.reason == Some(Reason::DaemonUnavailable))
-        })
+        .wait_for(
+            "during",
+            "DaemonUnavailable",
+            reason_is(Reason::DaemonUnavailable),
+        )
         .await;
     assert_eq!(
         status(&held).phase,
@@ -592,8 +555,8 @@ async fn a_daemon_outage_is_shown_and_retried_not_failed() {
     proxy.resume();
     let done = ns.wait_done("during").await;
     assert_eq!(
-        outcome(&done),
-        (Some(Phase::Succeeded), Some(Reason::Completed), Some(0))
+        (outcome(&done), status(&done).exit_code),
+        ((Some(Phase::Succeeded), Some(Reason::Completed)), Some(0))
     );
     assert!(
         done.finalizers()
@@ -607,19 +570,15 @@ async fn health_readiness_and_metrics_are_served() {
     let ns = TestNamespace::new("endpoints").await;
     let address = common::free_address();
     let _controller = common::ControllerProcess::start_serving(&ns.name, &ns.node(), &address);
-    let mut ready = None;
-    for _ in 0..100 {
-        ready = common::http_get(&address, "/readyz").await;
-        if ready.as_ref().is_some_and(|(code, _)| *code == 200) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        ready.map(|(code, _)| code),
-        Some(200),
-        "ready once the watch synced, the policy was read, the Lease is held and Docker answers"
-    );
+    common::eventually(
+        "/readyz answering 200: the watch synced, the policy read, the Lease held and Docker answering",
+        || async {
+            common::http_get(&address, "/readyz")
+                .await
+                .is_some_and(|(code, _)| code == 200)
+        },
+    )
+    .await;
     // `taskrun probe`, as the DaemonSet's exec probes ask.
     let probe = |path: &str, address: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_taskrun"))
@@ -665,20 +624,16 @@ async fn health_readiness_and_metrics_are_served() {
     // The controller counts a write once the API server answers it, lets go of a run once it
     // sees the final status, and counts phases from its own cache: each may be just after the
     // test's watch shows the run done.
-    let mut scraped = common::http_get(&address, "/metrics").await.unwrap();
-    for _ in 0..50 {
-        if scraped.1.contains("taskrun_status_writes_total 2")
+    let (code, metrics) = common::eventually_some("/metrics counting the run", || async {
+        let scraped = common::http_get(&address, "/metrics").await.unwrap();
+        (scraped.1.contains("taskrun_status_writes_total 2")
             && scraped.1.contains("taskrun_runs_held 0")
             && scraped
                 .1
-                .contains("taskrun_taskruns{phase=\"Succeeded\"} 1")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        scraped = common::http_get(&address, "/metrics").await.unwrap();
-    }
-    let (code, metrics) = scraped;
+                .contains("taskrun_taskruns{phase=\"Succeeded\"} 1"))
+        .then_some(scraped)
+    })
+    .await;
     assert_eq!(code, 200);
     let value = |line_start: &str| -> Option<f64> {
         metrics

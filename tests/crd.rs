@@ -106,26 +106,15 @@ async fn examples_are_accepted_and_listed_with_printer_columns() {
 async fn kubectl_explain_shows_the_field_docs() {
     common::ensure_crd(&common::client().await).await;
     // The API server publishes a new CRD's OpenAPI schema a moment after it is established.
-    let mut output = kubectl()
-        .args(["explain", "taskrun.spec.cleanup"])
-        .output()
-        .unwrap();
-    for _ in 0..50 {
-        if output.status.success() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        output = kubectl()
+    let output = common::eventually_some("kubectl explain taskrun.spec.cleanup", || async {
+        let output = kubectl()
             .args(["explain", "taskrun.spec.cleanup"])
             .output()
             .unwrap();
-    }
+        output.status.success().then_some(output)
+    })
+    .await;
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     assert!(
         text.contains("When the finished container is removed"),
         "{text}"

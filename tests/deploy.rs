@@ -165,19 +165,7 @@ async fn the_install_can_do_what_the_readme_says() {
         expected(&["all", "taskrun-system"]),
         "the agents' own namespace"
     );
-    let opted_in = common::kubectl()
-        .args([
-            "create",
-            "rolebinding",
-            "taskrun-operator",
-            "-n",
-            &ns.name,
-            "--clusterrole=taskrun-operator-workloads",
-            "--serviceaccount=taskrun-system:taskrun-operator",
-        ])
-        .output()
-        .unwrap();
-    assert!(opted_in.status.success(), "{opted_in:?}");
+    ns.opt_in();
     assert_eq!(
         rights_in(&ns.name),
         expected(&["all", "opted in"]),
@@ -400,12 +388,10 @@ async fn the_operator_account_cannot_change_a_spec_but_can_claim() {
     // A new policy reaches the API server's admission chain within moments, not at once; a
     // server-side dry run goes through admission without changing the TaskRun.
     let cancel = r#"{"spec":{"cancel":true}}"#;
-    for _ in 0..100 {
-        if !patch_as_operator(cancel, true).status.success() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    common::eventually("a dry-run spec write as the operator refused", || async {
+        !patch_as_operator(cancel, true).status.success()
+    })
+    .await;
     let refused = patch_as_operator(cancel, false);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -485,12 +471,11 @@ async fn the_operator_account_deletes_only_taskruns_that_ended_and_ask_for_it() 
         command.output().unwrap()
     };
     // As above: wait, without deleting anything, until the policy is in the admission chain.
-    for _ in 0..100 {
-        if !delete_as_operator("kept", true).status.success() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    common::eventually(
+        "a dry-run delete as the operator of a run that did not ask for it refused",
+        || async { !delete_as_operator("kept", true).status.success() },
+    )
+    .await;
     for name in ["kept", "running"] {
         let refused = delete_as_operator(name, false);
         let stderr = String::from_utf8_lossy(&refused.stderr);

@@ -13,9 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use taskrun_operator::api::{Phase, TaskRun};
+use taskrun_operator::api::Phase;
 
-use common::{TestNamespace, kubectl, repo_root, taskrun_yaml};
+use common::{TestNamespace, kubectl, phase, phase_is, repo_root, taskrun_yaml};
 
 /// What the tools made of one TaskRun.
 #[derive(Debug, Deserialize)]
@@ -83,21 +83,6 @@ fn served(ns: &TestNamespace, name: &str) -> Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-fn is_phase(phase: Phase) -> impl Fn(&TaskRun) -> bool {
-    move |taskrun| taskrun.status.as_ref().and_then(|s| s.phase) == Some(phase)
-}
-
-async fn cancel(ns: &TestNamespace, name: &str) {
-    ns.taskruns()
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "cancel": true } })),
-        )
-        .await
-        .unwrap();
-}
-
 /// Runs `kubectl wait --for=condition=CONDITION` on a TaskRun; true when it returned in time.
 fn kubectl_wait(ns: &TestNamespace, condition: &str, name: &str) -> bool {
     kubectl()
@@ -154,20 +139,20 @@ async fn kstatus_and_argo_cd_read_every_state_of_a_run() {
 
     objects.push(served(
         &ns,
-        &ns.wait_for("running", "Running", is_phase(Phase::Running))
+        &ns.wait_for("running", "Running", phase_is(Phase::Running))
             .await
             .metadata
             .name
             .unwrap(),
     ));
-    ns.wait_for("cancelled", "Running", is_phase(Phase::Running))
+    ns.wait_for("cancelled", "Running", phase_is(Phase::Running))
         .await;
-    cancel(&ns, "cancelled").await;
+    ns.cancel("cancelled").await;
     for name in ["succeeded", "failed", "deadline", "cancelled"] {
         ns.wait_done(name).await;
         objects.push(served(&ns, name));
     }
-    ns.wait_for("deleting", "Running", is_phase(Phase::Running))
+    ns.wait_for("deleting", "Running", phase_is(Phase::Running))
         .await;
     ns.taskruns()
         .delete("deleting", &DeleteParams::default())
@@ -224,7 +209,7 @@ async fn kstatus_and_argo_cd_read_every_state_of_a_run() {
         .status
         .unwrap()
         .conditions;
-    cancel(&ns, "succeeded").await;
+    ns.cancel("succeeded").await;
     let seen_again = ns
         .wait_for("succeeded", "observedGeneration 2", |t| {
             t.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
@@ -369,10 +354,6 @@ async fn the_gitops_examples_run() {
     }
     for name in names {
         let done = ns.wait_done(&name).await;
-        assert_eq!(
-            done.status.and_then(|s| s.phase),
-            Some(Phase::Succeeded),
-            "{name}"
-        );
+        assert_eq!(phase(&done), Some(Phase::Succeeded), "{name}");
     }
 }

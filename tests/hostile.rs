@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::time::Duration;
 
 use bollard::errors::Error::DockerResponseServerError;
 use bollard::models::ContainerCreateBody;
@@ -14,19 +13,11 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, RemoveContainerOptionsBuilder,
 };
 use k8s_openapi::api::events::v1::Event;
+use kube::Api;
 use kube::api::{DeleteParams, ListParams};
-use kube::{Api, ResourceExt};
 use taskrun_operator::api::{Phase, Reason, TaskRun, TaskRunStatus};
 
-use common::{ControllerProcess, TestNamespace, kubectl};
-
-fn status(taskrun: &TaskRun) -> &TaskRunStatus {
-    taskrun.status.as_ref().expect("status written")
-}
-
-fn outcome(taskrun: &TaskRun) -> (Option<Phase>, Option<Reason>) {
-    (status(taskrun).phase, status(taskrun).reason)
-}
+use common::{ControllerProcess, TestNamespace, kubectl, outcome, status};
 
 /// A printf format that prints exactly `bytes`.
 fn printf_format(bytes: &[u8]) -> String {
@@ -169,19 +160,17 @@ spec:
         probe_namespace
             .create("apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: probe\n  labels: {taskrun.dev/test-deny-status: 'true'}\nspec:\n  image: busybox\n")
             .await;
-        for _ in 0..150 {
+        common::eventually(&format!("the policy {name} taking effect"), || async {
             let dry_run = kubectl()
                 .args(["patch", "taskrun", "probe", "-n", &probe_namespace.name])
                 .args(["--subresource=status", "--type=merge", "--dry-run=server"])
                 .args(["-p", r#"{"status":{"message":"probe"}}"#])
                 .output()
                 .unwrap();
-            if !dry_run.status.success() {
-                return Self(name.to_string());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("the policy {name} never took effect");
+            !dry_run.status.success()
+        })
+        .await;
+        Self(name.to_string())
     }
 }
 
@@ -199,13 +188,54 @@ impl Drop for StatusWritesRefused {
     }
 }
 
+/// Creates a container with `labels` and removes it, so that its agent gets a destroy event.
+async fn come_and_go(docker: &bollard::Docker, name: &str, labels: &HashMap<String, String>) {
+    let body = ContainerCreateBody {
+        image: Some("busybox".into()),
+        cmd: Some(vec!["true".into()]),
+        labels: Some(labels.clone()),
+        ..Default::default()
+    };
+    let options = CreateContainerOptionsBuilder::default().name(name).build();
+    docker.create_container(Some(options), body).await.unwrap();
+    let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+    // The agent's sweep may be removing this orphan already (409) or be done (404).
+    match docker.remove_container(name, Some(remove)).await {
+        Ok(()) => {}
+        Err(DockerResponseServerError {
+            status_code: 404 | 409,
+            ..
+        }) => {}
+        Err(e) => panic!("failed to remove container {name}: {e}"),
+    }
+}
+
+/// Whether the agent's JSON log says it read the stop or removal of a container of the TaskRun
+/// `namespace/name`.
+fn logged_container_stop(log: &std::path::Path, namespace: &str, name: &str) -> bool {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .any(|entry| {
+            entry["message"] == "container stopped"
+                && entry["namespace"] == namespace
+                && entry["name"] == name
+        })
+}
+
 #[tokio::test]
 async fn container_events_do_not_bypass_the_backoff_of_a_failing_run() {
     let ns = TestNamespace::new("backoff").await;
     let probes = TestNamespace::new("backoff-probe").await;
     let _refused = StatusWritesRefused::install(&ns.name, &probes).await;
     let address = common::free_address();
-    let _controller = ControllerProcess::start_serving(&ns.name, &ns.node(), &address);
+    let controller = common::Agent {
+        health_addr: address.clone(),
+        extra: vec!["--log-format".into(), "json".into()],
+        ..common::Agent::new(&ns.name, &ns.node())
+    }
+    .start();
     ns.create("apiVersion: taskrun.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: stuck\n  labels: {taskrun.dev/test-deny-status: 'true'}\nspec:\n  image: busybox\n  command: [sleep, '300']\n  terminationGracePeriodSeconds: 0\n")
         .await;
 
@@ -218,12 +248,10 @@ async fn container_events_do_not_bypass_the_backoff_of_a_failing_run() {
             common::metric(&text, "taskrun_reconcile_errors_total").unwrap_or(0.0),
         )
     };
-    let mut waited = 0;
-    while metrics().await.1 < 1.0 {
-        waited += 1;
-        assert!(waited < 300, "the status write never failed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::eventually("a failed status write", || async {
+        metrics().await.1 >= 1.0
+    })
+    .await;
 
     // Forty containers labelled as the run's come and go: forty destroy events for it.
     let docker = common::docker().await;
@@ -240,27 +268,21 @@ async fn container_events_do_not_bypass_the_backoff_of_a_failing_run() {
     let (before, _) = metrics().await;
     let started = std::time::Instant::now();
     for i in 0..40 {
-        let name = format!("{}-event-{i}", ns.name);
-        let body = ContainerCreateBody {
-            image: Some("busybox".into()),
-            cmd: Some(vec!["true".into()]),
-            labels: Some(labels.clone()),
-            ..Default::default()
-        };
-        let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        docker.create_container(Some(options), body).await.unwrap();
-        let remove = RemoveContainerOptionsBuilder::default().force(true).build();
-        // The agent's sweep may be removing this orphan already (409) or be done (404).
-        match docker.remove_container(&name, Some(remove)).await {
-            Ok(()) => {}
-            Err(DockerResponseServerError {
-                status_code: 404 | 409,
-                ..
-            }) => {}
-            Err(e) => panic!("failed to remove container {name}: {e}"),
-        }
+        come_and_go(&docker, &format!("{}-event-{i}", ns.name), &labels).await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Then one of a TaskRun that does not exist, whose pass never runs, so it adds none to the
+    // count. The agent reads the daemon's events in order and queues each one's pass before it
+    // reads the next: once it has read this one, it has queued every pass the forty ask for.
+    let mut later = labels.clone();
+    later.insert(
+        "taskrun.dev/name".to_string(),
+        "after-the-forty".to_string(),
+    );
+    come_and_go(&docker, &format!("{}-after-the-forty", ns.name), &later).await;
+    common::eventually("the agent reading the event after the forty", || async {
+        logged_container_stop(&controller.log, &ns.name, "after-the-forty")
+    })
+    .await;
     let (after, _) = metrics().await;
     let seconds = started.elapsed().as_secs_f64();
     // Backoff of 1 s doubling: a handful of passes in this window, not one per event.
@@ -473,9 +495,8 @@ async fn the_longest_taskrun_name_still_gets_its_events() {
     let done = ns.wait_done(&name).await;
     assert_eq!(outcome(&done).0, Some(Phase::Succeeded));
     let events: Api<Event> = Api::namespaced(ns.client.clone(), &ns.name);
-    let mut reasons = Vec::new();
-    for _ in 0..50 {
-        reasons = events
+    common::eventually("the run's Started and Completed events", || async {
+        let reasons: Vec<String> = events
             .list(&ListParams::default())
             .await
             .unwrap()
@@ -484,14 +505,7 @@ async fn the_longest_taskrun_name_still_gets_its_events() {
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(&name))
             .filter_map(|e| e.reason)
             .collect();
-        if reasons.iter().any(|r| r == "Completed") && reasons.iter().any(|r| r == "Started") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        reasons.iter().any(|r| r == "Started") && reasons.iter().any(|r| r == "Completed"),
-        "events of {}: {reasons:?}",
-        done.name_any()
-    );
+        reasons.iter().any(|r| r == "Started") && reasons.iter().any(|r| r == "Completed")
+    })
+    .await;
 }

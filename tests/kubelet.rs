@@ -14,7 +14,7 @@ use serde_json::json;
 use taskrun_operator::api::{Phase, Reason, TaskRun};
 use tokio::sync::{Mutex, MutexGuard};
 
-use common::{TestNamespace, kubectl, repo_root};
+use common::{TestNamespace, kubectl, phase, phase_is, reason_is};
 
 const NODE: &str = "node-a";
 const AGENTS: &str = "taskrun-system";
@@ -26,21 +26,22 @@ async fn node_agent() -> MutexGuard<'static, ()> {
     static DEPLOYED: std::sync::Once = std::sync::Once::new();
     let turn = TURN.lock().await;
     DEPLOYED.call_once(|| {
+        common::apply_deploy();
         for (what, args) in [
-            ("deploy", vec![]),
             (
                 "restart",
-                vec![
+                [
                     "-n",
                     AGENTS,
                     "rollout",
                     "restart",
                     "daemonset/taskrun-operator",
-                ],
+                ]
+                .as_slice(),
             ),
             (
                 "rollout",
-                vec![
+                &[
                     "-n",
                     AGENTS,
                     "rollout",
@@ -50,14 +51,7 @@ async fn node_agent() -> MutexGuard<'static, ()> {
                 ],
             ),
         ] {
-            let output = if what == "deploy" {
-                std::process::Command::new(repo_root().join("scripts/deploy.sh"))
-                    .env("KUBECONFIG", common::kubeconfig())
-                    .output()
-                    .unwrap()
-            } else {
-                kubectl().args(&args).output().unwrap()
-            };
+            let output = kubectl().args(args).output().unwrap();
             assert!(output.status.success(), "{what}: {output:?}");
         }
     });
@@ -78,10 +72,6 @@ async fn create(ns: &TestNamespace, name: &str, spec: &str, extra_metadata: &str
         .create(&PostParams::default(), &taskrun)
         .await
         .expect("create TaskRun")
-}
-
-fn phase_is(phase: Phase) -> impl Fn(&TaskRun) -> bool {
-    move |tr| tr.status.as_ref().and_then(|s| s.phase) == Some(phase)
 }
 
 async fn agent_pods(ns: &TestNamespace) -> Vec<Pod> {
@@ -269,17 +259,15 @@ async fn a_cordoned_node_takes_no_new_runs_until_uncordoned() {
 
     create(&ns, "waits", "image: busybox\ncommand: ['true']", "").await;
     let waiting = ns
-        .wait_for("waits", "Unschedulable", |tr| {
-            tr.status.as_ref().and_then(|s| s.reason) == Some(Reason::Unschedulable)
-        })
+        .wait_for("waits", "Unschedulable", reason_is(Reason::Unschedulable))
         .await;
-    assert_eq!(waiting.status.and_then(|s| s.phase), Some(Phase::Pending));
+    assert_eq!(phase(&waiting), Some(Phase::Pending));
     let docker = common::docker().await;
     assert!(ns.containers(&docker).await.is_empty(), "nothing started");
 
     cordon("uncordon");
     let done = ns.wait_done("waits").await;
-    assert_eq!(done.status.and_then(|s| s.phase), Some(Phase::Succeeded));
+    assert_eq!(phase(&done), Some(Phase::Succeeded));
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::ResourceExt;
 use taskrun_operator::api::{Phase, Reason, TaskRun};
 
-use common::{ControllerProcess, NodeObject, TestNamespace};
+use common::{ControllerProcess, NodeObject, TestNamespace, phase, phase_is, reason, reason_is};
 
 const MAIN_DOCKER: &str = "unix:///var/run/docker.sock";
 const LEASE: [&str; 2] = ["--lease-duration-seconds", "3"];
@@ -125,11 +125,7 @@ async fn forty_runs_spread_over_two_nodes_each_run_once_within_capacity() {
     let mut placed = HashMap::new();
     for name in &names {
         let done = ns.wait_done(name).await;
-        assert_eq!(
-            done.status.as_ref().and_then(|s| s.phase),
-            Some(Phase::Succeeded),
-            "{name}"
-        );
+        assert_eq!(phase(&done), Some(Phase::Succeeded), "{name}");
         placed.insert(name.clone(), node_of(&done).expect("node recorded"));
     }
     println!(
@@ -183,14 +179,9 @@ async fn a_lost_node_gives_up_its_queued_runs_and_fails_its_started_ones() {
         &[&["--max-running", "2"][..], &LEASE[..]].concat(),
     );
 
-    let running = |tr: &TaskRun| {
-        tr.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(Phase::Running))
-    };
     for name in ["long-1", "long-2"] {
         ns.create(&common::taskrun_yaml(name, "image: busybox\ncommand: [sleep, '60']\nterminationGracePeriodSeconds: 1\ncleanup: Never")).await;
-        ns.wait_for(name, "Running", running).await;
+        ns.wait_for(name, "Running", phase_is(Phase::Running)).await;
     }
     for name in ["queued-1", "queued-2"] {
         ns.create(&common::taskrun_yaml(
@@ -199,7 +190,22 @@ async fn a_lost_node_gives_up_its_queued_runs_and_fails_its_started_ones() {
         ))
         .await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Node a answers a run pinned to a node no agent serves even while it is full. It saw the
+    // queued runs before this later one, so once it has said this one waits, it has placed them.
+    ns.create(&common::taskrun_yaml(
+        "after-the-queue",
+        &format!(
+            "image: busybox\ncommand: ['true']\nnodeName: {}-nowhere",
+            ns.name
+        ),
+    ))
+    .await;
+    ns.wait_for(
+        "after-the-queue",
+        "NodeUnavailable",
+        reason_is(Reason::NodeUnavailable),
+    )
+    .await;
     for name in ["queued-1", "queued-2"] {
         let waiting = ns.taskruns().get(name).await.unwrap();
         assert!(
@@ -217,11 +223,7 @@ async fn a_lost_node_gives_up_its_queued_runs_and_fails_its_started_ones() {
     );
     for name in ["queued-1", "queued-2"] {
         let done = ns.wait_done(name).await;
-        assert_eq!(
-            done.status.as_ref().and_then(|s| s.phase),
-            Some(Phase::Succeeded),
-            "{name}"
-        );
+        assert_eq!(phase(&done), Some(Phase::Succeeded), "{name}");
         assert_eq!(
             node_of(&done).as_deref(),
             Some(b.as_str()),
@@ -331,11 +333,11 @@ async fn node_name_pins_a_run_and_an_unknown_node_leaves_it_pending() {
     assert!(!runs_on(MAIN_DOCKER, &ns.name).await.contains_key("pinned"));
 
     let waiting = ns
-        .wait_for("nowhere", "NodeUnavailable", |tr| {
-            tr.status
-                .as_ref()
-                .is_some_and(|s| s.reason == Some(Reason::NodeUnavailable))
-        })
+        .wait_for(
+            "nowhere",
+            "NodeUnavailable",
+            reason_is(Reason::NodeUnavailable),
+        )
         .await;
     let status = waiting.status.unwrap();
     assert_eq!(status.phase, Some(Phase::Pending));
@@ -355,15 +357,15 @@ async fn an_agent_back_after_its_lease_expired_never_shares_a_run_with_a_peer() 
         let leases = leases.clone();
         let name = format!("taskrun-node-{node}");
         async move {
-            loop {
-                if let Some(lease) = leases.get_opt(&name).await.unwrap() {
-                    let spec = lease.spec.unwrap();
-                    let seconds = spec.lease_duration_seconds.unwrap();
-                    break spec.renew_time.unwrap().0
-                        + jiff::SignedDuration::from_secs(i64::from(seconds));
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            common::eventually_some(&format!("the Lease {name}"), || async {
+                let spec = leases.get_opt(&name).await.unwrap()?.spec.unwrap();
+                let seconds = spec.lease_duration_seconds.unwrap();
+                Some(
+                    spec.renew_time.unwrap().0
+                        + jiff::SignedDuration::from_secs(i64::from(seconds)),
+                )
+            })
+            .await
         }
     };
 
@@ -420,10 +422,6 @@ async fn an_agent_back_after_its_lease_expired_never_shares_a_run_with_a_peer() 
     }
 }
 
-fn reason_is(reason: Reason) -> impl Fn(&TaskRun) -> bool {
-    move |tr| tr.status.as_ref().and_then(|s| s.reason) == Some(reason)
-}
-
 #[tokio::test]
 async fn a_cordoned_node_takes_no_new_runs_until_it_is_uncordoned() {
     let ns = TestNamespace::new("cordon").await;
@@ -444,13 +442,9 @@ async fn a_cordoned_node_takes_no_new_runs_until_it_is_uncordoned() {
     let docker = common::docker().await;
     assert!(ns.containers(&docker).await.is_empty(), "nothing started");
 
-    let uncordoned = common::kubectl()
-        .args(["uncordon", &node.name])
-        .output()
-        .unwrap();
-    assert!(uncordoned.status.success(), "{uncordoned:?}");
+    node.uncordon();
     let done = ns.wait_done("waits").await;
-    assert_eq!(done.status.and_then(|s| s.phase), Some(Phase::Succeeded));
+    assert_eq!(phase(&done), Some(Phase::Succeeded));
 }
 
 #[tokio::test]
@@ -466,10 +460,8 @@ async fn a_deleted_node_is_lost_and_its_started_runs_end_node_lost() {
         &format!("image: busybox\ncommand: [sleep, '300']\nterminationGracePeriodSeconds: 0\nnodeName: {a}"),
     ))
     .await;
-    ns.wait_for("long", "Running", |tr| {
-        tr.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
-    })
-    .await;
+    ns.wait_for("long", "Running", phase_is(Phase::Running))
+        .await;
 
     node_a
         .nodes
@@ -487,24 +479,13 @@ async fn a_deleted_node_is_lost_and_its_started_runs_end_node_lost() {
         )
     );
     // A cancel after the fact is recorded as seen by the surviving agent.
-    ns.taskruns()
-        .patch(
-            "long",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({ "spec": { "cancel": true } })),
-        )
-        .await
-        .unwrap();
+    ns.cancel("long").await;
     let seen = ns
         .wait_for("long", "observedGeneration 2", |tr| {
             tr.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
         })
         .await;
-    assert_eq!(
-        seen.status.and_then(|s| s.reason),
-        Some(Reason::NodeLost),
-        "the outcome stays"
-    );
+    assert_eq!(reason(&seen), Some(Reason::NodeLost), "the outcome stays");
     let docker = common::docker().await;
     common::eventually("the lost run's container stops", || async {
         ns.containers(&docker)

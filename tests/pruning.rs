@@ -9,13 +9,9 @@ use std::collections::HashMap;
 use futures::{StreamExt, TryStreamExt};
 use kube::ResourceExt;
 use kube::api::{WatchEvent, WatchParams};
-use taskrun_operator::api::{Phase, Reason, TaskRun, TaskRunStatus};
+use taskrun_operator::api::{Phase, Reason, TaskRun};
 
-use common::TestNamespace;
-
-fn status(taskrun: &TaskRun) -> &TaskRunStatus {
-    taskrun.status.as_ref().expect("status written")
-}
+use common::{TestNamespace, status};
 
 #[tokio::test]
 async fn a_taskrun_goes_delete_after_seconds_after_its_run_ended_and_one_without_it_stays() {

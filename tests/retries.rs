@@ -11,18 +11,9 @@ use bollard::query_parameters::{EventsOptionsBuilder, InspectContainerOptions};
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Patch, PatchParams};
-use taskrun_operator::api::{Phase, Reason, TaskRun, TaskRunStatus};
+use taskrun_operator::api::{Phase, Reason, TaskRun};
 
-use common::{ControllerProcess, TestNamespace};
-
-fn status(taskrun: &TaskRun) -> &TaskRunStatus {
-    taskrun.status.as_ref().expect("a status")
-}
-
-fn reason_is(reason: Reason) -> impl Fn(&TaskRun) -> bool {
-    move |tr| tr.status.as_ref().is_some_and(|s| s.reason == Some(reason))
-}
+use common::{ControllerProcess, TestNamespace, phase_is, reason_is, status};
 
 /// The containers created for the namespace's TaskRuns, followed live from the Docker events
 /// stream from the moment it is made: the daemon keeps only its last 1,024 events, which a busy
@@ -193,20 +184,9 @@ async fn only_listed_exit_codes_and_reasons_are_retried_and_a_cancel_never_is() 
         &format!("image: busybox\ncommand: [sleep, '30']\nterminationGracePeriodSeconds: 1\nretries: {{limit: 3, {every_reason}, backoff: {{seconds: 1}}}}"),
     ))
     .await;
-    ns.wait_for("cancelled", "Running", |tr| {
-        tr.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(Phase::Running))
-    })
-    .await;
-    ns.taskruns()
-        .patch(
-            "cancelled",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "spec": { "cancel": true } })),
-        )
-        .await
-        .unwrap();
+    ns.wait_for("cancelled", "Running", phase_is(Phase::Running))
+        .await;
+    ns.cancel("cancelled").await;
 
     let expected = [
         ("other-code", Phase::Failed, Reason::Error, 1),

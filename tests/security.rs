@@ -13,20 +13,10 @@ use bollard::query_parameters::InspectContainerOptions;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde::Deserialize;
-use taskrun_operator::api::{
-    Phase, Reason, TaskRun, TaskRunSpec, TaskRunStatus, policy_violations,
-};
+use taskrun_operator::api::{Phase, Reason, TaskRun, TaskRunSpec, policy_violations};
 use taskrun_operator::lifecycle::security::node_pids_ceiling;
 
-use common::{ClusterObjects, ControllerProcess, TestNamespace};
-
-fn status(taskrun: &TaskRun) -> &TaskRunStatus {
-    taskrun.status.as_ref().expect("status written")
-}
-
-fn outcome(taskrun: &TaskRun) -> (Option<Phase>, Option<Reason>) {
-    (status(taskrun).phase, status(taskrun).reason)
-}
+use common::{ClusterObjects, ControllerProcess, TestNamespace, outcome, reason, status};
 
 /// Starts this namespace's agent, enforcing the TaskRunPolicy `policy`.
 fn agent(ns: &TestNamespace, policy: &str) -> ControllerProcess {
@@ -563,7 +553,7 @@ async fn a_namespace_at_its_ceiling_waits_and_runs_no_more_at_once_than_it_allow
         let taskrun = ns
             .wait_for(name, "Running or NamespaceLimit", |tr| {
                 matches!(
-                    tr.status.as_ref().and_then(|s| s.reason),
+                    reason(tr),
                     Some(Reason::NamespaceLimit | Reason::Running | Reason::Completed)
                 )
             })

@@ -2,8 +2,9 @@
 //! cluster. Each test labels its containers with a node name of its own and removes them
 //! when it ends, passing or not.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::num::NonZeroU16;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::ChildStdout;
 
-const TIMEOUT: Duration = Duration::from_secs(60);
+use common::{TIMEOUT, repo_root};
 
 /// The size of the pseudo-terminal of [`Node::run_on_terminal`].
 const COLUMNS: NonZeroU16 = NonZeroU16::new(100).unwrap();
@@ -118,21 +119,8 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let ids = docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=taskrun.dev/node={}", self.name),
-        ]);
-        let ids: Vec<&str> = ids.lines().collect();
-        if !ids.is_empty() {
-            docker(&[&["rm", "-f"], ids.as_slice()].concat());
-        }
+        common::remove_containers_labelled(&format!("taskrun.dev/node={}", self.name));
     }
-}
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn docker(args: &[&str]) -> String {
@@ -406,16 +394,8 @@ fn json_output_is_one_status_object_per_task() {
 #[test]
 fn standard_input_is_read_for_a_dash() {
     let node = Node::new("stdin");
-    let mut child = node
-        .run(&["-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let task_yaml = std::fs::read(repo_root().join("examples/task.yaml")).unwrap();
-    child.stdin.take().unwrap().write_all(&task_yaml).unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = common::run_with_input(node.run(&["-"]), &task_yaml);
     let out = stdout(&output);
     assert_eq!(output.status.code(), Some(0), "{out}{}", stderr(&output));
     assert_lines_in_order(

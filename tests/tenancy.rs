@@ -13,15 +13,7 @@ use kube::api::PostParams;
 use taskrun_operator::api::{Phase, Reason, TaskRun};
 use taskrun_operator::controller::CLASS_LABEL;
 
-use common::{Agent, ControllerProcess, NodeObject, TestNamespace};
-
-fn reason(taskrun: &TaskRun) -> Option<Reason> {
-    taskrun.status.as_ref().and_then(|s| s.reason)
-}
-
-fn phase(taskrun: &TaskRun) -> Option<Phase> {
-    taskrun.status.as_ref().and_then(|s| s.phase)
-}
+use common::{Agent, ControllerProcess, NodeObject, TestNamespace, phase, reason};
 
 /// The most containers of `namespace` that ran at one moment, from their own start and finish
 /// times as Docker recorded them.
@@ -84,11 +76,7 @@ async fn claims_written_by_an_author_start_nothing_on_a_cordoned_node_nor_past_m
     let docker = common::docker().await;
     assert!(ns.containers(&docker).await.is_empty(), "nothing started");
 
-    let uncordoned = common::kubectl()
-        .args(["uncordon", &node.name])
-        .output()
-        .unwrap();
-    assert!(uncordoned.status.success(), "{uncordoned:?}");
+    node.uncordon();
     for name in &runs {
         let done = ns.wait_done(name).await;
         assert_eq!(phase(&done), Some(Phase::Succeeded), "{name}");
@@ -206,12 +194,10 @@ async fn only_the_agents_may_write_the_claim_annotations() {
         )
     };
     // The policy's bindings take a moment to reach the API server's admission.
-    let mut refused = None;
-    for _ in 0..100 {
+    let refused = common::eventually_some("a create with a claim refused", || async {
         let output = create(manifest("forged", "taskrun.dev/node: some-node"));
         if !output.status.success() {
-            refused = Some(String::from_utf8_lossy(&output.stderr).to_string());
-            break;
+            return Some(String::from_utf8_lossy(&output.stderr).to_string());
         }
         let _ = common::kubectl()
             .args([
@@ -223,9 +209,9 @@ async fn only_the_agents_may_write_the_claim_annotations() {
                 "--wait=false",
             ])
             .output();
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    let refused = refused.expect("a create with a claim is refused");
+        None
+    })
+    .await;
     assert!(
         refused.contains("written by the taskrun operator's agents only"),
         "{refused}"
@@ -356,20 +342,16 @@ async fn the_agent_reads_how_its_daemon_confines_containers_and_says_so() {
         .iter()
         .find_map(|o| o.strip_prefix("name=seccomp,profile=").map(String::from))
         .expect("this machine's daemon has seccomp");
-    let mut line = None;
-    for _ in 0..100 {
-        if let Some((200, metrics)) = common::http_get(&health, "/metrics").await {
-            line = metrics
+    let line = common::eventually_some("the daemon's setup on /metrics", || async {
+        match common::http_get(&health, "/metrics").await {
+            Some((200, metrics)) => metrics
                 .lines()
                 .find(|line| line.starts_with("taskrun_docker_daemon_info{"))
-                .map(String::from);
-            if line.is_some() {
-                break;
-            }
+                .map(String::from),
+            _ => None,
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let line = line.expect("the daemon's setup on /metrics");
+    })
+    .await;
     let version = info.server_version.unwrap_or_default();
     for label in [
         format!("seccomp=\"{seccomp}\""),

@@ -11,32 +11,16 @@ use kube::Api;
 use kube::api::PostParams;
 use taskrun_operator::api::{Phase, TaskRun};
 
-use common::{TestNamespace, kubectl, repo_root};
+use common::{TestNamespace, phase_is, repo_root};
 
 const NODE: &str = "node-a";
 
 #[tokio::test]
 async fn uninstall_removes_every_task_container_and_leaves_nothing_stuck() {
     let ns = TestNamespace::new("uninstall").await;
-    let deployed = std::process::Command::new(repo_root().join("scripts/deploy.sh"))
-        .env("KUBECONFIG", common::kubeconfig())
-        .output()
-        .unwrap();
-    assert!(deployed.status.success(), "deploy: {deployed:?}");
+    common::apply_deploy();
     // Opted in, as docs/install.md says: the uninstall must take this binding off too.
-    let opted = kubectl()
-        .args([
-            "create",
-            "rolebinding",
-            "taskrun-operator",
-            "-n",
-            &ns.name,
-            "--clusterrole=taskrun-operator-workloads",
-            "--serviceaccount=taskrun-system:taskrun-operator",
-        ])
-        .output()
-        .unwrap();
-    assert!(opted.status.success(), "{opted:?}");
+    ns.opt_in();
 
     for (name, spec) in [
         ("running", "command: [sleep, '300']"),
@@ -55,10 +39,8 @@ async fn uninstall_removes_every_task_container_and_leaves_nothing_stuck() {
             .await
             .expect("create TaskRun");
     }
-    ns.wait_for("running", "Running", |tr| {
-        tr.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
-    })
-    .await;
+    ns.wait_for("running", "Running", phase_is(Phase::Running))
+        .await;
     ns.wait_done("kept").await;
     let docker = common::docker().await;
     assert_eq!(

@@ -15,7 +15,7 @@ use kube::Api;
 use kube::api::PostParams;
 use taskrun_operator::api::{Phase, Reason, TaskRun};
 
-use common::{Agent, Endpoint, Proxy, TestNamespace, kubectl};
+use common::{Agent, Endpoint, Proxy, TestNamespace, kubectl, reason_is};
 
 /// Creates any namespaced object from YAML in the test's namespace.
 async fn create<K>(ns: &TestNamespace, yaml: &str) -> K
@@ -183,11 +183,11 @@ async fn a_run_waits_for_its_missing_secret_and_starts_once_it_exists() {
     ))
     .await;
     let waiting = ns
-        .wait_for("early", "ReferenceMissing", |tr| {
-            tr.status
-                .as_ref()
-                .is_some_and(|s| s.reason == Some(Reason::ReferenceMissing))
-        })
+        .wait_for(
+            "early",
+            "ReferenceMissing",
+            reason_is(Reason::ReferenceMissing),
+        )
         .await;
     let (phase, _, message, _) = status(&waiting);
     assert_eq!(phase, Some(Phase::Pending));

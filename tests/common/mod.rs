@@ -18,8 +18,8 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
 use taskrun_operator::api::{
-    ADMISSION_POLICY, TaskRun, TaskRunPolicy, TaskRunPolicySpec, admission_policy,
-    admission_policy_binding,
+    ADMISSION_POLICY, Phase, Reason, TaskRun, TaskRunPolicy, TaskRunPolicySpec, TaskRunStatus,
+    admission_policy, admission_policy_binding,
 };
 use taskrun_operator::controller::CLASS_LABEL;
 
@@ -102,16 +102,20 @@ pub fn kubectl() -> Command {
 
 /// Installs the TaskRun CRD from crds/ and waits until it is served.
 pub async fn ensure_crd(client: &Client) {
+    install_crd(client, TaskRun::crd()).await;
+}
+
+/// Applies `crd` and waits until it is served.
+async fn install_crd(client: &Client, crd: CustomResourceDefinition) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = TaskRun::crd();
     let name = crd.metadata.name.clone().unwrap();
     crds.patch(
         &name,
-        &PatchParams::apply("taskrun-tests").force(),
+        &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(&crd),
     )
     .await
-    .expect("apply the TaskRun CRD");
+    .unwrap_or_else(|e| panic!("apply the CRD {name}: {e}"));
     tokio::time::timeout(
         TIMEOUT,
         await_condition(crds, &name, conditions::is_crd_established()),
@@ -185,6 +189,37 @@ impl TestNamespace {
             .create(&PostParams::default(), &taskrun)
             .await
             .expect("create TaskRun")
+    }
+
+    /// Sets the TaskRun's `spec.cancel`, as a user cancels a run.
+    pub async fn cancel(&self, name: &str) {
+        self.taskruns()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "spec": { "cancel": true } })),
+            )
+            .await
+            .expect("cancel the TaskRun");
+    }
+
+    /// Opts this namespace in, as the README tells an administrator to: binds
+    /// `taskrun-operator-workloads` here to the installed agents' account, so they may read its
+    /// Secrets and ConfigMaps and mint its tokens.
+    pub fn opt_in(&self) {
+        let opted = kubectl()
+            .args([
+                "create",
+                "rolebinding",
+                "taskrun-operator",
+                "-n",
+                &self.name,
+                "--clusterrole=taskrun-operator-workloads",
+                "--serviceaccount=taskrun-system:taskrun-operator",
+            ])
+            .output()
+            .unwrap();
+        assert!(opted.status.success(), "{opted:?}");
     }
 
     /// Waits until the TaskRun's `Done` condition is True and returns it.
@@ -749,6 +784,36 @@ pub fn taskrun_yaml(name: &str, spec: &str) -> String {
     )
 }
 
+/// The run's status, which an agent has written by the time a test reads it.
+pub fn status(taskrun: &TaskRun) -> &TaskRunStatus {
+    taskrun.status.as_ref().expect("status written")
+}
+
+/// How the run ended (or stands): its phase and reason.
+pub fn outcome(taskrun: &TaskRun) -> (Option<Phase>, Option<Reason>) {
+    (status(taskrun).phase, status(taskrun).reason)
+}
+
+/// The run's phase; `None` before an agent wrote any.
+pub fn phase(taskrun: &TaskRun) -> Option<Phase> {
+    taskrun.status.as_ref().and_then(|s| s.phase)
+}
+
+/// The run's reason; `None` before an agent wrote any.
+pub fn reason(taskrun: &TaskRun) -> Option<Reason> {
+    taskrun.status.as_ref().and_then(|s| s.reason)
+}
+
+/// A check for [`TestNamespace::wait_for`]: the run is in `wanted`.
+pub fn phase_is(wanted: Phase) -> impl Fn(&TaskRun) -> bool {
+    move |taskrun| phase(taskrun) == Some(wanted)
+}
+
+/// A check for [`TestNamespace::wait_for`]: the run's reason is `wanted`.
+pub fn reason_is(wanted: Reason) -> impl Fn(&TaskRun) -> bool {
+    move |taskrun| reason(taskrun) == Some(wanted)
+}
+
 /// `kubectl apply --server-side -k deploy/`, as a user installs the operator, with the
 /// DaemonSet's socket group set to this machine's (`scripts/deploy.sh`), so the agent pod on the
 /// local node keeps running whichever test applies it.
@@ -789,8 +854,25 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    eventually_some(what, || {
+        let holds = check();
+        async move { holds.await.then_some(()) }
+    })
+    .await
+}
+
+/// [`eventually`] for a check that finds something: waits until `check` returns `Some` and
+/// returns what it found.
+pub async fn eventually_some<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
     let started = std::time::Instant::now();
-    while !check().await {
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
         assert!(
             started.elapsed() < TIMEOUT,
             "{what} did not happen within {TIMEOUT:?}"
@@ -849,6 +931,12 @@ impl NodeObject {
             name: name.to_string(),
         }
     }
+
+    /// `kubectl uncordon`, as an administrator would.
+    pub fn uncordon(&self) {
+        let uncordoned = kubectl().args(["uncordon", &self.name]).output().unwrap();
+        assert!(uncordoned.status.success(), "{uncordoned:?}");
+    }
 }
 
 impl Drop for NodeObject {
@@ -870,23 +958,7 @@ const MANAGER: &str = "taskrun-tests";
 
 /// Installs the TaskRunPolicy CRD and waits until it is served.
 pub async fn ensure_policy_crd(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = TaskRunPolicy::crd();
-    let name = crd.metadata.name.clone().unwrap();
-    crds.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("apply the TaskRunPolicy CRD");
-    tokio::time::timeout(
-        TIMEOUT,
-        await_condition(crds, &name, conditions::is_crd_established()),
-    )
-    .await
-    .expect("CRD established in time")
-    .expect("watch the CRD");
+    install_crd(client, TaskRunPolicy::crd()).await;
 }
 
 /// Cluster-scoped objects a test made, deleted when it ends.
