@@ -29,12 +29,13 @@ use super::events::EventType;
 use super::policy::PolicyView;
 use super::references;
 use super::status_writer::write_status;
-use crate::api::{FINALIZER, Reason, TaskRun, TaskRunStatus, policy_violations};
+use crate::api::{FINALIZER, Reason, TaskRun, TaskRunStatus};
 use crate::docker::ContainerState;
+use crate::lifecycle::gates::{self, Gate, gate};
 use crate::lifecycle::inputs::Resolution;
 use crate::lifecycle::{
     self, Action, Claim, Disowned, Ending, NodeState, Observed, Outcome, Placement, Pruning, Room,
-    Run, StopCause, Transition, decide, decide_deletion, decide_pruning, place, room_for,
+    Run, StopCause, Transition, decide, decide_deletion, decide_pruning, place,
 };
 
 /// How long a run that waits on nothing but Docker events goes before it is looked at again.
@@ -63,12 +64,12 @@ enum Pass {
 /// bring the write sooner.
 const OWN_WRITE_WAIT: Duration = Duration::from_secs(5);
 
-/// How long a run waits to start while this agent's own Lease is not current.
-const LEASE_WAIT: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
-
-/// How long a run waits to start while this agent has not read the TaskRunPolicy yet; the
-/// read itself wakes every run sooner.
-const POLICY_WAIT: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
+/// The time a pass decides by, read once at its start.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    now: Timestamp,
+    instant: Instant,
+}
 
 /// One pass over a TaskRun: observe, decide, act, record.
 #[instrument(skip(guard, context), fields(namespace = field::Empty, name = field::Empty))]
@@ -76,8 +77,12 @@ pub async fn reconcile(
     guard: Arc<DeserializeGuard<TaskRun>>,
     context: Arc<Context>,
 ) -> Result<Requeue> {
+    let clock = Clock {
+        now: Timestamp::now(),
+        instant: Instant::now(),
+    };
     let object = ObjectRef::from_obj(&*guard);
-    if let Some(wait) = context.retry_wait(&object, Instant::now()) {
+    if let Some(wait) = context.retry_wait(&object, clock.instant) {
         return Ok(Requeue::requeue(wait));
     }
     context.metrics.reconciles.inc();
@@ -100,7 +105,7 @@ pub async fn reconcile(
     let result = if taskrun.meta().deletion_timestamp.is_some() {
         delete(&taskrun, &api, &context).await
     } else {
-        place_and_act(&taskrun, &api, &context).await
+        place_and_act(&taskrun, &api, &context, clock).await
     };
     if result.is_ok() {
         context.clear_failures(&object);
@@ -113,6 +118,7 @@ async fn place_and_act(
     taskrun: &TaskRun,
     api: &Api<TaskRun>,
     context: &Context,
+    clock: Clock,
 ) -> Result<Requeue> {
     let uid = taskrun
         .uid()
@@ -125,15 +131,15 @@ async fn place_and_act(
         match lifecycle::decide_unclaimed(
             &taskrun.spec,
             &status,
-            created(taskrun),
-            Timestamp::now(),
+            created(taskrun, clock.now),
+            clock.now,
         ) {
             Action::RecordEnd(ending) => {
                 let ended = lifecycle::status::unclaimed_end(
                     &status,
                     &ending,
                     taskrun.meta().generation,
-                    Timestamp::now(),
+                    clock.now,
                 );
                 if write_status(api, taskrun, &ended, context).await? {
                     announce(taskrun, &Transition::Ended(ending), context);
@@ -151,7 +157,7 @@ async fn place_and_act(
         claimed_by: claimed_by(taskrun),
         claim_attempt: claim_attempt(taskrun),
         node,
-        can_take: context.nodes.can_take(Instant::now()),
+        can_take: context.nodes.can_take(clock.instant),
         vouched: vouched(taskrun, &uid, &status, context),
     };
     let node_state = |other: &str| {
@@ -161,16 +167,12 @@ async fn place_and_act(
             context.nodes.state(other)
         }
     };
-    let pruning = decide_pruning(&taskrun.spec, &status, Timestamp::now());
-    // Why this node takes no new run at all, if it takes none.
-    let closed = match context.nodes.refusal() {
-        Some(why) => Some(format!(
-            "node {node} takes no runs: {why}; waiting for a node that does"
-        )),
-        None => context.nodes.cordoned().then(|| {
-            format!("node {node} is cordoned and takes no new runs; waiting for a node that does")
-        }),
-    };
+    let pruning = decide_pruning(&taskrun.spec, &status, clock.now);
+    let closed = lifecycle::closed(
+        node,
+        context.nodes.refusal().as_deref(),
+        context.nodes.cordoned(),
+    );
     match place(claim, node_state) {
         Placement::Mine | Placement::Unattended if pruning == Pruning::Delete => {
             context.nodes.release(&uid);
@@ -178,21 +180,31 @@ async fn place_and_act(
         }
         Placement::Mine if status.phase().is_final() => {
             context.nodes.release(&uid);
-            apply(taskrun, api, context, pruning.due_at()).await
+            apply(taskrun, api, context, pruning.due_at(), clock).await
         }
-        Placement::Mine => apply(taskrun, api, context, None).await,
+        Placement::Mine => apply(taskrun, api, context, None, clock).await,
         // A won claim goes on at once with the TaskRun it wrote, not a watch event later.
         Placement::Claim => match claim_run(taskrun, &uid, api, context).await? {
-            Claimed::Won(claimed) => apply(&claimed, api, context, None).await,
+            Claimed::Won(claimed) => apply(&claimed, api, context, None, clock).await,
             Claimed::Not(requeue) => Ok(requeue),
         },
         Placement::Full if let Some(message) = closed => {
             let pinned_here = taskrun.spec.node_name.as_deref() == Some(node);
-            if (pinned_here || !context.nodes.others_live(node))
-                && (status.reason != Some(Reason::Unschedulable)
-                    || status.message.as_deref() != Some(message.as_str()))
-            {
-                hold(taskrun, api, context, Reason::Unschedulable, &message).await?;
+            if lifecycle::holds_unschedulable(
+                pinned_here,
+                context.nodes.others_live(node),
+                &status,
+                &message,
+            ) {
+                hold(
+                    taskrun,
+                    api,
+                    context,
+                    Reason::Unschedulable,
+                    &message,
+                    clock,
+                )
+                .await?;
             }
             Ok(by_deadline(RESYNC))
         }
@@ -212,7 +224,7 @@ async fn place_and_act(
             if let Some(seen) = lifecycle::status::observed(&status, taskrun.meta().generation) {
                 write_status(api, taskrun, &seen, context).await?;
             }
-            Ok(look_again(pruning.due_at(), true, Timestamp::now()))
+            Ok(requeue_at(pruning.due_at(), true))
         }
         Placement::Release { node: absent } => {
             if confirm_gone(context, &absent, NodeState::Absent).await? {
@@ -240,7 +252,7 @@ async fn place_and_act(
                     .is_some()
             {
                 context.nodes.vouch(&uid);
-                return apply(taskrun, api, context, None).await;
+                return apply(taskrun, api, context, None, clock).await;
             }
             context.nodes.disown(&uid);
             // The value of a claim that names no node is not logged: it is the author's text.
@@ -267,7 +279,7 @@ async fn place_and_act(
             if !confirm_gone(context, &lost, context.nodes.state(&lost)).await? {
                 return Ok(Requeue::await_change());
             }
-            let ending = lifecycle::node_lost(&status, &lost, Timestamp::now());
+            let ending = lifecycle::node_lost(&status, &lost, clock.now);
             let container = status.container_name.clone().unwrap_or_default();
             let location = lifecycle::status::Location {
                 node: &lost,
@@ -276,7 +288,7 @@ async fn place_and_act(
             };
             let namespace = taskrun.namespace().unwrap_or_default();
             let name = taskrun.name_any();
-            let run = run_of(taskrun, &namespace, &name, &uid, &status);
+            let run = run_of(taskrun, &namespace, &name, &uid, &status, clock);
             // With `NodeLost` in `retries.reasons` this records the next attempt; the pass after
             // this write frees the claim for it (`Placement::Handover`).
             let outcome = lifecycle::ended(
@@ -285,7 +297,7 @@ async fn place_and_act(
                 ending,
                 None,
                 status.log_tail.clone(),
-                Timestamp::now(),
+                clock.now,
             );
             if let Some(next) = &outcome.status
                 && write_status(api, taskrun, next, context).await?
@@ -299,7 +311,15 @@ async fn place_and_act(
             let message = format!(
                 "spec.nodeName names node {pinned}, which has no live agent; waiting for one"
             );
-            hold(taskrun, api, context, Reason::NodeUnavailable, &message).await?;
+            hold(
+                taskrun,
+                api,
+                context,
+                Reason::NodeUnavailable,
+                &message,
+                clock,
+            )
+            .await?;
             Ok(Requeue::requeue(RESYNC))
         }
     }
@@ -328,6 +348,7 @@ async fn hold(
     context: &Context,
     reason: Reason,
     message: &str,
+    clock: Clock,
 ) -> Result<bool> {
     let status = taskrun.status.clone().unwrap_or_default();
     let waiting = lifecycle::status::held_up(
@@ -335,7 +356,7 @@ async fn hold(
         reason,
         message,
         taskrun.meta().generation,
-        Timestamp::now(),
+        clock.now,
     );
     write_status(api, taskrun, &waiting, context).await
 }
@@ -412,13 +433,14 @@ fn run_of<'a>(
     name: &'a str,
     uid: &'a str,
     status: &'a TaskRunStatus,
+    clock: Clock,
 ) -> Run<'a> {
     Run {
         namespace,
         name,
         uid,
         generation: taskrun.meta().generation,
-        created: created(taskrun),
+        created: created(taskrun, clock.now),
         spec: &taskrun.spec,
         status,
         inputs: None,
@@ -432,6 +454,7 @@ async fn apply(
     api: &Api<TaskRun>,
     context: &Context,
     prune_at: Option<Timestamp>,
+    clock: Clock,
 ) -> Result<Requeue> {
     let uid = taskrun
         .uid()
@@ -439,7 +462,7 @@ async fn apply(
     let namespace = taskrun.namespace().unwrap_or_default();
     let name = taskrun.name_any();
     let status = taskrun.status.clone().unwrap_or_default();
-    let run = run_of(taskrun, &namespace, &name, &uid, &status);
+    let run = run_of(taskrun, &namespace, &name, &uid, &status, clock);
     let policy = context.policy.view();
 
     let performed = async {
@@ -448,7 +471,7 @@ async fn apply(
             .observe(&uid, status.attempt())
             .await
             .map_err(Error::Docker)?;
-        let now = Timestamp::now();
+        let now = clock.now;
         let action = decide(Observed {
             uid: &uid,
             node: context.executor.node(),
@@ -459,61 +482,45 @@ async fn apply(
             previous: observed.previous.as_ref(),
             now,
         });
-        let starts = matches!(action, Action::Launch | Action::Start { .. });
-        if starts && !context.nodes.own_lease_current(Instant::now()) {
-            // Another agent may judge this node lost: start nothing until the Lease is renewed.
-            return Ok(Pass::Performed(Box::new(Outcome {
-                recheck_at: now.checked_add(LEASE_WAIT).ok(),
-                ..Outcome::default()
-            })));
-        }
-        let policy = match &policy {
-            PolicyView::Known(policy) => Some(policy.as_ref()),
-            PolicyView::Unknown if starts => {
-                // A run must not slip past a policy this agent has not read yet.
-                return Ok(Pass::Performed(Box::new(Outcome {
-                    recheck_at: now.checked_add(POLICY_WAIT).ok(),
-                    ..Outcome::default()
-                })));
-            }
-            PolicyView::Unknown => None,
-        };
         let running_here = [observed.current.as_ref(), observed.previous.as_ref()]
             .into_iter()
             .flatten()
             .any(|container| matches!(container.state, ContainerState::Running { .. }));
-        match room_for(&action, running_here) {
-            Room::Take => {
-                let ceiling = matches!(action, Action::Launch)
-                    .then_some(policy)
-                    .flatten()
-                    .and_then(|policy| {
-                        policy.spec.namespace_ceiling(
-                            &namespace,
-                            context.running_in_namespace(&namespace, &uid),
-                        )
-                    });
-                if let Some(message) = ceiling {
-                    return Ok(Pass::Waiting {
-                        reason: Reason::NamespaceLimit,
-                        message,
-                    });
-                }
-                if !context.nodes.reserve(&uid) {
-                    return Ok(Pass::NoRoom {
-                        free_claim: matches!(action, Action::Launch),
-                    });
-                }
+        let policy = match &policy {
+            PolicyView::Known(policy) => Some(policy.as_ref()),
+            PolicyView::Unknown => None,
+        };
+        let reads = match gate(gates::Node {
+            action: &action,
+            namespace: &namespace,
+            spec: &taskrun.spec,
+            lease_current: context.nodes.own_lease_current(clock.instant),
+            policy,
+            running_in_namespace: context.running_in_namespace(&namespace, &uid),
+            container_running: running_here,
+            now: clock.now,
+        }) {
+            Gate::Later(recheck_at) => {
+                return Ok(Pass::Performed(Box::new(Outcome {
+                    recheck_at,
+                    ..Outcome::default()
+                })));
             }
-            Room::Keep => context.nodes.hold(&uid),
-            Room::Free => context.nodes.release(&uid),
-        }
-        // A launch the policy refuses creates nothing: it needs nothing from the namespace.
-        let refused = matches!(action, Action::Launch)
-            && policy.is_some_and(|p| !policy_violations(p, &namespace, &taskrun.spec).is_empty());
-        // What the run takes from its namespace is read only on the way to a start, never
-        // once its container runs or ran.
-        let reads = starts && !refused && !taskrun.spec.cluster_only_fields().is_empty();
+            Gate::Hold { reason, message } => return Ok(Pass::Waiting { reason, message }),
+            Gate::Go { room, reads } => {
+                match room {
+                    Room::Take if !context.nodes.reserve(&uid) => {
+                        return Ok(Pass::NoRoom {
+                            free_claim: matches!(action, Action::Launch),
+                        });
+                    }
+                    Room::Take => {}
+                    Room::Keep => context.nodes.hold(&uid),
+                    Room::Free => context.nodes.release(&uid),
+                }
+                reads
+            }
+        };
         // Held until the launch is done with what was read: a few launches at once hold data.
         let _reading = if reads {
             Some(context.reference_reads.acquire().await)
@@ -570,15 +577,9 @@ async fn apply(
         }
         Ok(Pass::Waiting { reason, message }) => {
             context.nodes.release(&uid);
-            let waiting = lifecycle::status::held_up(
-                &status,
-                reason,
-                &message,
-                run.generation,
-                Timestamp::now(),
-            );
-            let news = status.reason != Some(reason)
-                || status.message.as_deref() != waiting.message.as_deref();
+            let waiting =
+                lifecycle::status::held_up(&status, reason, &message, run.generation, clock.now);
+            let news = gates::is_news(&status, reason, &message);
             if write_status(api, taskrun, &waiting, context).await? && news {
                 context
                     .events
@@ -594,7 +595,7 @@ async fn apply(
                     Reason::DaemonUnavailable,
                     &message,
                     run.generation,
-                    Timestamp::now(),
+                    clock.now,
                 );
                 write_status(api, taskrun, &held, context).await?;
             }
@@ -621,7 +622,7 @@ async fn apply(
         announce(taskrun, transition, context);
     }
     let ended = next.as_ref().unwrap_or(&status).phase().is_final();
-    Ok(requeue_after(&outcome, prune_at, ended, Timestamp::now()))
+    Ok(requeue_after(&outcome, prune_at, ended))
 }
 
 /// Stops and removes the container of a TaskRun being deleted, as the lifecycle decides.
@@ -647,13 +648,14 @@ async fn cleanup(taskrun: &TaskRun, context: &Context) -> Result<()> {
     Ok(())
 }
 
-/// When the TaskRun was created, from which its deadlines count.
-fn created(taskrun: &TaskRun) -> Timestamp {
+/// When the TaskRun was created, from which its deadlines count (`now` for an object the API
+/// server has not stamped).
+fn created(taskrun: &TaskRun, now: Timestamp) -> Timestamp {
     taskrun
         .meta()
         .creation_timestamp
         .as_ref()
-        .map_or_else(Timestamp::now, |t| t.0)
+        .map_or(now, |t| t.0)
 }
 
 /// Looks again after `wait`, or at `deadline` if that comes first.
@@ -667,20 +669,17 @@ fn requeue_by(wait: Duration, deadline: Option<Timestamp>) -> Requeue {
 }
 
 /// When to look at the run again after a pass that recorded what it did.
-fn requeue_after(
-    outcome: &Outcome,
-    prune_at: Option<Timestamp>,
-    ended: bool,
-    now: Timestamp,
-) -> Requeue {
+fn requeue_after(outcome: &Outcome, prune_at: Option<Timestamp>, ended: bool) -> Requeue {
     if outcome.recheck_now {
         return Requeue::requeue(Duration::ZERO);
     }
-    look_again(
-        outcome.recheck_at.into_iter().chain(prune_at).min(),
-        ended,
-        now,
-    )
+    requeue_at(outcome.recheck_at.into_iter().chain(prune_at).min(), ended)
+}
+
+/// [`look_again`] counted from this moment rather than from the pass's start: its steps (a
+/// pull, a start) may have taken a while.
+fn requeue_at(due: Option<Timestamp>, ended: bool) -> Requeue {
+    look_again(due, ended, Timestamp::now())
 }
 
 /// At `due` when something is due, but no later than [`RESYNC`] from now; with nothing due, a

@@ -5,6 +5,7 @@
 
 mod decide;
 mod executor;
+pub mod gates;
 pub mod inputs;
 mod placement;
 pub mod security;
@@ -18,5 +19,5 @@ pub use decide::{
 pub use executor::{Executor, Observation, Outcome, OutputLimits, Run, Transition, ended};
 pub use placement::{
     CLAIM_ANNOTATION, CLAIM_ATTEMPT_ANNOTATION, Claim, Disowned, NodeState, Placement, Room,
-    is_node_name, place, room_for,
+    closed, holds_unschedulable, is_node_name, place, room_for,
 };

@@ -197,6 +197,33 @@ pub fn place(claim: Claim<'_>, node_state: impl Fn(&str) -> NodeState) -> Placem
     }
 }
 
+/// Why `node` takes no new run at all, if it takes none: its agent refuses every run (`refusal`,
+/// as for a daemon it cannot trust) or its Node object is cordoned. The run's message.
+pub fn closed(node: &str, refusal: Option<&str>, cordoned: bool) -> Option<String> {
+    match refusal {
+        Some(why) => Some(format!(
+            "node {node} takes no runs: {why}; waiting for a node that does"
+        )),
+        None => cordoned.then(|| {
+            format!("node {node} is cordoned and takes no new runs; waiting for a node that does")
+        }),
+    }
+}
+
+/// Whether a run a closed node cannot take is to be held `Unschedulable` with `message` by this
+/// node's agent: the run is pinned here, or no other node's agent is live to take it, and its
+/// status does not say so already.
+pub fn holds_unschedulable(
+    pinned_here: bool,
+    others_live: bool,
+    status: &TaskRunStatus,
+    message: &str,
+) -> bool {
+    (pinned_here || !others_live)
+        && (status.reason != Some(Reason::Unschedulable)
+            || status.message.as_deref() != Some(message))
+}
+
 /// What a step of a run asks of this node's `--max-running` places, which are for containers:
 /// a run waiting for a reference, a back-off or its namespace's ceiling holds none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -246,6 +273,39 @@ mod tests {
 
     fn status(yaml: &str) -> TaskRunStatus {
         serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn a_closed_node_says_why_and_holds_a_run_only_it_could_take_once() {
+        assert_eq!(closed("a", None, false), None);
+        let refused = closed("a", Some("seccomp is unconfined"), true).unwrap();
+        assert_eq!(
+            refused,
+            "node a takes no runs: seccomp is unconfined; waiting for a node that does"
+        );
+        let cordoned = closed("a", None, true).unwrap();
+        assert!(cordoned.contains("is cordoned"), "{cordoned}");
+
+        let fresh = TaskRunStatus::default();
+        assert!(holds_unschedulable(true, true, &fresh, &cordoned));
+        assert!(holds_unschedulable(false, false, &fresh, &cordoned));
+        assert!(
+            !holds_unschedulable(false, true, &fresh, &cordoned),
+            "another live node may take it"
+        );
+        let said = TaskRunStatus {
+            reason: Some(Reason::Unschedulable),
+            message: Some(cordoned.clone()),
+            ..TaskRunStatus::default()
+        };
+        assert!(
+            !holds_unschedulable(true, false, &said, &cordoned),
+            "said already"
+        );
+        assert!(
+            holds_unschedulable(true, false, &said, &refused),
+            "a new reason"
+        );
     }
 
     fn placed(
