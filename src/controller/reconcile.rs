@@ -125,31 +125,10 @@ async fn place_and_act(
         .ok_or_else(|| Error::MissingMetadata(taskrun.name_any(), "uid"))?;
     let status = taskrun.status.clone().unwrap_or_default();
     let node = context.executor.node();
-    // A run no agent holds yet is ended by whichever agent sees a deadline pass first.
-    let mut deadline = None;
-    if claimed_by(taskrun).is_none() {
-        match lifecycle::decide_unclaimed(
-            &taskrun.spec,
-            &status,
-            created(taskrun, clock.now),
-            clock.now,
-        ) {
-            Action::RecordEnd(ending) => {
-                let ended = lifecycle::status::unclaimed_end(
-                    &status,
-                    &ending,
-                    taskrun.meta().generation,
-                    clock.now,
-                );
-                if write_status(api, taskrun, &ended, context).await? {
-                    announce(taskrun, &Transition::Ended(ending), context);
-                }
-                return Ok(Requeue::await_change());
-            }
-            Action::Wait { until } => deadline = until,
-            _ => {}
-        }
-    }
+    let deadline = match unclaimed_deadline(taskrun, &status, api, context, clock).await? {
+        Unclaimed::Ended => return Ok(Requeue::await_change()),
+        Unclaimed::Due(deadline) => deadline,
+    };
     let by_deadline = |wait: Duration| requeue_by(wait, deadline);
     let claim = Claim {
         spec: &taskrun.spec,
@@ -189,23 +168,7 @@ async fn place_and_act(
             Claimed::Not(requeue) => Ok(requeue),
         },
         Placement::Full if let Some(message) = closed => {
-            let pinned_here = taskrun.spec.node_name.as_deref() == Some(node);
-            if lifecycle::holds_unschedulable(
-                pinned_here,
-                context.nodes.others_live(node),
-                &status,
-                &message,
-            ) {
-                hold(
-                    taskrun,
-                    api,
-                    context,
-                    Reason::Unschedulable,
-                    &message,
-                    clock,
-                )
-                .await?;
-            }
+            hold_closed(taskrun, api, context, &message, clock).await?;
             Ok(by_deadline(RESYNC))
         }
         Placement::Full => Ok(by_deadline(WAIT_FOR_ROOM)),
@@ -239,30 +202,7 @@ async fn place_and_act(
             }
             Ok(Requeue::await_change())
         }
-        Placement::Disown { why } => {
-            // A container of the run here is this agent's own, made after a claim it wrote
-            // before a restart and before any status recorded it: the claim is its own too.
-            if why == Disowned::NotWrittenHere
-                && context
-                    .executor
-                    .observe(&uid, status.attempt())
-                    .await
-                    .map_err(Error::Docker)?
-                    .current
-                    .is_some()
-            {
-                context.nodes.vouch(&uid);
-                return apply(taskrun, api, context, None, clock).await;
-            }
-            context.nodes.disown(&uid);
-            // The value of a claim that names no node is not logged: it is the author's text.
-            let owner = match why {
-                Disowned::NotWrittenHere => node,
-                Disowned::NotANodeName => "-",
-            };
-            claims::release(taskrun, api, owner, why.as_str(), context).await?;
-            Ok(Requeue::await_change())
-        }
+        Placement::Disown { why } => disown(taskrun, &uid, why, api, context, clock).await,
         Placement::Handover { node: lost } => {
             context.nodes.release(&uid);
             claims::release(
@@ -275,38 +215,7 @@ async fn place_and_act(
             .await?;
             Ok(Requeue::await_change())
         }
-        Placement::Lost { node: lost } => {
-            if !confirm_gone(context, &lost, context.nodes.state(&lost)).await? {
-                return Ok(Requeue::await_change());
-            }
-            let ending = lifecycle::node_lost(&status, &lost, clock.now);
-            let container = status.container_name.clone().unwrap_or_default();
-            let location = lifecycle::status::Location {
-                node: &lost,
-                container_name: &container,
-                generation: taskrun.meta().generation,
-            };
-            let namespace = taskrun.namespace().unwrap_or_default();
-            let name = taskrun.name_any();
-            let run = run_of(taskrun, &namespace, &name, &uid, &status, clock);
-            // With `NodeLost` in `retries.reasons` this records the next attempt; the pass after
-            // this write frees the claim for it (`Placement::Handover`).
-            let outcome = lifecycle::ended(
-                run,
-                location,
-                ending,
-                None,
-                status.log_tail.clone(),
-                clock.now,
-            );
-            if let Some(next) = &outcome.status
-                && write_status(api, taskrun, next, context).await?
-                && let Some(transition) = &outcome.transition
-            {
-                announce(taskrun, transition, context);
-            }
-            Ok(Requeue::await_change())
-        }
+        Placement::Lost { node: lost } => end_lost(taskrun, &uid, &lost, api, context, clock).await,
         Placement::Unavailable { node: pinned } => {
             let message = format!(
                 "spec.nodeName names node {pinned}, which has no live agent; waiting for one"
@@ -323,6 +232,134 @@ async fn place_and_act(
             Ok(Requeue::requeue(RESYNC))
         }
     }
+}
+
+/// What became of a run's deadlines before any agent claimed it.
+enum Unclaimed {
+    /// A deadline passed: the run's end was recorded.
+    Ended,
+    /// The next deadline, if the run is unclaimed and has one.
+    Due(Option<Timestamp>),
+}
+
+/// Ends a run no agent holds yet whose deadline passed: whichever agent sees it first does.
+async fn unclaimed_deadline(
+    taskrun: &TaskRun,
+    status: &TaskRunStatus,
+    api: &Api<TaskRun>,
+    context: &Context,
+    clock: Clock,
+) -> Result<Unclaimed> {
+    if claimed_by(taskrun).is_some() {
+        return Ok(Unclaimed::Due(None));
+    }
+    let created = created(taskrun, clock.now);
+    Ok(
+        match lifecycle::decide_unclaimed(&taskrun.spec, status, created, clock.now) {
+            Action::RecordEnd(ending) => {
+                let generation = taskrun.meta().generation;
+                let ended =
+                    lifecycle::status::unclaimed_end(status, &ending, generation, clock.now);
+                if write_status(api, taskrun, &ended, context).await? {
+                    announce(taskrun, &Transition::Ended(ending), context);
+                }
+                Unclaimed::Ended
+            }
+            Action::Wait { until } => Unclaimed::Due(until),
+            _ => Unclaimed::Due(None),
+        },
+    )
+}
+
+/// Says in the status of a run this closed node cannot take why it waits, when this node is
+/// the one to say it.
+async fn hold_closed(
+    taskrun: &TaskRun,
+    api: &Api<TaskRun>,
+    context: &Context,
+    message: &str,
+    clock: Clock,
+) -> Result<()> {
+    let node = context.executor.node();
+    let status = taskrun.status.clone().unwrap_or_default();
+    let pinned_here = taskrun.spec.node_name.as_deref() == Some(node);
+    let others_live = context.nodes.others_live(node);
+    if lifecycle::holds_unschedulable(pinned_here, others_live, &status, message) {
+        hold(taskrun, api, context, Reason::Unschedulable, message, clock).await?;
+    }
+    Ok(())
+}
+
+/// Frees a claim this agent does not keep, unless a container of the run here shows the claim
+/// was its own after all.
+async fn disown(
+    taskrun: &TaskRun,
+    uid: &str,
+    why: Disowned,
+    api: &Api<TaskRun>,
+    context: &Context,
+    clock: Clock,
+) -> Result<Requeue> {
+    let attempt = taskrun.status.as_ref().map_or(1, TaskRunStatus::attempt);
+    // A container of the run here is this agent's own, made after a claim it wrote before a
+    // restart and before any status recorded it: the claim is its own too.
+    if why == Disowned::NotWrittenHere
+        && context
+            .executor
+            .observe(uid, attempt)
+            .await
+            .map_err(Error::Docker)?
+            .current
+            .is_some()
+    {
+        context.nodes.vouch(uid);
+        return apply(taskrun, api, context, None, clock).await;
+    }
+    context.nodes.disown(uid);
+    // The value of a claim that names no node is not logged: it is the author's text.
+    let owner = match why {
+        Disowned::NotWrittenHere => context.executor.node(),
+        Disowned::NotANodeName => "-",
+    };
+    claims::release(taskrun, api, owner, why.as_str(), context).await?;
+    Ok(Requeue::await_change())
+}
+
+/// Records that the attempt of a run on the lost node `lost` ended `NodeLost`, once the node is
+/// confirmed gone.
+async fn end_lost(
+    taskrun: &TaskRun,
+    uid: &str,
+    lost: &str,
+    api: &Api<TaskRun>,
+    context: &Context,
+    clock: Clock,
+) -> Result<Requeue> {
+    if !confirm_gone(context, lost, context.nodes.state(lost)).await? {
+        return Ok(Requeue::await_change());
+    }
+    let status = taskrun.status.clone().unwrap_or_default();
+    let ending = lifecycle::node_lost(&status, lost, clock.now);
+    let container = status.container_name.clone().unwrap_or_default();
+    let location = lifecycle::status::Location {
+        node: lost,
+        container_name: &container,
+        generation: taskrun.meta().generation,
+    };
+    let namespace = taskrun.namespace().unwrap_or_default();
+    let name = taskrun.name_any();
+    let run = run_of(taskrun, &namespace, &name, uid, &status, clock);
+    // With `NodeLost` in `retries.reasons` this records the next attempt; the pass after this
+    // write frees the claim for it (`Placement::Handover`).
+    let tail = status.log_tail.clone();
+    let outcome = lifecycle::ended(run, location, ending, None, tail, clock.now);
+    if let Some(next) = &outcome.status
+        && write_status(api, taskrun, next, context).await?
+        && let Some(transition) = &outcome.transition
+    {
+        announce(taskrun, transition, context);
+    }
+    Ok(Requeue::await_change())
 }
 
 /// Whether this agent vouches for a claim of the run in its node's name: it wrote the claim,
@@ -465,98 +502,7 @@ async fn apply(
     let run = run_of(taskrun, &namespace, &name, &uid, &status, clock);
     let policy = context.policy.view();
 
-    let performed = async {
-        let observed = context
-            .executor
-            .observe(&uid, status.attempt())
-            .await
-            .map_err(Error::Docker)?;
-        let now = clock.now;
-        let action = decide(Observed {
-            uid: &uid,
-            node: context.executor.node(),
-            spec: &taskrun.spec,
-            status: &status,
-            created: run.created,
-            container: observed.current.as_ref(),
-            previous: observed.previous.as_ref(),
-            now,
-        });
-        let running_here = [observed.current.as_ref(), observed.previous.as_ref()]
-            .into_iter()
-            .flatten()
-            .any(|container| matches!(container.state, ContainerState::Running { .. }));
-        let policy = match &policy {
-            PolicyView::Known(policy) => Some(policy.as_ref()),
-            PolicyView::Unknown => None,
-        };
-        let reads = match gate(gates::Node {
-            action: &action,
-            namespace: &namespace,
-            spec: &taskrun.spec,
-            lease_current: context.nodes.own_lease_current(clock.instant),
-            policy,
-            running_in_namespace: context.running_in_namespace(&namespace, &uid),
-            container_running: running_here,
-            now: clock.now,
-        }) {
-            Gate::Later(recheck_at) => {
-                return Ok(Pass::Performed(Box::new(Outcome {
-                    recheck_at,
-                    ..Outcome::default()
-                })));
-            }
-            Gate::Hold { reason, message } => return Ok(Pass::Waiting { reason, message }),
-            Gate::Go { room, reads } => {
-                match room {
-                    Room::Take if !context.nodes.reserve(&uid) => {
-                        return Ok(Pass::NoRoom {
-                            free_claim: matches!(action, Action::Launch),
-                        });
-                    }
-                    Room::Take => {}
-                    Room::Keep => context.nodes.hold(&uid),
-                    Room::Free => context.nodes.release(&uid),
-                }
-                reads
-            }
-        };
-        // Held until the launch is done with what was read: a few launches at once hold data.
-        let _reading = if reads {
-            Some(context.reference_reads.acquire().await)
-        } else {
-            None
-        };
-        let resolved = if reads {
-            match references::gather(
-                &context.client,
-                &namespace,
-                &taskrun.spec,
-                &context.task_api,
-            )
-            .await?
-            {
-                Resolution::Ready(inputs) => Some(inputs),
-                Resolution::Waiting { reason, message } => {
-                    return Ok(Pass::Waiting { reason, message });
-                }
-            }
-        } else {
-            None
-        };
-        let run = Run {
-            inputs: resolved.as_ref(),
-            policy,
-            ..run
-        };
-        context
-            .executor
-            .perform(run, action, now)
-            .await
-            .map(|outcome| Pass::Performed(Box::new(outcome)))
-            .map_err(Error::Docker)
-    }
-    .await;
+    let performed = step(taskrun, context, run, &policy, clock).await;
     let outcome = match performed {
         Ok(Pass::Performed(outcome)) => *outcome,
         Ok(Pass::NoRoom { free_claim }) => {
@@ -623,6 +569,106 @@ async fn apply(
     }
     let ended = next.as_ref().unwrap_or(&status).phase().is_final();
     Ok(requeue_after(&outcome, prune_at, ended))
+}
+
+/// The step of a run this agent holds: observe its containers, decide, pass the gates, read
+/// what it takes from its namespace, and have the executor perform it.
+async fn step(
+    taskrun: &TaskRun,
+    context: &Context,
+    run: Run<'_>,
+    policy: &PolicyView,
+    clock: Clock,
+) -> Result<Pass> {
+    let observed = context
+        .executor
+        .observe(run.uid, run.status.attempt())
+        .await
+        .map_err(Error::Docker)?;
+    let now = clock.now;
+    let action = decide(Observed {
+        uid: run.uid,
+        node: context.executor.node(),
+        spec: &taskrun.spec,
+        status: run.status,
+        created: run.created,
+        container: observed.current.as_ref(),
+        previous: observed.previous.as_ref(),
+        now,
+    });
+    let running_here = [observed.current.as_ref(), observed.previous.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|container| matches!(container.state, ContainerState::Running { .. }));
+    let policy = match &policy {
+        PolicyView::Known(policy) => Some(policy.as_ref()),
+        PolicyView::Unknown => None,
+    };
+    let reads = match gate(gates::Node {
+        action: &action,
+        namespace: run.namespace,
+        spec: &taskrun.spec,
+        lease_current: context.nodes.own_lease_current(clock.instant),
+        policy,
+        running_in_namespace: context.running_in_namespace(run.namespace, run.uid),
+        container_running: running_here,
+        now: clock.now,
+    }) {
+        Gate::Later(recheck_at) => {
+            return Ok(Pass::Performed(Box::new(Outcome {
+                recheck_at,
+                ..Outcome::default()
+            })));
+        }
+        Gate::Hold { reason, message } => return Ok(Pass::Waiting { reason, message }),
+        Gate::Go { room, reads } => {
+            match room {
+                Room::Take if !context.nodes.reserve(run.uid) => {
+                    return Ok(Pass::NoRoom {
+                        free_claim: matches!(action, Action::Launch),
+                    });
+                }
+                Room::Take => {}
+                Room::Keep => context.nodes.hold(run.uid),
+                Room::Free => context.nodes.release(run.uid),
+            }
+            reads
+        }
+    };
+    // Held until the launch is done with what was read: a few launches at once hold data.
+    let _reading = if reads {
+        Some(context.reference_reads.acquire().await)
+    } else {
+        None
+    };
+    let resolved = if reads {
+        match references::gather(
+            &context.client,
+            run.namespace,
+            &taskrun.spec,
+            &context.task_api,
+        )
+        .await?
+        {
+            Resolution::Ready(inputs) => Some(inputs),
+            Resolution::Waiting { reason, message } => {
+                return Ok(Pass::Waiting { reason, message });
+            }
+        }
+    } else {
+        None
+    };
+    let run = Run {
+        inputs: resolved.as_ref(),
+        policy,
+        ..run
+    };
+    context
+        .executor
+        .perform(run, action, now)
+        .await
+        .map(|outcome| Pass::Performed(Box::new(outcome)))
+        .map_err(Error::Docker)
 }
 
 /// Stops and removes the container of a TaskRun being deleted, as the lifecycle decides.

@@ -100,13 +100,13 @@ pub struct Ending {
 pub fn decide(observed: Observed<'_>) -> Action {
     let Observed {
         uid,
-        node,
         spec,
         status,
         created,
         container,
         previous,
         now,
+        ..
     } = observed;
     let ours = |c: &&ObservedContainer| c.owner.as_ref().is_some_and(|owner| owner.uid == uid);
     let previous = previous.filter(ours);
@@ -128,81 +128,15 @@ pub fn decide(observed: Observed<'_>) -> Action {
         }
         _ => None,
     };
-
     if status.phase().is_final() {
-        let running = |c: &ObservedContainer| matches!(c.state, ContainerState::Running { .. });
-        return match (container, previous) {
-            (None, None) => Action::Wait { until: None },
-            (Some(c), _) if running(c) => Action::Stop {
-                cause: StopCause::AlreadyEnded,
-                grace: grace_period(spec),
-            },
-            (None, Some(p)) if running(p) => Action::StopPrevious {
-                grace: grace_period(spec),
-            },
-            _ => match removal_time(spec, status) {
-                Some(at) if at <= now => Action::Remove,
-                until => Action::Wait { until },
-            },
-        };
+        return decide_ended(spec, status, container, previous, now);
     }
-
+    let Some(container) = container else {
+        return decide_without_container(observed, previous);
+    };
     let active = active_deadline(spec, created);
     let active_due = active.is_some_and(|d| d <= now);
-    let pending = pending_deadline(spec, status, created);
-    let pending_due = pending.is_some_and(|d| d <= now);
-    let cancelled_before_start = || {
-        let message = "cancelled before it started";
-        Action::RecordEnd(ended_without_exit(
-            spec,
-            status,
-            Reason::Cancelled,
-            message,
-            now,
-        ))
-    };
-    let Some(container) = container else {
-        let started_on = status
-            .node_name
-            .as_deref()
-            .filter(|_| status.container_id.is_some());
-        return if let Some(other) = started_on.filter(|other| *other != node) {
-            // Only the node that has the container can tell that it is gone.
-            Action::RecordEnd(ended_without_exit(
-                spec,
-                status,
-                Reason::NodeLost,
-                &format!("the container was started on node {other}, not on this node {node}"),
-                now,
-            ))
-        } else if status.container_id.is_some() {
-            Action::RecordEnd(ended_without_exit(
-                spec,
-                status,
-                Reason::ContainerLost,
-                "the container was removed from the node outside the operator",
-                now,
-            ))
-        } else if spec.cancel {
-            cancelled_before_start()
-        } else if let Some(ending) = deadline_passed(spec, status, created, now) {
-            Action::RecordEnd(ending)
-        } else if previous.is_some_and(|c| matches!(c.state, ContainerState::Running { .. })) {
-            Action::StopPrevious {
-                grace: grace_period(spec),
-            }
-        } else if previous.is_some() && spec.cleanup == CleanupPolicy::Always {
-            Action::RemovePrevious
-        } else {
-            match next_attempt_at(uid, spec, status) {
-                Some(at) if at > now => Action::Wait {
-                    until: earliest([Some(at), pending, active]),
-                },
-                _ => Action::Launch,
-            }
-        };
-    };
-
+    let pending_due = pending_deadline(spec, status, created).is_some_and(|d| d <= now);
     match &container.state {
         ContainerState::Created { error: Some(error) } => Action::RecordEnd(Ending {
             phase: Phase::Failed,
@@ -213,7 +147,7 @@ pub fn decide(observed: Observed<'_>) -> Action {
             finished_at: now,
             retryable: start_may_be_retried(error),
         }),
-        ContainerState::Created { error: None } if spec.cancel => cancelled_before_start(),
+        ContainerState::Created { error: None } if spec.cancel => cancelled_before_start(observed),
         ContainerState::Created { error: None } if active_due || pending_due => {
             match deadline_passed(spec, status, created, now) {
                 Some(ending) => Action::RecordEnd(ending),
@@ -226,35 +160,7 @@ pub fn decide(observed: Observed<'_>) -> Action {
             container_id: container.id.clone(),
         },
         ContainerState::Running { started_at } => {
-            let timeout = deadline(spec, *started_at);
-            let deadline = earliest([timeout, active]);
-            if spec.cancel {
-                Action::Stop {
-                    cause: StopCause::Cancelled,
-                    grace: grace_period(spec),
-                }
-            } else if active_due {
-                Action::Stop {
-                    cause: StopCause::ActiveDeadlineExceeded,
-                    grace: grace_period(spec),
-                }
-            } else if timeout.is_some_and(|d| d <= now) {
-                Action::Stop {
-                    cause: StopCause::DeadlineExceeded,
-                    grace: grace_period(spec),
-                }
-            } else if status.phase() != Phase::Running
-                || status.reason != Some(Reason::Running)
-                || status.container_id.as_deref() != Some(&container.id)
-            {
-                Action::RecordRunning {
-                    container_id: container.id.clone(),
-                    started_at: *started_at,
-                    deadline,
-                }
-            } else {
-                Action::Wait { until: deadline }
-            }
+            decide_running(observed, &container.id, *started_at, active)
         }
         ContainerState::Exited {
             exit_code,
@@ -262,74 +168,247 @@ pub fn decide(observed: Observed<'_>) -> Action {
             started_at,
             finished_at,
             error,
-        } => {
-            let finished_at = finished_at.unwrap_or(now);
-            // The daemon may report an OOM kill a moment after the exit itself: a SIGKILL under
-            // a memory limit is recorded once that moment has passed.
-            let oom_settled = finished_at
-                .checked_add(OOM_REPORT_DELAY)
-                .unwrap_or(finished_at);
-            let memory_limited = spec.limits().is_some_and(|l| l.memory.is_some());
-            if *exit_code == 137 && !oom_killed && memory_limited && now < oom_settled {
-                return Action::Wait {
-                    until: Some(oom_settled),
-                };
-            }
-            let ending = |phase, reason, message: String| Ending {
-                phase,
-                reason,
-                message,
-                exit_code: Some(*exit_code),
+        } => decide_exited(
+            observed,
+            container,
+            Exit {
+                exit_code: *exit_code,
+                oom_killed: *oom_killed,
                 started_at: *started_at,
-                finished_at,
-                retryable: true,
-            };
-            let ending = match (started_at, error) {
-                (None, Some(error)) => Ending {
-                    exit_code: None,
-                    retryable: start_may_be_retried(error),
-                    ..ending(Phase::Failed, Reason::StartFailed, error.clone())
-                },
-                _ if spec.cancel => ending(
-                    Phase::Cancelled,
-                    Reason::Cancelled,
-                    "stopped on request".into(),
-                ),
-                _ if active.is_some_and(|d| d <= finished_at) => ending(
-                    Phase::Failed,
-                    Reason::ActiveDeadlineExceeded,
-                    active_deadline_message(spec),
-                ),
-                (Some(started), _)
-                    if deadline(spec, *started).is_some_and(|d| d <= finished_at) =>
-                {
-                    ending(
-                        Phase::Failed,
-                        Reason::DeadlineExceeded,
-                        format!(
-                            "ran longer than timeoutSeconds ({} s) and was stopped",
-                            spec.timeout_seconds.unwrap_or_default()
-                        ),
-                    )
-                }
-                _ if *oom_killed => ending(
-                    Phase::Failed,
-                    Reason::OomKilled,
-                    "killed for exceeding its memory limit".into(),
-                ),
-                _ if *exit_code == 0 => ending(
-                    Phase::Succeeded,
-                    Reason::Completed,
-                    "exited with code 0".into(),
-                ),
-                _ => ending(Phase::Failed, Reason::Error, exit_message(*exit_code)),
-            };
-            Action::RecordExit {
-                ending,
-                container_id: container.id.clone(),
-            }
+                finished_at: *finished_at,
+                error: error.as_ref(),
+            },
+            active,
+        ),
+    }
+}
+
+/// The step of a run that has ended: stop what still runs of it, then remove its container
+/// when its cleanup policy says.
+fn decide_ended(
+    spec: &TaskRunSpec,
+    status: &TaskRunStatus,
+    container: Option<&ObservedContainer>,
+    previous: Option<&ObservedContainer>,
+    now: Timestamp,
+) -> Action {
+    let running = |c: &ObservedContainer| matches!(c.state, ContainerState::Running { .. });
+    match (container, previous) {
+        (None, None) => Action::Wait { until: None },
+        (Some(c), _) if running(c) => Action::Stop {
+            cause: StopCause::AlreadyEnded,
+            grace: grace_period(spec),
+        },
+        (None, Some(p)) if running(p) => Action::StopPrevious {
+            grace: grace_period(spec),
+        },
+        _ => match removal_time(spec, status) {
+            Some(at) if at <= now => Action::Remove,
+            until => Action::Wait { until },
+        },
+    }
+}
+
+/// The step of a run under way whose current attempt has no container on this node.
+fn decide_without_container(
+    observed: Observed<'_>,
+    previous: Option<&ObservedContainer>,
+) -> Action {
+    let Observed {
+        uid,
+        node,
+        spec,
+        status,
+        created,
+        now,
+        ..
+    } = observed;
+    let active = active_deadline(spec, created);
+    let pending = pending_deadline(spec, status, created);
+    let started_on = status
+        .node_name
+        .as_deref()
+        .filter(|_| status.container_id.is_some());
+    if let Some(other) = started_on.filter(|other| *other != node) {
+        // Only the node that has the container can tell that it is gone.
+        Action::RecordEnd(ended_without_exit(
+            spec,
+            status,
+            Reason::NodeLost,
+            &format!("the container was started on node {other}, not on this node {node}"),
+            now,
+        ))
+    } else if status.container_id.is_some() {
+        Action::RecordEnd(ended_without_exit(
+            spec,
+            status,
+            Reason::ContainerLost,
+            "the container was removed from the node outside the operator",
+            now,
+        ))
+    } else if spec.cancel {
+        cancelled_before_start(observed)
+    } else if let Some(ending) = deadline_passed(spec, status, created, now) {
+        Action::RecordEnd(ending)
+    } else if previous.is_some_and(|c| matches!(c.state, ContainerState::Running { .. })) {
+        Action::StopPrevious {
+            grace: grace_period(spec),
+        }
+    } else if previous.is_some() && spec.cleanup == CleanupPolicy::Always {
+        Action::RemovePrevious
+    } else {
+        match next_attempt_at(uid, spec, status) {
+            Some(at) if at > now => Action::Wait {
+                until: earliest([Some(at), pending, active]),
+            },
+            _ => Action::Launch,
         }
     }
+}
+
+/// The step of a run whose container runs: stop it at a cancel or a deadline, else record
+/// that it runs.
+fn decide_running(
+    observed: Observed<'_>,
+    container_id: &str,
+    started_at: Timestamp,
+    active: Option<Timestamp>,
+) -> Action {
+    let Observed {
+        spec, status, now, ..
+    } = observed;
+    let timeout = deadline(spec, started_at);
+    let deadline = earliest([timeout, active]);
+    if spec.cancel {
+        Action::Stop {
+            cause: StopCause::Cancelled,
+            grace: grace_period(spec),
+        }
+    } else if active.is_some_and(|d| d <= now) {
+        Action::Stop {
+            cause: StopCause::ActiveDeadlineExceeded,
+            grace: grace_period(spec),
+        }
+    } else if timeout.is_some_and(|d| d <= now) {
+        Action::Stop {
+            cause: StopCause::DeadlineExceeded,
+            grace: grace_period(spec),
+        }
+    } else if status.phase() != Phase::Running
+        || status.reason != Some(Reason::Running)
+        || status.container_id.as_deref() != Some(container_id)
+    {
+        Action::RecordRunning {
+            container_id: container_id.to_string(),
+            started_at,
+            deadline,
+        }
+    } else {
+        Action::Wait { until: deadline }
+    }
+}
+
+/// What the daemon reports of a container that exited.
+#[derive(Clone, Copy, Debug)]
+struct Exit<'a> {
+    exit_code: i64,
+    oom_killed: bool,
+    started_at: Option<Timestamp>,
+    finished_at: Option<Timestamp>,
+    error: Option<&'a String>,
+}
+
+/// The end of an attempt whose container exited, with the reason its exit gives.
+fn decide_exited(
+    observed: Observed<'_>,
+    container: &ObservedContainer,
+    exit: Exit<'_>,
+    active: Option<Timestamp>,
+) -> Action {
+    let Observed { spec, now, .. } = observed;
+    let Exit {
+        exit_code,
+        oom_killed,
+        started_at,
+        finished_at,
+        error,
+    } = exit;
+    let finished_at = finished_at.unwrap_or(now);
+    // The daemon may report an OOM kill a moment after the exit itself: a SIGKILL under
+    // a memory limit is recorded once that moment has passed.
+    let oom_settled = finished_at
+        .checked_add(OOM_REPORT_DELAY)
+        .unwrap_or(finished_at);
+    let memory_limited = spec.limits().is_some_and(|l| l.memory.is_some());
+    if exit_code == 137 && !oom_killed && memory_limited && now < oom_settled {
+        return Action::Wait {
+            until: Some(oom_settled),
+        };
+    }
+    let ending = |phase, reason, message: String| Ending {
+        phase,
+        reason,
+        message,
+        exit_code: Some(exit_code),
+        started_at,
+        finished_at,
+        retryable: true,
+    };
+    let ending = match (started_at, error) {
+        (None, Some(error)) => Ending {
+            exit_code: None,
+            retryable: start_may_be_retried(error),
+            ..ending(Phase::Failed, Reason::StartFailed, error.clone())
+        },
+        _ if spec.cancel => ending(
+            Phase::Cancelled,
+            Reason::Cancelled,
+            "stopped on request".into(),
+        ),
+        _ if active.is_some_and(|d| d <= finished_at) => ending(
+            Phase::Failed,
+            Reason::ActiveDeadlineExceeded,
+            active_deadline_message(spec),
+        ),
+        (Some(started), _) if deadline(spec, started).is_some_and(|d| d <= finished_at) => ending(
+            Phase::Failed,
+            Reason::DeadlineExceeded,
+            format!(
+                "ran longer than timeoutSeconds ({} s) and was stopped",
+                spec.timeout_seconds.unwrap_or_default()
+            ),
+        ),
+        _ if oom_killed => ending(
+            Phase::Failed,
+            Reason::OomKilled,
+            "killed for exceeding its memory limit".into(),
+        ),
+        _ if exit_code == 0 => ending(
+            Phase::Succeeded,
+            Reason::Completed,
+            "exited with code 0".into(),
+        ),
+        _ => ending(Phase::Failed, Reason::Error, exit_message(exit_code)),
+    };
+    Action::RecordExit {
+        ending,
+        container_id: container.id.clone(),
+    }
+}
+
+/// The end of a run cancelled before its container started.
+fn cancelled_before_start(observed: Observed<'_>) -> Action {
+    let message = "cancelled before it started";
+    let Observed {
+        spec, status, now, ..
+    } = observed;
+    Action::RecordEnd(ended_without_exit(
+        spec,
+        status,
+        Reason::Cancelled,
+        message,
+        now,
+    ))
 }
 
 /// The end of a run no agent holds (or whose attempt has not started), when one of its
