@@ -257,11 +257,23 @@ fn is_env_name(name: &str) -> bool {
 
 /// Why a run waits on the object `kind/name` (and its `key`), in a sentence that names them
 /// and never a value.
-fn waiting(reason: Reason, message: String) -> Resolution {
-    Resolution::Waiting { reason, message }
+/// Why a run waits for what it refers to.
+struct Wait {
+    reason: Reason,
+    message: String,
 }
 
-fn not_readable(kind: ObjectKind, name: &str, namespace: &str, lookup: &Lookup) -> Resolution {
+impl From<Wait> for Resolution {
+    fn from(Wait { reason, message }: Wait) -> Self {
+        Resolution::Waiting { reason, message }
+    }
+}
+
+fn waiting(reason: Reason, message: String) -> Wait {
+    Wait { reason, message }
+}
+
+fn not_readable(kind: ObjectKind, name: &str, namespace: &str, lookup: &Lookup) -> Wait {
     match lookup {
         Lookup::Forbidden => waiting(
             Reason::ReferenceMissing,
@@ -278,7 +290,7 @@ fn not_readable(kind: ObjectKind, name: &str, namespace: &str, lookup: &Lookup) 
     }
 }
 
-fn key_missing(kind: ObjectKind, name: &str, key: &str, namespace: &str) -> Resolution {
+fn key_missing(kind: ObjectKind, name: &str, key: &str, namespace: &str) -> Wait {
     waiting(
         Reason::ReferenceMissing,
         format!(
@@ -299,7 +311,8 @@ pub fn resolve(spec: &TaskRunSpec, namespace: &str, found: &Found) -> Resolution
             format!(
                 "the Secrets and ConfigMaps the spec names in namespace {namespace} hold more than {MAX_REFERENCE_BYTES} bytes ({bytes} read before the agent stopped); a run may take at most that much"
             ),
-        );
+        )
+        .into();
     }
     let lookup = |kind: ObjectKind, name: &str| {
         found
@@ -309,6 +322,33 @@ pub fn resolve(spec: &TaskRunSpec, namespace: &str, found: &Found) -> Resolution
     };
     let mut inputs = Inputs::default();
 
+    let parts = [
+        resolve_env_from,
+        resolve_env,
+        resolve_volumes,
+        resolve_pull_secrets,
+    ];
+    for part in parts {
+        if let Err(wait) = part(spec, namespace, &lookup, &mut inputs) {
+            return wait.into();
+        }
+    }
+    Resolution::Ready(inputs)
+}
+
+/// Why a run waits, out of one part of [`resolve`].
+type Waits = Result<(), Wait>;
+
+/// What the spec's references found, by kind and name.
+type Lookups<'a> = dyn Fn(ObjectKind, &str) -> &'a Lookup + 'a;
+
+/// `envFrom`: every key of each Secret and ConfigMap that is a valid variable name.
+fn resolve_env_from(
+    spec: &TaskRunSpec,
+    namespace: &str,
+    lookup: &Lookups<'_>,
+    inputs: &mut Inputs,
+) -> Waits {
     for source in &spec.env_from {
         let (kind, reference) = match (&source.secret_ref, &source.config_map_ref) {
             (Some(reference), _) => (ObjectKind::Secret, reference),
@@ -325,15 +365,25 @@ pub fn resolve(spec: &TaskRunSpec, namespace: &str, found: &Found) -> Resolution
                     }
                     match env_text(kind, &reference.name, key, value) {
                         Ok(text) => set_env(&mut inputs.env, &name, text),
-                        Err(message) => return waiting(Reason::ReferenceInvalid, message),
+                        Err(message) => return Err(waiting(Reason::ReferenceInvalid, message)),
                     }
                 }
             }
             Lookup::Absent if reference.optional => {}
-            other => return not_readable(kind, &reference.name, namespace, other),
+            other => return Err(not_readable(kind, &reference.name, namespace, other)),
         }
     }
 
+    Ok(())
+}
+
+/// `env`: values, and keys of Secrets and ConfigMaps.
+fn resolve_env(
+    spec: &TaskRunSpec,
+    namespace: &str,
+    lookup: &Lookups<'_>,
+    inputs: &mut Inputs,
+) -> Waits {
     for env in &spec.env {
         let Some(source) = &env.value_from else {
             set_env(&mut inputs.env, &env.name, env.value.clone());
@@ -348,22 +398,32 @@ pub fn resolve(spec: &TaskRunSpec, namespace: &str, found: &Found) -> Resolution
             Lookup::Found(object) => match object.data.get(&selector.key) {
                 Some(value) => match env_text(kind, &selector.name, &selector.key, value) {
                     Ok(text) => set_env(&mut inputs.env, &env.name, text),
-                    Err(message) => return waiting(Reason::ReferenceInvalid, message),
+                    Err(message) => return Err(waiting(Reason::ReferenceInvalid, message)),
                 },
                 None if selector.optional => {}
-                None => return key_missing(kind, &selector.name, &selector.key, namespace),
+                None => return Err(key_missing(kind, &selector.name, &selector.key, namespace)),
             },
             Lookup::Absent if selector.optional => {}
-            other => return not_readable(kind, &selector.name, namespace, other),
+            other => return Err(not_readable(kind, &selector.name, namespace, other)),
         }
     }
 
+    Ok(())
+}
+
+/// `volumeMounts`: `emptyDir`s, and the files of Secret and ConfigMap volumes.
+fn resolve_volumes(
+    spec: &TaskRunSpec,
+    namespace: &str,
+    lookup: &Lookups<'_>,
+    inputs: &mut Inputs,
+) -> Waits {
     for mount in &spec.volume_mounts {
         let Some(volume) = spec.volumes.iter().find(|v| v.name == mount.name) else {
-            return waiting(
+            return Err(waiting(
                 Reason::ReferenceInvalid,
                 format!("volumeMount {} names no volume", mount.mount_path),
-            );
+            ));
         };
         let mount_path = mount.mount_path.trim_end_matches('/');
         if let Some(dir) = &volume.empty_dir {
@@ -400,7 +460,7 @@ pub fn resolve(spec: &TaskRunSpec, namespace: &str, found: &Found) -> Resolution
         let object = match lookup(kind, name) {
             Lookup::Found(object) => object,
             Lookup::Absent if optional => continue,
-            other => return not_readable(kind, name, namespace, other),
+            other => return Err(not_readable(kind, name, namespace, other)),
         };
         let every_key: Vec<KeyToPath>;
         let items = if items.is_empty() {
@@ -422,7 +482,7 @@ pub fn resolve(spec: &TaskRunSpec, namespace: &str, found: &Found) -> Resolution
                 if optional {
                     continue;
                 }
-                return key_missing(kind, name, &item.key, namespace);
+                return Err(key_missing(kind, name, &item.key, namespace));
             };
             let mode = item
                 .mode
@@ -451,11 +511,28 @@ pub fn resolve(spec: &TaskRunSpec, namespace: &str, found: &Found) -> Resolution
         }
     }
 
+    Ok(())
+}
+
+/// `imagePullSecrets`: the credentials for the image's registry.
+fn resolve_pull_secrets(
+    spec: &TaskRunSpec,
+    namespace: &str,
+    lookup: &Lookups<'_>,
+    inputs: &mut Inputs,
+) -> Waits {
     let registry = image_registry(&spec.image);
     for secret in &spec.image_pull_secrets {
         let object = match lookup(ObjectKind::Secret, &secret.name) {
             Lookup::Found(object) => object,
-            other => return not_readable(ObjectKind::Secret, &secret.name, namespace, other),
+            other => {
+                return Err(not_readable(
+                    ObjectKind::Secret,
+                    &secret.name,
+                    namespace,
+                    other,
+                ));
+            }
         };
         match registry_credentials(object) {
             Ok(auths) => {
@@ -466,17 +543,17 @@ pub fn resolve(spec: &TaskRunSpec, namespace: &str, found: &Found) -> Resolution
                 }
             }
             Err(problem) => {
-                return waiting(
+                return Err(waiting(
                     Reason::ReferenceInvalid,
                     format!(
                         "imagePullSecret {:?} in namespace {namespace} {problem}; the run starts once it is fixed",
                         secret.name
                     ),
-                );
+                ));
             }
         }
     }
-    Resolution::Ready(inputs)
+    Ok(())
 }
 
 /// A value as an environment variable: text without NUL, as the environment holds it.
@@ -592,7 +669,7 @@ pub fn token_unavailable(account: &str, namespace: &str, forbidden: bool) -> Res
             "ServiceAccount {account:?} not found in namespace {namespace}; the run starts once it exists"
         )
     };
-    waiting(Reason::ReferenceMissing, message)
+    waiting(Reason::ReferenceMissing, message).into()
 }
 
 /// How long the token of a run is requested for: past its deadline and grace period, with a
