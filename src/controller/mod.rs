@@ -342,28 +342,7 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
     let task_api = task_api(&config, &kube_config);
     let client = kube::Client::try_from(kube_config).map_err(Error::KubeConfig)?;
     let docker = connect_docker().await?;
-    let executor = Executor::new(
-        Arc::new(docker),
-        config.node_name.clone(),
-        config.pull_timeout,
-        config.output,
-    );
-    let executor = match read_pid_max() {
-        Some(pid_max) => {
-            let ceiling = security::node_pids_ceiling(pid_max, config.max_running);
-            info!(
-                pid_max,
-                ceiling, "no container gets more processes than its share of the node's"
-            );
-            executor.with_pids_ceiling(ceiling)
-        }
-        None => {
-            warn!(
-                "cannot read /proc/sys/kernel/pid_max; containers get their policy's pidsLimit alone"
-            );
-            executor
-        }
-    };
+    let executor = executor_of(docker, &config);
     let writer = reflector::store::Writer::default();
     let cache = writer.as_reader();
     let context = Arc::new(
@@ -424,7 +403,7 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         .await
         .map_err(Error::Serve)?;
     let endpoints = tokio::spawn(http::serve(listener, context.clone(), controller.store()));
-    let waiting = tokio::spawn(triggers::wake_waiting_runs(
+    let waiting = tokio::spawn(triggers::wake_runs_waiting_for_room(
         context.clone(),
         controller.store(),
         stopped_tx.clone(),
@@ -434,7 +413,7 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         resync_rx,
         stopped_tx.clone(),
     ));
-    let referenced = tokio::spawn(references::wake_waiting_runs(
+    let referenced = tokio::spawn(references::wake_runs_waiting_for_references(
         client,
         config.namespace.clone(),
         controller.store(),
@@ -474,6 +453,32 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+/// The executor of this node's runs, holding each container to its share of the node's pids.
+fn executor_of(docker: DockerClient, config: &ControllerConfig) -> Executor {
+    let executor = Executor::new(
+        Arc::new(docker),
+        config.node_name.clone(),
+        config.pull_timeout,
+        config.output,
+    );
+    match read_pid_max() {
+        Some(pid_max) => {
+            let ceiling = security::node_pids_ceiling(pid_max, config.max_running);
+            info!(
+                pid_max,
+                ceiling, "no container gets more processes than its share of the node's"
+            );
+            executor.with_pids_ceiling(ceiling)
+        }
+        None => {
+            warn!(
+                "cannot read /proc/sys/kernel/pid_max; containers get their policy's pidsLimit alone"
+            );
+            executor
+        }
+    }
+}
 
 /// The kernel's ceiling of processes and threads on this node.
 fn read_pid_max() -> Option<i64> {

@@ -188,7 +188,7 @@ fn waits_on_references(taskrun: &TaskRun) -> bool {
 /// only: no value is ever cached) and wakes each run waiting for one that was created or
 /// changed, so a run applied before its Secret starts once the Secret is there. An agent that
 /// may not watch them still finds them on its periodic look at waiting runs.
-pub async fn wake_waiting_runs(
+pub async fn wake_runs_waiting_for_references(
     client: Client,
     namespace: Option<String>,
     store: Store<DeserializeGuard<TaskRun>>,

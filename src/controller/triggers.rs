@@ -1,6 +1,6 @@
 //! What wakes a pass over a run besides a change to its TaskRun: the daemon's container events
 //! ([`follow_container_stops`]), a change every run depends on ([`resync_open_runs`]) and a place
-//! freed on this node ([`wake_waiting_runs`]). Each only queues the run for the controller, where
+//! freed on this node ([`wake_runs_waiting_for_room`]). Each only queues the run for the controller, where
 //! it goes through the same pass and the same backoff as any other; none of them writes to the API
 //! server or to Docker.
 
@@ -100,7 +100,7 @@ fn may_change(taskrun: &TaskRun) -> bool {
 
 /// When this node has room again, looks at the runs waiting for a node first, instead of
 /// leaving them to their periodic retry.
-pub async fn wake_waiting_runs(
+pub async fn wake_runs_waiting_for_room(
     context: Arc<Context>,
     store: Store<DeserializeGuard<TaskRun>>,
     wake: mpsc::Sender<ObjectRef<DeserializeGuard<TaskRun>>>,
