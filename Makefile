@@ -76,6 +76,10 @@ lint: ## Check formatting and clippy warnings
 	cargo fmt --check
 	cargo clippy --all-targets --quiet -- -D warnings
 
+.PHONY: check
+check: ## Fast feedback without daemons: fmt, clippy, docs, shellcheck, unit and middle-tier tests
+	@scripts/check.sh
+
 .PHONY: test
 test: ## Bring up Docker and the control plane, lint, and run every test
 	@scripts/test.sh

@@ -5,7 +5,9 @@
 # `cluster-ctl.sh start etcd|kube-apiserver` starts it again with the same ports, certificates
 # and data, and waits until it is healthy. Starting a process that runs does nothing.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
+# shellcheck source=cluster-lib.sh
 source "$(dirname "$0")/cluster-lib.sh"
 
 action="${1:-}"

@@ -4,7 +4,9 @@
 # its *.pid files are signalled, and only while /proc shows they are still the expected binary
 # running for that folder. Harmless when nothing is up.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
+# shellcheck source=cluster-lib.sh
 source "$(dirname "$0")/cluster-lib.sh"
 
 # Serialize with cluster-up (which calls this script while already holding the lock).

@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # variables for the scripts that source it
 # What the cluster and node scripts share: where the control plane keeps its state, its
 # certificates and kubeconfigs, how etcd and kube-apiserver start and are waited for, and how a
 # recorded pid is stopped. Sourced after lib.sh, not run.
@@ -27,6 +29,7 @@ save_ports() {
 }
 load_ports() {
   [[ -f "$ports_file" ]] || die "$ports_file not found: no cluster was started in $dir"
+  # shellcheck source=/dev/null # written by cluster-up.sh
   source "$ports_file"
 }
 
@@ -43,7 +46,7 @@ ec_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "
 # CA. EXTENSIONS are openssl x509v3 lines; client_ext and server_ext are the usual ones.
 issue() {
   (
-    cd "$pki"
+    cd "$pki" || exit 1
     umask 077
     ec_key "$1.key"
     printf '%b\n' "$3" > "$1.ext"
@@ -105,6 +108,7 @@ spawn() {
   rm -f "$pidfile"
   # From here "$1" is the binary.
   # 9>&-: the daemon must not inherit the lock fd, or it would hold the lock forever.
+  # shellcheck disable=SC2016 # expanded by the inner bash
   setsid bash -c 'echo $$ > "$0"; exec nohup "$@"' "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 9>&- &
   for _ in $(seq 1 50); do
     [[ -s "$pidfile" ]] && return 0
@@ -197,7 +201,7 @@ start_etcd() {
     --listen-peer-urls="$peer_url" \
     --initial-advertise-peer-urls="$peer_url" \
     --initial-cluster="taskrun=$peer_url" \
-    --initial-cluster-state="$(tr 'A-Z' 'a-z' <<<"$1")" \
+    --initial-cluster-state="$(tr '[:upper:]' '[:lower:]' <<<"$1")" \
     --unsafe-no-fsync \
     --log-level=warn
 }

@@ -8,7 +8,9 @@
 # TASKRUN_ETCD_PEER_PORT (2380); TASKRUN_CLUSTER_DIR puts a second, separate cluster's state
 # (and its kubeconfig) in another folder than .cluster/.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
+# shellcheck source=cluster-lib.sh
 source "$(dirname "$0")/cluster-lib.sh"
 
 need openssl

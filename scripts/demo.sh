@@ -2,6 +2,7 @@
 # `make demo`: brings up Docker and the local control plane, installs the CRD, starts the
 # operator, applies the examples and shows how they ended. `demo.sh stop` stops the operator.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$repo_root"
 
@@ -25,7 +26,8 @@ if [[ "${1:-}" == stop ]]; then
 fi
 
 scripts/tools.sh >/dev/null
-export PATH="$(tools_bin_dir):$PATH"
+PATH="$(tools_bin_dir):$PATH"
+export PATH
 scripts/docker-up.sh
 if [[ -z "${KUBECONFIG:-}" ]]; then
   scripts/cluster-up.sh

@@ -5,6 +5,7 @@
 # TASKRUN_IMAGE (taskrun-operator:dev, as scripts/image.sh builds it); then waits until the
 # DaemonSet's pods are Ready. The nodes must have the image already.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 need kubectl
 

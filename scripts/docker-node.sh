@@ -5,6 +5,7 @@
 # exactly that daemon. `docker-node.sh kill NAME` ends it with SIGKILL, as a crash would (its
 # containers keep running until `up` starts the daemon again). Idempotent.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
 action="${1:-}"

@@ -2,6 +2,7 @@
 # Makes sure a Docker daemon answers (installing and starting Debian's engine when none does)
 # and that the locally built test images exist. Nothing is pulled: there is no registry.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
 state_dir="${TASKRUN_DOCKER_STATE:-$HOME/.cache/taskrun-operator/dockerd}"

@@ -4,6 +4,7 @@
 # what it learns in fuzz/work/input (gitignored) for the next run; a crash lands in
 # fuzz/artifacts/input and fails the run.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$repo_root/fuzz"
 

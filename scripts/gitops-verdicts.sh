@@ -3,6 +3,7 @@
 # into a cache folder keyed by its sources, and prints the binary's path. A second run with the
 # same sources does nothing.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
 src="$repo_root/tests/gitops"

@@ -2,6 +2,7 @@
 # Builds the operator image without pulling anything: a statically linked release binary in a
 # FROM scratch image that runs as a non-root user. Prints the image name.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$repo_root"
 

@@ -3,6 +3,7 @@
 # image loaded, deploy/ applied and the hello example run. `kind.sh down` deletes it.
 # Needs kind and a registry for kind's node image: not for machines without internet.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$repo_root"
 need kind

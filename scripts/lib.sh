@@ -1,5 +1,8 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # variables for the scripts that source it
 # Shared helpers for the provisioning scripts. Sourced, not run.
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=versions.env
 source "$repo_root/scripts/versions.env"
 
 log() { echo "==> $*" >&2; }

@@ -6,8 +6,11 @@
 # links in /var/log/containers, and puts back the kernel settings the kubelet changed. The
 # images imported into containerd stay for the next node-up. Harmless when no node is up.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
+# shellcheck source=cluster-lib.sh
 source "$(dirname "$0")/cluster-lib.sh"
+# shellcheck source=node-lib.sh
 source "$(dirname "$0")/node-lib.sh"
 
 if [[ ! -d "$node" ]]; then

@@ -1,7 +1,9 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034,SC2154 # variables for the scripts that source it, from cluster-lib.sh
 # What node-up and node-down share: the node's name, network, folders and clients. Sourced
 # after cluster-lib.sh, not run.
 
-node_name=node-a
+node_name="node-a"
 node="$dir/node"
 # The node's bridge: it holds the node address and is the pods' gateway. Its alias names the
 # cluster folder that made it, as one machine has room for one such node at a time.

@@ -4,6 +4,7 @@
 # run does nothing); runc and the CNI plugins from Debian's packages, installed when missing.
 # Prints the folder.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
 bin_dir="$(node_tools_bin_dir)"

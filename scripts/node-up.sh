@@ -6,8 +6,11 @@
 # TASKRUN_CLUSTER_DIR); scripts/node-down.sh takes the node away again. A second run while the
 # node is Ready starts nothing; it only imports an operator image that changed.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
+# shellcheck source=cluster-lib.sh
 source "$(dirname "$0")/cluster-lib.sh"
+# shellcheck source=node-lib.sh
 source "$(dirname "$0")/node-lib.sh"
 
 [[ $(id -u) == 0 ]] || die "a node needs root: it makes a bridge, network namespaces, cgroups and mounts"
@@ -67,6 +70,7 @@ import_images() {
 
 # node_ready [SINCE]: true while the Node says Ready, in a status the kubelet posted at or after
 # SINCE (UTC, RFC 3339): a Node object outlives its kubelet, and so does its last status.
+# shellcheck disable=SC2120 # SINCE comes through wait_for
 node_ready() {
   local ready
   ready="$(kubectl get node "$node_name" -o jsonpath='{range .status.conditions[?(@.type=="Ready")]}{.status} {.lastHeartbeatTime}{end}' 2>/dev/null)"
@@ -85,6 +89,7 @@ wait_for() {
   fail_with_log "no $what after $seconds s" "$dir/$name.log"
 }
 
+# shellcheck disable=SC2119 # any heartbeat will do here
 if recorded_pid containerd >/dev/null && recorded_pid kube-proxy >/dev/null &&
   recorded_pid kubelet >/dev/null && node_ready; then
   import_images
@@ -99,7 +104,7 @@ if [[ -n "$owner" && "$owner" != "$dir" ]]; then
   fi
   log "the node of $owner no longer runs but left $bridge behind; taking what it left down"
   if [[ -d "$owner/node" ]]; then
-    TASKRUN_CLUSTER_DIR="$owner" TASKRUN_CLUSTER_LOCK_HELD= "$repo_root/scripts/node-down.sh"
+    TASKRUN_CLUSTER_DIR="$owner" TASKRUN_CLUSTER_LOCK_HELD="" "$repo_root/scripts/node-down.sh"
   else
     "$kube_proxy_bin" --cleanup >/dev/null 2>&1 || true
     ip link delete "$bridge"

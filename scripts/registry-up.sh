@@ -8,6 +8,7 @@
 # dockerd talks plain HTTP to registries on 127.0.0.0/8 without any configuration; the login
 # the push needs goes into a throwaway DOCKER_CONFIG, so no credentials stay behind.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
 state="${TASKRUN_REGISTRY_DIR:-$HOME/.cache/taskrun-operator/registry}"
@@ -81,6 +82,7 @@ auth:
     path: $state/htpasswd
 YAML
   log "starting docker-registry on $TASKRUN_REGISTRY (log: $state/registry.log)"
+  # shellcheck disable=SC2016 # expanded by the inner bash
   setsid bash -c 'echo $$ > "$0"; exec nohup docker-registry serve "$1"' \
     "$state/registry.pid" "$state/config.yml" </dev/null >>"$state/registry.log" 2>&1 &
   for _ in $(seq 1 100); do

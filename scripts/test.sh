@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything `make test` does, phase by phase, with the time each took.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$repo_root"
 
@@ -19,7 +20,8 @@ report() {
 trap report EXIT
 
 phase tools scripts/tools.sh
-export PATH="$(tools_bin_dir):$PATH"
+PATH="$(tools_bin_dir):$PATH"
+export PATH
 # kstatus and Argo CD's Lua engine, for the GitOps tests.
 phase gitops bash -c 'scripts/gitops-verdicts.sh >/dev/null'
 
@@ -39,7 +41,7 @@ if [[ -z "${KUBECONFIG:-}" ]]; then
 else
   log "using the cluster of KUBECONFIG=$KUBECONFIG"
 fi
-phase build bash -c 'cargo build --all-targets --quiet && cargo fmt --check && cargo clippy --all-targets --quiet -- -D warnings'
+phase build bash -c 'cargo build --all-targets --quiet && scripts/check.sh static'
 phase image scripts/image.sh
 if [[ "$KUBECONFIG" == "$repo_root/.cluster/kubeconfig" ]]; then
   # A kubelet node for the tests that install the operator as its DaemonSet.

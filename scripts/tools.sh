@@ -3,6 +3,7 @@
 # modules into a cache folder keyed by version, and prints that folder. A second run with the
 # same versions does nothing.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
 bin_dir="$(tools_bin_dir)"

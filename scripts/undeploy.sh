@@ -10,6 +10,7 @@
 # `kubectl delete -k deploy/` alone deletes the agents with the CRD: TaskRuns that still have
 # a finalizer then keep the CRD Terminating, and their containers keep running.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 need kubectl
 
