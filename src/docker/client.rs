@@ -21,13 +21,12 @@ use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 
 use super::container::{
-    ContainerState, ContainerTemplate, ImageConfig, ObservedContainer, ReportedEnd,
+    ContainerState, ContainerTemplate, ImageConfig, ObservedContainer, RegistryAuth, ReportedEnd,
 };
 use super::daemon::Daemon;
 use super::error::DockerError;
 use super::naming::{ContainerOwner, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY};
 use super::setup::DaemonSetup;
-use crate::lifecycle::inputs::RegistryAuth;
 
 /// A connection to one Docker daemon.
 #[derive(Clone)]

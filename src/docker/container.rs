@@ -179,6 +179,21 @@ fn parse_docker_time(text: &str) -> Option<Timestamp> {
     text.parse::<Timestamp>().ok().filter(|t| t.as_second() > 0)
 }
 
+/// Credentials for one registry.
+#[derive(Clone, PartialEq)]
+pub struct RegistryAuth {
+    /// The registry as the pull secret names it.
+    pub server: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RegistryAuth({}, {})", self.server, self.username)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,11 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-use super::container::{ContainerTemplate, ImageConfig, ObservedContainer};
+use super::container::{ContainerTemplate, ImageConfig, ObservedContainer, RegistryAuth};
 use super::error::DockerError;
 use super::naming::ContainerOwner;
 use super::setup::DaemonSetup;
-use crate::lifecycle::inputs::RegistryAuth;
 
 /// What the operator asks of a node's Docker daemon: one method per Docker verb. The real
 /// daemon answers through [`super::DockerClient`]; tests may answer from memory.

@@ -11,12 +11,13 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use jiff::Timestamp;
 
-use super::container::{ContainerState, ContainerTemplate, ImageConfig, ObservedContainer};
+use super::container::{
+    ContainerState, ContainerTemplate, ImageConfig, ObservedContainer, RegistryAuth,
+};
 use super::daemon::Daemon;
 use super::error::DockerError;
 use super::naming::ContainerOwner;
 use super::setup::DaemonSetup;
-use crate::lifecycle::inputs::RegistryAuth;
 
 /// How the fake answers one verb instead of doing it.
 #[derive(Clone, Debug)]

@@ -15,6 +15,7 @@ pub use client::{
 };
 pub use container::{
     ContainerSecurity, ContainerState, ContainerTemplate, ImageConfig, ObservedContainer,
+    RegistryAuth,
 };
 pub use daemon::Daemon;
 pub use error::DockerError;

@@ -12,6 +12,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use crate::api::{KeyToPath, ObjectKind, Reason, TaskRunSpec, parse_memory_bytes};
+use crate::docker::RegistryAuth;
 
 /// Where a ServiceAccount's token, `ca.crt` and `namespace` go, as in a Pod.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -189,21 +190,6 @@ pub struct Scratch {
     pub path: String,
     pub size_bytes: Option<i64>,
     pub read_only: bool,
-}
-
-/// Credentials for one registry.
-#[derive(Clone, PartialEq)]
-pub struct RegistryAuth {
-    /// The registry as the pull secret names it.
-    pub server: String,
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for RegistryAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RegistryAuth({}, {})", self.server, self.username)
-    }
 }
 
 /// Where tasks reach the API server, and the CA that signs its certificate.

@@ -597,7 +597,7 @@ fn resolved_inputs() -> Inputs {
             size_bytes: Some(8 << 20),
             read_only: false,
         }],
-        registry_auth: Some(inputs::RegistryAuth {
+        registry_auth: Some(crate::docker::RegistryAuth {
             server: "127.0.0.1:5000".into(),
             username: "robot".into(),
             password: "s3cret".into(),
