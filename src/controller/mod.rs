@@ -1,6 +1,7 @@
 //! The operator: watches TaskRuns, runs each as a container on this node's Docker daemon and
 //! records what happened in the TaskRun's status.
 
+mod args;
 mod claims;
 mod context;
 mod error;
@@ -32,6 +33,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{error, info, warn};
 
+pub use args::{ControllerArgs, parse_socket_address};
 pub use context::Context;
 pub use error::{Error, Result};
 pub use http::probe;
