@@ -260,8 +260,9 @@ async fn bridge_tasks_join_the_default_bridge_only_where_the_daemon_keeps_it_apa
     let _agent_b = ControllerProcess::start_node(&ns.name, &b, &node_b, &LEASE);
     // The main daemon runs with --icc=false (scripts/docker-up.sh); node-b's as Docker
     // installs itself, with traffic between containers on its default bridge.
+    let main_bridge = common::bridge_network(&common::docker_at(MAIN_DOCKER).await).await;
     for (node, host, expected) in [
-        (&a, MAIN_DOCKER, "bridge"),
+        (&a, MAIN_DOCKER, main_bridge),
         (&b, node_b.as_str(), "taskrun"),
     ] {
         let name = format!("on-{node}");

@@ -63,8 +63,8 @@ async fn every_container_is_hardened_by_default() {
         Some(4096.min(node_pids_ceiling(pid_max(), max_running)))
     );
     assert_eq!(host.privileged, Some(false));
-    // The test daemon runs with --icc=false: its default bridge keeps containers apart.
-    assert_eq!(host.network_mode.as_deref(), Some("bridge"));
+    let bridge = common::bridge_network(&common::docker().await).await;
+    assert_eq!(host.network_mode.as_deref(), Some(bridge));
     assert_eq!(host.ipc_mode.as_deref(), Some("private"));
     assert_eq!(host.pid_mode.as_deref().unwrap_or(""), "");
     assert_eq!(host.uts_mode.as_deref().unwrap_or(""), "");

@@ -397,9 +397,9 @@ async fn bridge_tasks_cannot_reach_each_other() {
         .network_settings
         .and_then(|n| n.networks)
         .unwrap_or_default();
-    // The test daemon runs with --icc=false, so Bridge tasks join its default bridge.
+    let bridge = common::bridge_network(&docker).await;
     let address = networks
-        .get("bridge")
+        .get(bridge)
         .and_then(|endpoint| endpoint.ip_address.clone())
         .filter(|address| !address.is_empty())
         .unwrap_or_else(|| panic!("the listener on the default bridge: {networks:?}"));
@@ -418,9 +418,9 @@ async fn bridge_tasks_cannot_reach_each_other() {
         "a task reached its neighbour at {address}: {tail}"
     );
     let network = docker
-        .inspect_network("bridge", None)
+        .inspect_network(bridge, None)
         .await
-        .expect("the default bridge");
+        .expect("the network of Bridge tasks");
     let options = network.options.unwrap_or_default();
     assert_eq!(
         options

@@ -71,6 +71,22 @@ pub async fn docker_at(host: &str) -> bollard::Docker {
         .expect("negotiate the Docker API version")
 }
 
+/// The network an agent on `docker` puts `Bridge` tasks on: the daemon's default bridge where
+/// it keeps containers apart (`dockerd --icc=false`, as `scripts/docker-up.sh` starts the test
+/// daemon), else the operator's own `taskrun` network.
+pub async fn bridge_network(docker: &bollard::Docker) -> &'static str {
+    let bridge = docker
+        .inspect_network("bridge", None)
+        .await
+        .expect("inspect the default bridge");
+    let isolating = bridge
+        .options
+        .unwrap_or_default()
+        .get("com.docker.network.bridge.enable_icc")
+        .is_some_and(|icc| icc == "false");
+    if isolating { "bridge" } else { "taskrun" }
+}
+
 /// `scripts/docker-node.sh ACTION NAME`: `up` starts (or finds) the Docker daemon of another
 /// test node in a network namespace of its own and returns its DOCKER_HOST; `kill` crashes
 /// it; `down` stops it.
