@@ -5,7 +5,9 @@
 //! the other agents' Leases and the Node objects.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -135,12 +137,10 @@ impl Nodes {
             && self
                 .node_objects
                 .read()
-                .is_ok_and(|objects| objects.as_ref().is_some_and(|o| !o.cordoned))
+                .as_ref()
+                .is_some_and(|o| !o.cordoned)
             && self.own_lease_current(now)
-            && self
-                .held
-                .lock()
-                .is_ok_and(|held| held.len() < self.max_running)
+            && self.held.lock().len() < self.max_running
     }
 
     /// Whether this agent renewed its own Lease recently enough to start containers.
@@ -162,7 +162,8 @@ impl Nodes {
 
     /// Records a renewal of this agent's Lease that began at `started`.
     pub fn renewed(&self, started: Instant) {
-        if let Ok(mut renewal) = self.own_renewal.lock() {
+        {
+            let mut renewal = self.own_renewal.lock();
             let current_since = match *renewal {
                 Some(previous) if self.current_at(previous.last, started) => previous.current_since,
                 _ => started,
@@ -175,7 +176,7 @@ impl Nodes {
     }
 
     fn renewal(&self) -> Option<Renewal> {
-        self.own_renewal.lock().ok().and_then(|renewal| *renewal)
+        *self.own_renewal.lock()
     }
 
     /// Whether a renewal at `renewed` still counts at `now`: within two thirds of the Lease
@@ -187,14 +188,13 @@ impl Nodes {
     /// Gives up the places and claims of runs this node no longer holds (ended, deleted, or
     /// taken from it), keeping those in `held`.
     pub fn hold_only(&self, held: &HashSet<String>) {
-        if let Ok(mut vouched) = self.vouched.lock() {
-            vouched.retain(|uid| held.contains(uid));
-        }
-        let released = self.held.lock().is_ok_and(|mut mine| {
+        self.vouched.lock().retain(|uid| held.contains(uid));
+        let released = {
+            let mut mine = self.held.lock();
             let before = mine.len();
             mine.retain(|uid| held.contains(uid));
             mine.len() < before
-        });
+        };
         if released {
             self.room.notify_waiters();
         }
@@ -202,23 +202,17 @@ impl Nodes {
 
     /// Records that the claim of the run in this node's name is this agent's own.
     pub fn vouch(&self, uid: &str) {
-        if let Ok(mut vouched) = self.vouched.lock() {
-            vouched.insert(uid.to_string());
-        }
+        self.vouched.lock().insert(uid.to_string());
     }
 
     /// Whether this agent wrote, or found its own, the claim of the run in this node's name.
     pub fn vouches(&self, uid: &str) -> bool {
-        self.vouched
-            .lock()
-            .is_ok_and(|vouched| vouched.contains(uid))
+        self.vouched.lock().contains(uid)
     }
 
     /// Forgets the run's claim and gives up its place: the run is no longer this node's.
     pub fn disown(&self, uid: &str) {
-        if let Ok(mut vouched) = self.vouched.lock() {
-            vouched.remove(uid);
-        }
+        self.vouched.lock().remove(uid);
         self.release(uid);
     }
 
@@ -227,9 +221,7 @@ impl Nodes {
         if self.refusal().is_some() {
             return false;
         }
-        let Ok(mut held) = self.held.lock() else {
-            return false;
-        };
+        let mut held = self.held.lock();
         if held.contains(uid) {
             return true;
         }
@@ -239,14 +231,12 @@ impl Nodes {
     /// Marks the run as holding a place: its container runs here, perhaps since before a
     /// restart, and counts whatever the room.
     pub fn hold(&self, uid: &str) {
-        if let Ok(mut held) = self.held.lock() {
-            held.insert(uid.to_string());
-        }
+        self.held.lock().insert(uid.to_string());
     }
 
     /// Gives up the run's place, waking whoever waits for room.
     pub fn release(&self, uid: &str) {
-        let released = self.held.lock().is_ok_and(|mut held| held.remove(uid));
+        let released = self.held.lock().remove(uid);
         if released {
             self.room.notify_one();
         }
@@ -254,54 +244,50 @@ impl Nodes {
 
     /// Whether the run holds one of this node's places.
     pub fn holds(&self, uid: &str) -> bool {
-        self.held.lock().is_ok_and(|held| held.contains(uid))
+        self.held.lock().contains(uid)
     }
 
     /// How many runs this node holds.
     pub fn held(&self) -> usize {
-        self.held.lock().map_or(0, |held| held.len())
+        self.held.lock().len()
     }
 
     /// Makes this node take no run, for `why`.
     pub fn refuse(&self, why: String) {
-        if let Ok(mut refusal) = self.refusal.write() {
-            *refusal = Some(why);
-        }
+        *self.refusal.write() = Some(why);
     }
 
     /// Why this node takes no run at all, if it takes none.
     pub fn refusal(&self) -> Option<String> {
-        self.refusal.read().ok().and_then(|refusal| refusal.clone())
+        self.refusal.read().clone()
     }
 
     /// Whether this agent's Node is cordoned or deleted.
     pub fn cordoned(&self) -> bool {
         self.node_objects
             .read()
-            .is_ok_and(|objects| objects.as_ref().is_some_and(|o| o.cordoned))
+            .as_ref()
+            .is_some_and(|o| o.cordoned)
     }
 
     /// Whether the Node object of `node` was deleted.
     pub fn node_deleted(&self, node: &str) -> bool {
         self.node_objects
             .read()
-            .is_ok_and(|objects| objects.as_ref().is_some_and(|o| o.deleted.contains(node)))
+            .as_ref()
+            .is_some_and(|o| o.deleted.contains(node))
     }
 
     /// Whether an agent other than `own`'s is live and may take runs.
     pub fn others_live(&self, own: &str) -> bool {
-        self.leases.read().is_ok_and(|view| {
-            view.states.iter().any(|(node, state)| {
-                node != own && *state == NodeState::Live && !self.node_deleted(node)
-            })
+        self.leases.read().states.iter().any(|(node, state)| {
+            node != own && *state == NodeState::Live && !self.node_deleted(node)
         })
     }
 
     /// Records what the Node objects say now; true when that changed what is known.
     pub fn set_node_objects(&self, seen: NodeObjects) -> bool {
-        let Ok(mut objects) = self.node_objects.write() else {
-            return false;
-        };
+        let mut objects = self.node_objects.write();
         let changed = objects.as_ref() != Some(&seen);
         *objects = Some(seen);
         changed
@@ -312,9 +298,7 @@ impl Nodes {
         if self.node_deleted(node) {
             return NodeState::Lost;
         }
-        let Ok(view) = self.leases.read() else {
-            return NodeState::Unknown;
-        };
+        let view = self.leases.read();
         match view.states.get(node) {
             Some(state) => *state,
             None if view.settled => NodeState::Absent,
@@ -324,9 +308,7 @@ impl Nodes {
 
     /// Records the Leases as seen now; true when that changed what is known.
     pub fn set_leases(&self, seen: LeaseView) -> bool {
-        let Ok(mut view) = self.leases.write() else {
-            return false;
-        };
+        let mut view = self.leases.write();
         let changed = *view != seen;
         *view = seen;
         changed
@@ -399,23 +381,19 @@ impl Context {
 
     /// Forgets the failures of a TaskRun that reconciled cleanly.
     pub fn clear_failures(&self, object: &ObjectRef<DeserializeGuard<TaskRun>>) {
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(object);
-        }
+        self.failures.lock().remove(object);
     }
 
     /// Forgets the failures of TaskRuns that no longer exist.
     pub fn forget_failures_except(&self, existing: &HashSet<ObjectRef<DeserializeGuard<TaskRun>>>) {
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.retain(|object, _| existing.contains(object));
-        }
+        self.failures
+            .lock()
+            .retain(|object, _| existing.contains(object));
     }
 
     /// Forgets every TaskRun's failures: what they waited for (the daemon) is back.
     pub fn forget_all_failures(&self) {
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.clear();
-        }
+        self.failures.lock().clear();
     }
 
     /// How long a pass over this TaskRun must still wait after its last failure, if at all.
@@ -425,7 +403,7 @@ impl Context {
         object: &ObjectRef<DeserializeGuard<TaskRun>>,
         now: Instant,
     ) -> Option<Duration> {
-        let failures = self.failures.lock().ok()?;
+        let failures = self.failures.lock();
         let retry = failures.get(object)?;
         (retry.at > now).then(|| retry.at - now)
     }
@@ -433,9 +411,7 @@ impl Context {
     /// Records one more failure of a TaskRun and returns the wait before its next pass:
     /// 1 s doubling up to 60 s.
     pub fn backoff(&self, object: &ObjectRef<DeserializeGuard<TaskRun>>, now: Instant) -> Duration {
-        let Ok(mut failures) = self.failures.lock() else {
-            return MAX_BACKOFF;
-        };
+        let mut failures = self.failures.lock();
         let retry = failures.entry(object.clone()).or_insert(Retry {
             failures: 0,
             at: now,

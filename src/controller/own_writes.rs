@@ -3,8 +3,8 @@
 //! what was already decided, and its guarded write could only fail. Such a pass waits for the
 //! watch instead.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use kube::ResourceExt;
 
@@ -30,7 +30,8 @@ impl OwnWrites {
         if after.resource_version().as_ref() == Some(&replaced) {
             return;
         }
-        if let Ok(mut writes) = self.replaced.lock() {
+        {
+            let mut writes = self.replaced.lock();
             if writes.len() >= MOST_REMEMBERED {
                 writes.clear();
             }
@@ -44,9 +45,7 @@ impl OwnWrites {
         let (Some(uid), Some(version)) = (taskrun.uid(), taskrun.resource_version()) else {
             return false;
         };
-        let Ok(mut writes) = self.replaced.lock() else {
-            return false;
-        };
+        let mut writes = self.replaced.lock();
         match writes.get(&uid) {
             Some(replaced) if *replaced == version => true,
             Some(_) => {
@@ -59,9 +58,7 @@ impl OwnWrites {
 
     /// Forgets a TaskRun that is going away.
     pub fn forget(&self, uid: &str) {
-        if let Ok(mut writes) = self.replaced.lock() {
-            writes.remove(uid);
-        }
+        self.replaced.lock().remove(uid);
     }
 }
 

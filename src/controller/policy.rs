@@ -3,7 +3,9 @@
 //! a policy it has not read yet. Where there is no such object, or the TaskRunPolicy CRD is
 //! not installed, the agent follows the built-in policy.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -53,16 +55,12 @@ impl Policy {
 
     /// What is known now.
     pub fn view(&self) -> PolicyView {
-        self.view
-            .read()
-            .map_or(PolicyView::Unknown, |view| view.clone())
+        self.view.read().clone()
     }
 
     /// Records what was read; true when that changed what is known.
     fn set(&self, seen: PolicyView) -> bool {
-        let Ok(mut view) = self.view.write() else {
-            return false;
-        };
+        let mut view = self.view.write();
         let changed = match (&*view, &seen) {
             (PolicyView::Known(old), PolicyView::Known(new)) => {
                 old.spec != new.spec || old.title() != new.title()

@@ -1,7 +1,9 @@
 //! Reconcile passes against an API server that answers from a script and an in-memory Docker
 //! daemon: the exact writes each step of a run costs, and none when nothing changed.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
@@ -45,7 +47,6 @@ impl ApiServer {
     fn taskrun_writes(&self) -> Vec<Made> {
         self.made
             .lock()
-            .unwrap()
             .iter()
             .filter(|m| m.path.contains("/taskruns/") && m.method != "GET")
             .cloned()
@@ -64,7 +65,7 @@ fn client(server: Arc<ApiServer>, taskrun: &TaskRun) -> Client {
             let path = request.uri().path().to_string();
             let bytes = request.into_body().collect_bytes().await.unwrap();
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            server.made.lock().unwrap().push(Made {
+            server.made.lock().push(Made {
                 method,
                 path: path.clone(),
                 body: body.clone(),
@@ -538,7 +539,7 @@ async fn a_status_written_over_an_ended_run_keeps_the_stored_log_tail_and_condit
         ..ApiServer::default()
     });
     pass(&cached, &fake, &server).await;
-    let made = server.made.lock().unwrap().clone();
+    let made = server.made.lock().clone();
     let gets = made.iter().filter(|m| m.method == "GET").count();
     assert_eq!(gets, 1, "{made:#?}");
     let writes = server.taskrun_writes();

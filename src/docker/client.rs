@@ -5,7 +5,9 @@
 //! code. It decides nothing about runs.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -442,7 +444,8 @@ impl Daemon for DockerClient {
             .filter_map(|c| Some((c.id?, ContainerOwner::from_labels(&c.labels?)?)))
             .collect();
         // Ends of containers destroyed while no event stream was open.
-        if let Ok(mut ends) = self.reported_ends.lock() {
+        {
+            let mut ends = self.reported_ends.lock();
             let ids: HashSet<&String> = managed.iter().map(|(id, _)| id).collect();
             ends.retain(|id, _| ids.contains(id));
         }
@@ -472,7 +475,8 @@ impl Daemon for DockerClient {
                     };
                     let actor = event.actor?;
                     let attributes = actor.attributes?;
-                    if let (Some(id), Ok(mut ends)) = (actor.id, reported_ends.lock()) {
+                    if let Some(id) = actor.id {
+                        let mut ends = reported_ends.lock();
                         match event.action.as_deref() {
                             Some("oom") => ends.entry(id).or_default().oom_killed = true,
                             Some("die") => {
@@ -504,8 +508,8 @@ impl DockerClient {
         let reported = self
             .reported_ends
             .lock()
-            .ok()
-            .and_then(|ends| ends.get(&container.id).copied())
+            .get(&container.id)
+            .copied()
             .unwrap_or_default();
         let mut container = container.with_reported_end(reported);
         if !container.killed_without_oom_flag() {

@@ -1,8 +1,8 @@
 //! An in-memory Docker daemon for unit tests: containers by name, the images it has, scripted
 //! answers, and a record of every call. The real daemon stays the truth in end-to-end tests.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -83,8 +83,8 @@ impl FakeDaemon {
     }
 
     /// The state, to arrange or inspect.
-    pub fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
-        self.state.lock().unwrap()
+    pub fn state(&self) -> parking_lot::MutexGuard<'_, FakeState> {
+        self.state.lock()
     }
 
     /// The calls made so far.
