@@ -126,7 +126,7 @@ async fn a_users_taskrun_runs_through_the_daemonset_pod_on_a_ready_node() {
     assert_eq!(status.log_tail.as_deref(), Some("hello from the node\n"));
 
     // The agent serves on the pod's loopback: a task on the node reaches the pod's address,
-    // where nothing of the agent's listens.
+    // where nothing of the agent's listens, and the pod answers so (a refusal, not silence).
     let pod_ip = pod
         .status
         .as_ref()
@@ -146,6 +146,7 @@ async fn a_users_taskrun_runs_through_the_daemonset_pod_on_a_ready_node() {
     // stdout and stderr reach the log in either order.
     assert!(
         tail.lines().any(|line| line == "out of reach")
+            && tail.contains("Connection refused")
             && !tail.lines().any(|line| line == "reached"),
         "{tail:?}"
     );

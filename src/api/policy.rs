@@ -176,7 +176,8 @@ impl TaskRunPolicy {
     /// it applies.
     pub fn title(&self) -> String {
         let name = self.metadata.name.as_deref().unwrap_or(CLUSTER_POLICY);
-        if self.annotations().contains_key(BUILT_IN_ANNOTATION) {
+        // An object read from the API server has a uid, whatever its annotations say.
+        if self.metadata.uid.is_none() && self.annotations().contains_key(BUILT_IN_ANNOTATION) {
             format!("TaskRunPolicy {name} (built in: the cluster has no such object)")
         } else {
             format!("TaskRunPolicy {name}")

@@ -168,7 +168,7 @@ async fn place_and_act(
             Claimed::Not(requeue) => Ok(requeue),
         },
         Placement::Full if let Some(message) = closed => {
-            hold_closed(taskrun, api, context, &message, clock).await?;
+            hold_closed(taskrun, &status, api, context, &message, clock).await?;
             Ok(by_deadline(RESYNC))
         }
         Placement::Full => Ok(by_deadline(WAIT_FOR_ROOM)),
@@ -275,16 +275,16 @@ async fn unclaimed_deadline(
 /// the one to say it.
 async fn hold_closed(
     taskrun: &TaskRun,
+    status: &TaskRunStatus,
     api: &Api<TaskRun>,
     context: &Context,
     message: &str,
     clock: Clock,
 ) -> Result<()> {
     let node = context.executor.node();
-    let status = taskrun.status.clone().unwrap_or_default();
     let pinned_here = taskrun.spec.node_name.as_deref() == Some(node);
     let others_live = context.nodes.others_live(node);
-    if lifecycle::holds_unschedulable(pinned_here, others_live, &status, message) {
+    if lifecycle::holds_unschedulable(pinned_here, others_live, status, message) {
         hold(taskrun, api, context, Reason::Unschedulable, message, clock).await?;
     }
     Ok(())

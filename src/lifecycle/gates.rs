@@ -85,7 +85,7 @@ pub fn gate(node: Node<'_>) -> Gate {
 /// Whether recording that a run waits for `reason` with `message` is news, worth an Event:
 /// the status said something else before.
 pub fn is_news(status: &TaskRunStatus, reason: Reason, message: &str) -> bool {
-    status.reason != Some(reason) || status.message.as_deref() != Some(message)
+    !super::status::says(status, reason, message)
 }
 
 #[cfg(test)]

@@ -219,9 +219,7 @@ pub fn holds_unschedulable(
     status: &TaskRunStatus,
     message: &str,
 ) -> bool {
-    (pinned_here || !others_live)
-        && (status.reason != Some(Reason::Unschedulable)
-            || status.message.as_deref() != Some(message))
+    (pinned_here || !others_live) && !super::status::says(status, Reason::Unschedulable, message)
 }
 
 /// What a step of a run asks of this node's `--max-running` places, which are for containers:

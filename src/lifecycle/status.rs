@@ -277,6 +277,11 @@ fn with_conditions(
     status
 }
 
+/// Whether the status already says the run is where `reason` and `message` put it.
+pub fn says(status: &TaskRunStatus, reason: Reason, message: &str) -> bool {
+    status.reason == Some(reason) && status.message.as_deref() == Some(message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

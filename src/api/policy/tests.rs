@@ -140,3 +140,16 @@ fn a_policy_network_default_applies_only_when_the_spec_names_none() {
     );
     assert_eq!(TaskRunPolicySpec::default().pids_limit(), 4096);
 }
+
+#[test]
+fn only_the_agents_own_policy_is_named_built_in() {
+    let built_in = TaskRunPolicy::built_in("cluster");
+    assert_eq!(
+        built_in.title(),
+        "TaskRunPolicy cluster (built in: the cluster has no such object)"
+    );
+    // An object read from the API server, whatever annotations its author gave it.
+    let mut read = built_in.clone();
+    read.metadata.uid = Some("0b6c5d5e-5f2a-4d41-9d53-0d1f0c1e2a3b".into());
+    assert_eq!(read.title(), "TaskRunPolicy cluster");
+}
