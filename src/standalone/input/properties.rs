@@ -297,7 +297,11 @@ fn manifest(name: String) -> impl Strategy<Value = Manifest> {
             proptest::collection::vec(text(), 0..3),
             proptest::collection::vec(text(), 0..3),
             proptest::collection::btree_map("[A-Za-z_][A-Za-z0-9_]{0,10}", text(), 0..3),
-            proptest::option::of("/[a-z0-9/._-]{0,12}"),
+            proptest::option::of(
+                "/[a-z0-9/._-]{0,12}".prop_filter("a directory the schema admits", |dir| {
+                    !crate::api::kernel_owned(dir)
+                }),
+            ),
         ),
         (
             proptest::option::of(select(&POLICIES[..])),
