@@ -13,7 +13,7 @@ use crate::api::{AttemptRecord, CleanupPolicy, Phase, Reason, TaskRunSpec, TaskR
 use crate::docker::{ContainerState, ObservedContainer};
 
 /// How long after a SIGKILL exit the daemon may still report that it was an OOM kill.
-const OOM_REPORT_DELAY: SignedDuration = SignedDuration::from_secs(5);
+const OOM_REPORT_DELAY: SignedDuration = SignedDuration::from_secs(15);
 
 /// Everything [`decide`] looks at: the TaskRun, its container as Docker reports it, and the
 /// time. Nothing else goes into a decision.
@@ -334,17 +334,10 @@ fn decide_exited(
         error,
     } = exit;
     let finished_at = finished_at.unwrap_or(now);
-    // The daemon may report an OOM kill a moment after the exit itself: a SIGKILL under
-    // a memory limit is recorded once that moment has passed.
     let oom_settled = finished_at
         .checked_add(OOM_REPORT_DELAY)
         .unwrap_or(finished_at);
     let memory_limited = spec.limits().is_some_and(|l| l.memory.is_some());
-    if exit_code == 137 && !oom_killed && memory_limited && now < oom_settled {
-        return Action::Wait {
-            until: Some(oom_settled),
-        };
-    }
     let ending = |phase, reason, message: String| Ending {
         phase,
         reason,
@@ -388,6 +381,13 @@ fn decide_exited(
             Reason::Completed,
             "exited with code 0".into(),
         ),
+        // The daemon may report an OOM kill a while after the exit itself: a SIGKILL under a
+        // memory limit that nothing else explains is recorded once that while has passed.
+        _ if exit_code == 137 && memory_limited && now < oom_settled => {
+            return Action::Wait {
+                until: Some(oom_settled),
+            };
+        }
         _ => ending(Phase::Failed, Reason::Error, exit_message(exit_code)),
     };
     Action::RecordExit {

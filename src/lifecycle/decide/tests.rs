@@ -466,16 +466,31 @@ fn a_sigkill_under_a_memory_limit_waits_for_the_oom_report_before_recording() {
     assert_eq!(
         decide_at(&s, &status(RUNNING), Some(&c), 111),
         Action::Wait {
-            until: Some(at(115))
+            until: Some(at(125))
         }
     );
-    let Action::RecordExit { ending, .. } = decide_at(&s, &status(RUNNING), Some(&c), 115) else {
+    let Action::RecordExit { ending, .. } = decide_at(&s, &status(RUNNING), Some(&c), 125) else {
         panic!()
     };
     assert_eq!(
         (ending.reason, ending.exit_code),
         (Reason::Error, Some(137))
     );
+}
+
+#[test]
+fn a_sigkill_the_agent_sent_is_recorded_without_waiting_for_an_oom_report() {
+    let s = spec("image: busybox\ncancel: true\nresources: {limits: {memory: 32Mi}}");
+    let c = container(exited(137, 100, 110));
+    let Action::RecordExit { ending, .. } = decide_at(&s, &status(RUNNING), Some(&c), 111) else {
+        panic!()
+    };
+    assert_eq!(ending.reason, Reason::Cancelled);
+    let s = spec("image: busybox\ntimeoutSeconds: 5\nresources: {limits: {memory: 32Mi}}");
+    let Action::RecordExit { ending, .. } = decide_at(&s, &status(RUNNING), Some(&c), 111) else {
+        panic!()
+    };
+    assert_eq!(ending.reason, Reason::DeadlineExceeded);
 }
 
 #[test]
