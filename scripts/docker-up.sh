@@ -57,4 +57,5 @@ DOCKERFILE
   DOCKER_BUILDKIT=0 docker build -q -t busybox:latest "$context" >/dev/null
   rm -rf "$context"
 fi
+"$repo_root/scripts/firewall-image.sh" >/dev/null
 docker version --format 'docker {{.Server.Version}} (API {{.Server.APIVersion}})'

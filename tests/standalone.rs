@@ -795,5 +795,26 @@ fn local_runs_are_hardened_and_held_to_a_policy_file() {
         "TaskRunPolicy local: spec.image matches none of allowedImages"
     );
     assert!(node.container_names().iter().all(|n| n == "confined"));
+
+    std::fs::write(
+        &policy,
+        "apiVersion: taskrun.dev/v1alpha1\nkind: TaskRunPolicy\nmetadata: {name: local}\nspec: {deniedEgressCIDRs: [10.0.0.0/8]}\n",
+    )
+    .unwrap();
+    let output = node
+        .run(&[
+            "--policy",
+            policy.to_str().unwrap(),
+            "examples/failing.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("spec.deniedEgressCIDRs: local runs set no firewall"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(node.container_names().iter().all(|n| n == "confined"));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,7 +13,7 @@ use kube::api::PostParams;
 use taskrun_operator::api::{Phase, Reason, TaskRun};
 use taskrun_operator::controller::CLASS_LABEL;
 
-use common::{Agent, ControllerProcess, NodeObject, TestNamespace, phase, reason};
+use common::{Agent, ClusterObjects, ControllerProcess, NodeObject, TestNamespace, phase, reason};
 
 /// The most containers of `namespace` that ran at one moment, from their own start and finish
 /// times as Docker recorded them.
@@ -428,4 +428,144 @@ async fn bridge_tasks_cannot_reach_each_other() {
             .map(String::as_str),
         Some("false")
     );
+}
+
+/// An interface of the test's own on the host, with addresses tasks on the bridge may try to
+/// reach; removed when dropped.
+struct TestInterface {
+    name: &'static str,
+}
+
+impl TestInterface {
+    fn create(name: &'static str, addresses: &[&str]) -> Self {
+        let ip = |args: &[&str]| {
+            let output = Command::new("ip").args(args).output().expect("run ip");
+            assert!(output.status.success(), "ip {args:?}: {output:?}");
+        };
+        let _ = Command::new("ip").args(["link", "delete", name]).output();
+        ip(&["link", "add", name, "type", "dummy"]);
+        let interface = Self { name };
+        for address in addresses {
+            ip(&["address", "add", &format!("{address}/32"), "dev", name]);
+        }
+        ip(&["link", "set", name, "up"]);
+        interface
+    }
+}
+
+impl Drop for TestInterface {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "delete", self.name])
+            .output();
+    }
+}
+
+/// Whether the nftables table `table` exists on the host.
+fn nft_table_exists(table: &str) -> bool {
+    Command::new("nft")
+        .args(["list", "table", "inet", table])
+        .output()
+        .expect("run nft")
+        .status
+        .success()
+}
+
+/// What a Bridge task said of its attempt to reach `address`: `reached` or `blocked`.
+async fn probe(ns: &TestNamespace, name: &str, address: &str) -> String {
+    ns.create(&common::taskrun_yaml(
+        name,
+        &format!(
+            "image: busybox\ncommand: [sh, -c, 'if echo hello | nc -w 3 {address} 7100; then echo reached; else echo blocked; fi']"
+        ),
+    ))
+    .await;
+    let done = ns.wait_done(name).await;
+    let tail = done.status.and_then(|s| s.log_tail).unwrap_or_default();
+    for word in ["reached", "blocked"] {
+        if tail.lines().any(|line| line == word) {
+            return word.to_string();
+        }
+    }
+    panic!("{name} said neither: {tail}");
+}
+
+#[tokio::test]
+async fn bridge_tasks_cannot_reach_what_the_policy_denies() {
+    const DENIED: &str = "198.18.7.1";
+    const ALLOWED: &str = "198.19.7.1";
+    let ns = TestNamespace::new("egress").await;
+    let _interface = TestInterface::create("trtest-egress", &[DENIED, ALLOWED]);
+    for address in [DENIED, ALLOWED] {
+        let listener = tokio::net::TcpListener::bind((address, 7100))
+            .await
+            .expect("listen on the test interface");
+        tokio::spawn(async move {
+            while let Ok((connection, _)) = listener.accept().await {
+                drop(connection);
+            }
+        });
+    }
+    let mut objects = ClusterObjects::default();
+    objects
+        .policy(&ns.client, &ns.name, "deniedEgressCIDRs: [198.18.7.0/24]")
+        .await;
+    let table = format!("taskrun-{}", ns.node());
+
+    let mut unenforcing = agent_with_policy(&ns, &[]);
+    ns.create(&common::taskrun_yaml(
+        "held",
+        "image: busybox\ncommand: [true]",
+    ))
+    .await;
+    ns.wait_for(
+        "held",
+        "EgressUnenforced for want of --firewall-image",
+        |tr| {
+            reason(tr) == Some(Reason::EgressUnenforced)
+                && tr
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.message.as_deref())
+                    .is_some_and(|m| m.contains("runs without --firewall-image"))
+        },
+    )
+    .await;
+    ns.create(&common::taskrun_yaml(
+        "isolated",
+        "image: busybox\ncommand: [true]\nnetwork: None",
+    ))
+    .await;
+    assert_eq!(
+        reason(&ns.wait_done("isolated").await),
+        Some(Reason::Completed),
+        "a run without a network needs no firewall"
+    );
+    unenforcing.kill();
+
+    let _agent = agent_with_policy(&ns, &["--firewall-image", "taskrun-firewall:dev"]);
+    assert_eq!(
+        reason(&ns.wait_done("held").await),
+        Some(Reason::Completed),
+        "the held run starts once the firewall holds the refusals"
+    );
+    assert!(nft_table_exists(&table), "the agent's table {table}");
+    assert_eq!(probe(&ns, "denied", DENIED).await, "blocked");
+    assert_eq!(probe(&ns, "allowed", ALLOWED).await, "reached");
+
+    objects
+        .policy(&ns.client, &ns.name, "deniedEgressCIDRs: []")
+        .await;
+    common::eventually("the agent's table removed", || async {
+        !nft_table_exists(&table)
+    })
+    .await;
+    assert_eq!(probe(&ns, "undenied", DENIED).await, "reached");
+}
+
+/// This namespace's agent, enforcing the TaskRunPolicy of the namespace's name.
+fn agent_with_policy(ns: &TestNamespace, extra: &[&str]) -> ControllerProcess {
+    let mut flags = vec!["--policy", ns.name.as_str()];
+    flags.extend_from_slice(extra);
+    ControllerProcess::start_with(&ns.name, &ns.node(), "127.0.0.1:0", &flags)
 }

@@ -7,6 +7,7 @@
 
 use std::sync::LazyLock;
 
+use ipnet::IpNet;
 use k8s_openapi::api::admissionregistration::v1::{
     MatchResources, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
@@ -114,6 +115,19 @@ pub struct TaskRunPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000000))]
     pub max_running_per_namespace: Option<i32>,
+
+    /// Address ranges (CIDRs such as `10.0.0.0/8`, `169.254.169.254/32` or `fd00::/8`) that tasks on the `Bridge` network may not reach: the node's firewall refuses their packets before they leave the task's network. An agent that cannot enforce them starts no `Bridge` task (reason `EgressUnenforced`). None when unset.
+    #[serde(
+        default,
+        rename = "deniedEgressCIDRs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(
+        length(max = 256),
+        inner(length(min = 3, max = 43)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub denied_egress_cidrs: Option<Vec<String>>,
 }
 
 /// Processes and threads a task's container may have unless the policy says otherwise.
@@ -148,6 +162,24 @@ impl TaskRunPolicySpec {
     /// The pids limit of every task's container.
     pub fn pids_limit(&self) -> i64 {
         self.pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT)
+    }
+
+    /// The address ranges tasks on the bridge may not reach, each in its canonical form
+    /// (host bits cleared), sorted, without repeats; or what is not a CIDR.
+    pub fn denied_egress(&self) -> Result<Vec<IpNet>, String> {
+        let mut denied = self
+            .denied_egress_cidrs
+            .iter()
+            .flatten()
+            .map(|cidr| {
+                cidr.parse::<IpNet>()
+                    .map(|net| net.trunc())
+                    .map_err(|_| format!("deniedEgressCIDRs: {cidr:?} is not a CIDR"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        denied.sort();
+        denied.dedup();
+        Ok(denied)
     }
 
     /// Why a run of `namespace` may not start while `running` of its namespace's runs do, if

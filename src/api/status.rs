@@ -198,6 +198,9 @@ pub enum Reason {
     /// Its namespace runs as many TaskRuns as the TaskRunPolicy's `maxRunningPerNamespace`
     /// allows; the run waits for one of them to end.
     NamespaceLimit,
+    /// The TaskRunPolicy denies the bridge some addresses (`deniedEgressCIDRs`) and this
+    /// node's agent does not enforce that yet; a `Bridge` run waits until it does.
+    EgressUnenforced,
 }
 
 /// The condition types a TaskRun reports.
@@ -276,6 +279,7 @@ impl Reason {
             Self::PolicyViolation => "PolicyViolation",
             Self::NamespaceLimit => "NamespaceLimit",
             Self::ReferencesTooLarge => "ReferencesTooLarge",
+            Self::EgressUnenforced => "EgressUnenforced",
         }
     }
 }

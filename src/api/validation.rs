@@ -288,7 +288,7 @@ pub(super) fn at_most(
     }
 }
 
-const POLICY_SPEC_RULES: [ObjectRule<TaskRunPolicySpec>; 4] = [
+const POLICY_SPEC_RULES: [ObjectRule<TaskRunPolicySpec>; 5] = [
     ObjectRule {
         field: ".defaultNetwork",
         cel: "!has(self.defaultNetwork) || !has(self.allowedNetworks) || self.defaultNetwork in self.allowedNetworks",
@@ -334,6 +334,12 @@ const POLICY_SPEC_RULES: [ObjectRule<TaskRunPolicySpec>; 4] = [
                 .as_ref()
                 .is_none_or(|caps| !caps.contains(&Capability::ALL))
         },
+    },
+    ObjectRule {
+        field: ".deniedEgressCIDRs",
+        cel: "!has(self.deniedEgressCIDRs) || self.deniedEgressCIDRs.all(c, isCIDR(c))",
+        message: "deniedEgressCIDRs must hold CIDRs, such as 10.0.0.0/8 or fd00::/8",
+        holds: |policy| policy.denied_egress().is_ok(),
     },
 ];
 

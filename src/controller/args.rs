@@ -72,6 +72,12 @@ pub struct ControllerArgs {
     /// the agent takes no run there and is not ready.
     #[arg(long)]
     pub allow_unconfined_seccomp: bool,
+    /// An image with `nft` (nftables) that the agent runs, on the host's network with only
+    /// NET_ADMIN, to make the node's firewall refuse what the TaskRunPolicy's
+    /// `deniedEgressCIDRs` deny to Bridge tasks. Without it, Bridge runs wait
+    /// (`EgressUnenforced`) under a policy that denies any address.
+    #[arg(long, value_name = "IMAGE")]
+    pub firewall_image: Option<String>,
 }
 
 impl ControllerArgs {
@@ -93,6 +99,7 @@ impl ControllerArgs {
             task_api_server_ip,
             policy_name,
             allow_unconfined_seccomp,
+            firewall_image,
             log_format: _,
         } = self;
         ControllerConfig {
@@ -116,6 +123,7 @@ impl ControllerArgs {
             task_api_server_ip,
             policy_name,
             allow_unconfined_seccomp,
+            firewall_image,
         }
     }
 }

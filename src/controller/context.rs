@@ -23,6 +23,7 @@ use super::metrics::Metrics;
 use super::own_writes::OwnWrites;
 use super::policy::Policy;
 use crate::api::{CLUSTER_POLICY, TaskRun};
+use crate::lifecycle::egress::Egress;
 use crate::lifecycle::inputs::TaskApi;
 use crate::lifecycle::{Executor, NodeState};
 
@@ -50,6 +51,10 @@ pub struct Context {
     /// [`MAX_REFERENCE_BYTES`](crate::lifecycle::inputs::MAX_REFERENCE_BYTES): what the agent
     /// holds for them stays bounded whatever the runs mount.
     pub reference_reads: Semaphore,
+    /// The image whose `nft` sets this node's firewall; without one the agent sets none.
+    pub firewall_image: Option<String>,
+    /// What this node's firewall enforces of the policy's egress refusals.
+    egress: RwLock<Egress>,
 }
 
 /// How many launches may hold the data of their references at once.
@@ -337,6 +342,8 @@ impl Context {
             own_writes: OwnWrites::default(),
             taskruns: reflector::store::Writer::default().as_reader(),
             reference_reads: Semaphore::new(REFERENCE_READS),
+            firewall_image: None,
+            egress: RwLock::default(),
         }
     }
 
@@ -371,6 +378,25 @@ impl Context {
     pub fn with_policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
         self
+    }
+
+    /// The same context, setting the node's firewall with `image`.
+    pub fn with_firewall_image(mut self, image: Option<String>) -> Self {
+        self.firewall_image = image;
+        self
+    }
+
+    /// What this node's firewall enforces now.
+    pub fn egress(&self) -> Egress {
+        self.egress.read().clone()
+    }
+
+    /// Records what the firewall enforces; true when that changed.
+    pub fn set_egress(&self, egress: Egress) -> bool {
+        let mut current = self.egress.write();
+        let changed = *current != egress;
+        *current = egress;
+        changed
     }
 
     /// The same context, giving ServiceAccount runs the API server at `api`.

@@ -6,6 +6,7 @@ mod claims;
 mod context;
 mod error;
 mod events;
+mod firewall;
 mod http;
 mod leases;
 mod metrics;
@@ -82,6 +83,8 @@ pub struct ControllerConfig {
     pub policy_name: String,
     /// Run tasks even where the daemon gives containers no seccomp filter.
     pub allow_unconfined_seccomp: bool,
+    /// The image that sets this node's firewall for the policy's egress refusals.
+    pub firewall_image: Option<String>,
 }
 
 /// How the agent waits for its Docker daemon at start: half a second, doubling up to 30 s.
@@ -357,6 +360,7 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         )
         .with_task_api(task_api)
         .with_policy(Policy::new(config.policy_name.clone()))
+        .with_firewall_image(config.firewall_image.clone())
         .with_taskruns(cache.clone()),
     );
 
@@ -379,6 +383,7 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         context.clone(),
         resync_tx.clone(),
     ));
+    let firewall = tokio::spawn(firewall::keep_firewall(context.clone(), resync_tx.clone()));
     let policy = tokio::spawn(policy::follow_policy(context.clone(), resync_tx));
 
     let taskruns: Api<DeserializeGuard<TaskRun>> = match &config.namespace {
@@ -440,6 +445,7 @@ pub async fn run(config: ControllerConfig) -> Result<()> {
         triggers,
         lease,
         node_objects,
+        firewall,
         policy,
         waiting,
         resync,

@@ -5,14 +5,13 @@
 
 use std::sync::Arc;
 
-use parking_lot::RwLock;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use kube::Api;
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::context::Context;
@@ -33,7 +32,7 @@ pub enum PolicyView {
 pub struct Policy {
     /// The TaskRunPolicy's name (`cluster` unless `--policy` says otherwise).
     pub name: String,
-    view: RwLock<PolicyView>,
+    view: watch::Sender<PolicyView>,
 }
 
 impl Policy {
@@ -41,7 +40,7 @@ impl Policy {
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
-            view: RwLock::default(),
+            view: watch::Sender::new(PolicyView::Unknown),
         }
     }
 
@@ -55,21 +54,27 @@ impl Policy {
 
     /// What is known now.
     pub fn view(&self) -> PolicyView {
-        self.view.read().clone()
+        self.view.borrow().clone()
+    }
+
+    /// What is known, told again each time that changes.
+    pub fn changes(&self) -> watch::Receiver<PolicyView> {
+        self.view.subscribe()
     }
 
     /// Records what was read; true when that changed what is known.
     fn set(&self, seen: PolicyView) -> bool {
-        let mut view = self.view.write();
-        let changed = match (&*view, &seen) {
-            (PolicyView::Known(old), PolicyView::Known(new)) => {
-                old.spec != new.spec || old.title() != new.title()
-            }
-            (PolicyView::Unknown, PolicyView::Unknown) => false,
-            _ => true,
-        };
-        *view = seen;
-        changed
+        self.view.send_if_modified(|view| {
+            let changed = match (&*view, &seen) {
+                (PolicyView::Known(old), PolicyView::Known(new)) => {
+                    old.spec != new.spec || old.title() != new.title()
+                }
+                (PolicyView::Unknown, PolicyView::Unknown) => false,
+                _ => true,
+            };
+            *view = seen;
+            changed
+        })
     }
 }
 

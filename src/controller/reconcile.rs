@@ -604,6 +604,7 @@ async fn step(
         PolicyView::Known(policy) => Some(policy.as_ref()),
         PolicyView::Unknown => None,
     };
+    let egress = context.egress();
     let reads = match gate(gates::Node {
         action: &action,
         namespace: run.namespace,
@@ -612,6 +613,7 @@ async fn step(
         policy,
         running_in_namespace: context.running_in_namespace(run.namespace, run.uid),
         container_running: running_here,
+        egress: &egress,
         now: clock.now,
     }) {
         Gate::Later(recheck_at) => {

@@ -57,6 +57,13 @@ const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
 /// The daemon's own bridge network, `docker0`.
 const DEFAULT_BRIDGE: &str = "bridge";
 
+/// The bridge driver's option that names a network's host interface; without it, the
+/// interface is `br-` and the first 12 characters of the network's ID.
+const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+
+/// How much of a network admin container's output is kept.
+const NETWORK_ADMIN_OUTPUT_BYTES: usize = 4096;
+
 impl DockerClient {
     /// Connects to `DOCKER_HOST`, or the default socket, and settles on an API version both
     /// sides speak (Debian's engine speaks 1.41, older than this client's default).
@@ -154,6 +161,80 @@ impl Daemon for DockerClient {
             }) => Ok(()),
             Err(cause) => Err(error(cause)),
         }
+    }
+
+    async fn bridge_interface(&self, name: &str) -> Result<String, DockerError> {
+        let found = self
+            .docker
+            .inspect_network(name, None)
+            .await
+            .map_err(|cause| DockerError::Network {
+                name: name.to_string(),
+                cause,
+            })?;
+        let named = found.options.unwrap_or_default().remove(BRIDGE_NAME_OPTION);
+        let id = found.id.unwrap_or_default();
+        Ok(named.unwrap_or_else(|| format!("br-{}", id.get(..12).unwrap_or(&id))))
+    }
+
+    async fn run_network_admin(
+        &self,
+        name: &str,
+        image: &str,
+        command: &[String],
+    ) -> Result<(i64, String), DockerError> {
+        // One left by an agent that stopped halfway.
+        self.remove_container(name).await?;
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            cmd: Some(command.to_vec()),
+            user: Some("0".into()),
+            labels: Some(HashMap::from([(
+                LABEL_MANAGED_BY.to_string(),
+                MANAGED_BY.to_string(),
+            )])),
+            host_config: Some(HostConfig {
+                network_mode: Some("host".into()),
+                privileged: Some(false),
+                cap_drop: Some(vec!["ALL".into()]),
+                cap_add: Some(vec!["NET_ADMIN".into()]),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                readonly_rootfs: Some(true),
+                pids_limit: Some(16),
+                memory: Some(64 << 20),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|cause| DockerError::CreateContainer {
+                name: name.to_string(),
+                cause,
+            })?;
+        let ran = async {
+            self.start_container(name).await?;
+            let mut wait = Box::pin(self.docker.wait_container(name, None));
+            let exit_code = match wait.next().await {
+                Some(Ok(exited)) => exited.status_code,
+                Some(Err(BollardError::DockerContainerWaitError { code, .. })) => code,
+                Some(Err(cause)) => {
+                    return Err(DockerError::WaitContainer {
+                        name: name.to_string(),
+                        cause,
+                    });
+                }
+                None => -1,
+            };
+            let output = self.log_tail(name, NETWORK_ADMIN_OUTPUT_BYTES).await?;
+            Ok((exit_code, output))
+        }
+        .await;
+        let removed = self.remove_container(name).await;
+        let ran = ran?;
+        removed.map(|()| ran)
     }
 
     async fn setup(&self) -> Result<DaemonSetup, DockerError> {

@@ -33,6 +33,19 @@ pub trait Daemon: Send + Sync {
     /// its containers off; creates it when missing.
     async fn ensure_task_network(&self, name: &str) -> Result<(), DockerError>;
 
+    /// The host interface of the bridge network `name`, as the host's firewall sees it.
+    async fn bridge_interface(&self, name: &str) -> Result<String, DockerError>;
+
+    /// Runs `command` in a short-lived container `name` of `image` on the host's network with
+    /// only `NET_ADMIN`, so it can change the host's firewall and nothing else; returns its
+    /// exit code and the end of its output once it exited and is removed.
+    async fn run_network_admin(
+        &self,
+        name: &str,
+        image: &str,
+        command: &[String],
+    ) -> Result<(i64, String), DockerError>;
+
     /// The daemon's version, runtimes and confinement.
     async fn setup(&self) -> Result<DaemonSetup, DockerError>;
 

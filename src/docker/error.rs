@@ -46,6 +46,12 @@ pub enum DockerError {
     ListContainers(BollardError),
     #[error("failed to follow Docker events: {0}")]
     Events(BollardError),
+    #[error("the firewall container of image {image} exited with code {exit_code}: {output}")]
+    FirewallRefused {
+        image: String,
+        exit_code: i64,
+        output: String,
+    },
 }
 
 impl DockerError {
@@ -63,7 +69,9 @@ impl DockerError {
             | Self::RemoveContainer { cause, .. }
             | Self::ReadLogs { cause, .. }
             | Self::WaitContainer { cause, .. } => Some(cause),
-            Self::PullTimeout { .. } | Self::ForeignNetwork { .. } => None,
+            Self::PullTimeout { .. }
+            | Self::ForeignNetwork { .. }
+            | Self::FirewallRefused { .. } => None,
         }
     }
 

@@ -60,6 +60,8 @@ pub struct FakeState {
     pub archives: HashMap<String, Vec<u8>>,
     /// The default bridge keeps containers apart, as under `dockerd --icc=false`.
     pub isolating_bridge: bool,
+    /// The commands network admin containers ran, with their image.
+    pub network_admin_commands: Vec<(String, Vec<String>)>,
 }
 
 /// The ID the fake gives an image: its name, spelled as an ID, so a container created by name
@@ -140,6 +142,33 @@ impl Daemon for FakeDaemon {
             name: name.to_string(),
             cause,
         })
+    }
+
+    async fn bridge_interface(&self, name: &str) -> Result<String, DockerError> {
+        self.call("inspect_network", name, |cause| DockerError::Network {
+            name: name.to_string(),
+            cause,
+        })?;
+        Ok(format!("br-{name}"))
+    }
+
+    async fn run_network_admin(
+        &self,
+        name: &str,
+        image: &str,
+        command: &[String],
+    ) -> Result<(i64, String), DockerError> {
+        self.call("network_admin", name, |cause| {
+            DockerError::CreateContainer {
+                name: name.to_string(),
+                cause,
+            }
+        })?;
+        let mut state = self.state();
+        state
+            .network_admin_commands
+            .push((image.to_string(), command.to_vec()));
+        Ok((state.exit_code, state.output.clone()))
     }
 
     async fn setup(&self) -> Result<DaemonSetup, DockerError> {

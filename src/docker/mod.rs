@@ -21,6 +21,6 @@ pub use daemon::Daemon;
 pub use error::DockerError;
 pub use naming::{
     ContainerOwner, LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_NAME, LABEL_NAMESPACE, LABEL_NODE,
-    LABEL_UID, MANAGED_BY, attempt_container_name, container_name,
+    LABEL_UID, MANAGED_BY, attempt_container_name, container_name, firewall_container_name,
 };
 pub use setup::DaemonSetup;

@@ -85,6 +85,11 @@ pub fn attempt_container_name(uid: &str, attempt: u32) -> String {
     }
 }
 
+/// The name of the short-lived container that sets the firewall of the node `node`.
+pub fn firewall_container_name(node: &str) -> String {
+    format!("taskrun-firewall-{node}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

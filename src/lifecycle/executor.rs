@@ -8,12 +8,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::stream::BoxStream;
+use ipnet::IpNet;
 use jiff::Timestamp;
 
 use super::decide::{
     Action, Deletion, Ending, LaunchFailure, StopCause, active_deadline, after_attempt,
     launch_failed,
 };
+use super::egress;
 use super::inputs::{self, Inputs};
 use super::security::{self, Settled};
 use super::status::{self, Location};
@@ -24,7 +26,7 @@ use crate::api::{
 use crate::docker::{
     ContainerOwner, ContainerState, ContainerTemplate, DEFAULT_CONTAINER_LOG_BYTES,
     DEFAULT_LOG_TAIL_BYTES, Daemon, DaemonSetup, DockerError, ImageConfig, ObservedContainer,
-    attempt_container_name,
+    attempt_container_name, firewall_container_name,
 };
 
 /// Performs the Docker side of each [`Action`] for the runs of one node: the one door
@@ -169,6 +171,33 @@ impl Executor {
     /// The network `Bridge` tasks join: the one [`Self::prepare_network`] picked.
     fn bridge_network(&self) -> &'static str {
         self.bridge_network.get().copied().unwrap_or(TASK_NETWORK)
+    }
+
+    /// Makes the node's firewall refuse what `Bridge` tasks send to the `denied` ranges, and
+    /// nothing else of theirs, with a container of `image` (pulled when the daemon lacks it)
+    /// that runs `nft`; with nothing denied, removes what an earlier call set.
+    pub async fn enforce_egress(&self, image: &str, denied: &[IpNet]) -> Result<(), DockerError> {
+        if self.docker.inspect_image(image).await?.is_none() {
+            self.docker
+                .pull_image(image, None, self.pull_timeout)
+                .await?;
+        }
+        let interface = self.docker.bridge_interface(self.bridge_network()).await?;
+        let script = egress::nft_script(&egress::table_of(&self.node), &interface, denied);
+        let command = ["nft".to_string(), script];
+        let (exit_code, output) = self
+            .docker
+            .run_network_admin(&firewall_container_name(&self.node), image, &command)
+            .await?;
+        if exit_code == 0 {
+            Ok(())
+        } else {
+            Err(DockerError::FirewallRefused {
+                image: image.to_string(),
+                exit_code,
+                output: api_safe_tail(output.trim(), 512),
+            })
+        }
     }
 
     /// How the daemon confines containers.

@@ -6,8 +6,9 @@
 use jiff::{SignedDuration, Timestamp};
 
 use super::Action;
+use super::egress::{Egress, unenforced};
 use super::placement::{Room, room_for};
-use crate::api::{Reason, TaskRunPolicy, TaskRunSpec, TaskRunStatus, policy_violations};
+use crate::api::{Network, Reason, TaskRunPolicy, TaskRunSpec, TaskRunStatus, policy_violations};
 
 /// How long a run waits to start while this agent's own Lease is not current.
 const LEASE_WAIT: SignedDuration = SignedDuration::from_secs(1);
@@ -31,6 +32,8 @@ pub struct Node<'a> {
     pub running_in_namespace: usize,
     /// Whether a container of the run (this attempt's or the previous one's) runs here.
     pub container_running: bool,
+    /// What this node's firewall enforces of the policy's egress refusals.
+    pub egress: &'a Egress,
     pub now: Timestamp,
 }
 
@@ -78,6 +81,17 @@ pub fn gate(node: Node<'_>) -> Gate {
         && node
             .policy
             .is_some_and(|policy| !policy_violations(policy, node.namespace, node.spec).is_empty());
+    if starts
+        && !refused
+        && let Some(policy) = node.policy
+        && policy.spec.network_of(node.spec) == Network::Bridge
+        && let Some(message) = unenforced(&policy.spec, node.egress)
+    {
+        return Gate::Hold {
+            reason: Reason::EgressUnenforced,
+            message,
+        };
+    }
     let reads = starts && !refused && !node.spec.cluster_only_fields().is_empty();
     Gate::Go { room, reads }
 }
@@ -110,6 +124,7 @@ mod tests {
             policy,
             running_in_namespace: 0,
             container_running: false,
+            egress: &Egress::NotYet,
             now: Timestamp::UNIX_EPOCH,
         }
     }
@@ -210,6 +225,35 @@ mod tests {
                 room: Room::Keep,
                 reads: false
             }
+        );
+    }
+
+    #[test]
+    fn a_bridge_run_waits_for_the_firewall_and_a_run_without_a_network_does_not() {
+        let denying = policy("deniedEgressCIDRs: [10.0.0.0/8]");
+        let bridge = spec("image: busybox");
+        let Gate::Hold { reason, .. } = gate(node(&Action::Launch, &bridge, Some(&denying))) else {
+            panic!("held until the firewall holds the refusals");
+        };
+        assert_eq!(reason, Reason::EgressUnenforced);
+        let enforced = Egress::Enforced(denying.spec.denied_egress().unwrap());
+        let applied = Node {
+            egress: &enforced,
+            ..node(&Action::Launch, &bridge, Some(&denying))
+        };
+        assert!(matches!(gate(applied), Gate::Go { .. }));
+        let isolated = spec("image: busybox\nnetwork: None");
+        assert!(matches!(
+            gate(node(&Action::Launch, &isolated, Some(&denying))),
+            Gate::Go { .. }
+        ));
+        let refused = policy("deniedEgressCIDRs: [10.0.0.0/8]\nallowedImages: [alpine]");
+        assert!(
+            matches!(
+                gate(node(&Action::Launch, &bridge, Some(&refused))),
+                Gate::Go { .. }
+            ),
+            "a launch the policy refuses goes on to its refusal"
         );
     }
 

@@ -4,6 +4,7 @@
 //! behind each action ([`Executor`]).
 
 mod decide;
+pub mod egress;
 mod executor;
 pub mod gates;
 pub mod inputs;

@@ -67,10 +67,22 @@ fn load_policy(path: &str) -> Result<TaskRunPolicy, String> {
     }
     let policy: TaskRunPolicy =
         serde_yaml::from_value(value).map_err(|e| format!("{path}: {e}"))?;
-    let problems: Vec<String> = policy_problems(&policy.spec)
+    let mut problems: Vec<String> = policy_problems(&policy.spec)
         .into_iter()
         .map(|p| format!("spec.{}: {}", p.field, p.problem))
         .collect();
+    // Local runs have no agent to keep a firewall: a refusal that cannot be kept is refused.
+    if policy
+        .spec
+        .denied_egress_cidrs
+        .as_ref()
+        .is_some_and(|denied| !denied.is_empty())
+    {
+        problems.push(
+            "spec.deniedEgressCIDRs: local runs set no firewall; only the cluster's agents enforce egress refusals"
+                .into(),
+        );
+    }
     if problems.is_empty() {
         Ok(policy)
     } else {

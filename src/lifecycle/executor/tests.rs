@@ -936,3 +936,39 @@ async fn under_always_pull_images_a_cached_image_is_pulled_again_with_the_runs_c
     let outcome = launch_under(&fake, "{}").await;
     assert_eq!(ended_with(&outcome).0, Some(Phase::Running));
 }
+
+#[tokio::test]
+async fn the_firewall_is_set_through_a_network_admin_container_and_its_refusal_is_an_error() {
+    let fake = Arc::new(FakeDaemon::default());
+    fake.state().pullable.insert("firewall".into());
+    let denied: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+    executor(&fake)
+        .enforce_egress("firewall", &denied)
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.calls(),
+        [
+            "inspect_image firewall",
+            "pull firewall",
+            "inspect_network taskrun",
+            "network_admin taskrun-firewall-node-a"
+        ]
+    );
+    let (image, command) = fake.state().network_admin_commands[0].clone();
+    assert_eq!(image, "firewall");
+    assert_eq!(command[0], "nft");
+    assert!(
+        command[1].contains("iifname \"br-taskrun\" ip daddr @denied4")
+            && command[1].contains("10.0.0.0/8"),
+        "{}",
+        command[1]
+    );
+    fake.state().exit_code = 1;
+    fake.state().output = "Error: Could not process rule\n".into();
+    let refused = executor(&fake).enforce_egress("firewall", &denied).await;
+    let Err(DockerError::FirewallRefused { output, .. }) = refused else {
+        panic!("{refused:?}");
+    };
+    assert_eq!(output, "Error: Could not process rule");
+}
