@@ -49,7 +49,7 @@ build: ## Build the taskrun binary
 	cargo build --bins
 
 .PHONY: image
-image: docker-up ## Build the operator image taskrun-operator:dev (static binary, FROM scratch, non-root)
+image: docker-up ## Build the operator image taskrun-operator:dev (static binary, FROM scratch, non-root) and the firewall image taskrun-firewall:dev
 	@scripts/image.sh
 
 .PHONY: kind-up

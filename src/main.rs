@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator for one node: watch TaskRuns and run them on this node's Docker daemon.
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// Print a CustomResourceDefinition as YAML: TaskRun's, or TaskRunPolicy's.
     Crd {
         /// Which one.

@@ -12,6 +12,7 @@ use kube::ResourceExt;
 use kube::api::PostParams;
 use taskrun_operator::api::{Phase, Reason, TaskRun};
 use taskrun_operator::controller::CLASS_LABEL;
+use tokio::io::AsyncWriteExt;
 
 use common::{Agent, ClusterObjects, ControllerProcess, NodeObject, TestNamespace, phase, reason};
 
@@ -430,7 +431,7 @@ async fn bridge_tasks_cannot_reach_each_other() {
     );
 }
 
-/// An interface of the test's own on the host, with addresses tasks on the bridge may try to
+/// A bridge of the test's own on the host, without ports, with addresses tasks on the bridge may try to
 /// reach; removed when dropped.
 struct TestInterface {
     name: &'static str,
@@ -443,7 +444,7 @@ impl TestInterface {
             assert!(output.status.success(), "ip {args:?}: {output:?}");
         };
         let _ = Command::new("ip").args(["link", "delete", name]).output();
-        ip(&["link", "add", name, "type", "dummy"]);
+        ip(&["link", "add", name, "type", "bridge"]);
         let interface = Self { name };
         for address in addresses {
             ip(&["address", "add", &format!("{address}/32"), "dev", name]);
@@ -457,6 +458,18 @@ impl Drop for TestInterface {
     fn drop(&mut self) {
         let _ = Command::new("ip")
             .args(["link", "delete", self.name])
+            .output();
+    }
+}
+
+/// The agent's nftables table, deleted when the test ends however it ends: an agent keeps its
+/// table when it stops, since the task containers it leaves running stay under it.
+struct NftTable(String);
+
+impl Drop for NftTable {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.0])
             .output();
     }
 }
@@ -476,7 +489,7 @@ async fn probe(ns: &TestNamespace, name: &str, address: &str) -> String {
     ns.create(&common::taskrun_yaml(
         name,
         &format!(
-            "image: busybox\ncommand: [sh, -c, 'if echo hello | nc -w 3 {address} 7100; then echo reached; else echo blocked; fi']"
+            "image: busybox\ncommand: [sh, -c, 'if nc -w 3 {address} 7100 </dev/null | grep -q hello; then echo reached; else echo blocked; fi']"
         ),
     ))
     .await;
@@ -501,8 +514,8 @@ async fn bridge_tasks_cannot_reach_what_the_policy_denies() {
             .await
             .expect("listen on the test interface");
         tokio::spawn(async move {
-            while let Ok((connection, _)) = listener.accept().await {
-                drop(connection);
+            while let Ok((mut connection, _)) = listener.accept().await {
+                let _ = connection.write_all(b"hello\n").await;
             }
         });
     }
@@ -511,6 +524,7 @@ async fn bridge_tasks_cannot_reach_what_the_policy_denies() {
         .policy(&ns.client, &ns.name, "deniedEgressCIDRs: [198.18.7.0/24]")
         .await;
     let table = format!("taskrun-{}", ns.node());
+    let _table = NftTable(table.clone());
 
     let mut unenforcing = agent_with_policy(&ns, &[]);
     ns.create(&common::taskrun_yaml(
@@ -554,7 +568,7 @@ async fn bridge_tasks_cannot_reach_what_the_policy_denies() {
     assert_eq!(probe(&ns, "allowed", ALLOWED).await, "reached");
 
     objects
-        .policy(&ns.client, &ns.name, "deniedEgressCIDRs: []")
+        .policy(&ns.client, &ns.name, "maxRunningPerNamespace: 100")
         .await;
     common::eventually("the agent's table removed", || async {
         !nft_table_exists(&table)
