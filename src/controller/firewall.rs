@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::context::Context;
 use super::policy::PolicyView;
-use crate::api::TaskRunPolicySpec;
 use crate::lifecycle::egress::{Egress, table_of};
 
 /// How often refusals in force are applied again, in case the host's firewall was flushed.
@@ -29,11 +29,11 @@ pub async fn keep_firewall(context: Arc<Context>, resync: mpsc::Sender<()>) {
         let again = match view {
             PolicyView::Unknown => None,
             PolicyView::Known(policy) => {
-                let egress = enforce(&context, &policy.spec).await;
-                let again = match &egress {
-                    Egress::Failed(_) if context.firewall_image.is_some() => Some(RETRY),
-                    Egress::Enforced(denied) if !denied.is_empty() => Some(REAPPLY),
-                    _ => None,
+                // A policy that is not understood waits for the next one: trying it again
+                // changes nothing.
+                let (egress, again) = match policy.spec.denied_egress() {
+                    Ok(denied) => enforce(&context, denied).await,
+                    Err(problem) => (Egress::Failed(problem), None),
                 };
                 if context.set_egress(egress) {
                     let _ = resync.try_send(());
@@ -54,30 +54,29 @@ pub async fn keep_firewall(context: Arc<Context>, resync: mpsc::Sender<()>) {
     }
 }
 
-/// Applies what `policy` denies and says what is enforced now.
-async fn enforce(context: &Context, policy: &TaskRunPolicySpec) -> Egress {
-    let denied = match policy.denied_egress() {
-        Ok(denied) => denied,
-        Err(problem) => return Egress::Failed(problem),
-    };
+/// Makes the firewall refuse `denied` and says what is enforced now, and when to apply it
+/// again: soon after a failure, now and then while it refuses anything.
+async fn enforce(context: &Context, denied: Vec<IpNet>) -> (Egress, Option<Duration>) {
     let Some(image) = &context.firewall_image else {
         return if denied.is_empty() {
-            Egress::Enforced(denied)
+            (Egress::Enforced(denied), None)
         } else {
-            Egress::Failed("the agent runs without --firewall-image, so it sets no firewall".into())
+            let why = "the agent runs without --firewall-image, so it sets no firewall";
+            (Egress::Failed(why.into()), None)
         };
     };
-    let node = context.executor.node();
     match context.executor.enforce_egress(image, &denied).await {
         Ok(()) => {
             if Egress::Enforced(denied.clone()) != context.egress() {
-                info!(table = %table_of(node), denied = ?denied, "egress refusals applied to the node's firewall");
+                let table = table_of(context.executor.node());
+                info!(%table, ?denied, "egress refusals applied to the node's firewall");
             }
-            Egress::Enforced(denied)
+            let again = (!denied.is_empty()).then_some(REAPPLY);
+            (Egress::Enforced(denied), again)
         }
         Err(e) => {
             warn!(error = %e, "cannot apply the TaskRunPolicy's deniedEgressCIDRs; Bridge runs wait");
-            Egress::Failed(e.to_string())
+            (Egress::Failed(e.to_string()), Some(RETRY))
         }
     }
 }
