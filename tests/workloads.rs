@@ -551,3 +551,115 @@ cleanup: Always"#
         "a forbidden read is refused (403):\n{output}"
     );
 }
+
+/// A registry that answers only once let through: it accepts every connection at once, and
+/// forwards it to the tests' registry only after [`SlowRegistry::let_through`].
+struct SlowRegistry {
+    address: std::net::SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    open: tokio::sync::watch::Sender<bool>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl SlowRegistry {
+    async fn before(upstream: &str) -> Self {
+        let upstream: std::net::SocketAddr = upstream.parse().expect("registry address");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (open, opened) = tokio::sync::watch::channel(false);
+        let counter = accepted.clone();
+        let accepting = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut opened = opened.clone();
+                tokio::spawn(async move {
+                    if opened.wait_for(|open| *open).await.is_err() {
+                        return;
+                    }
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self {
+            address,
+            accepted,
+            open,
+            accepting,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn let_through(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+impl Drop for SlowRegistry {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_run_waiting_for_its_image_leaves_the_nodes_one_place_to_a_run_that_can_start() {
+    let mut registry = registry();
+    let slow = SlowRegistry::before(&registry["TASKRUN_REGISTRY"]).await;
+    let image = registry["TASKRUN_REGISTRY_IMAGE"].replacen(
+        &registry["TASKRUN_REGISTRY"],
+        &slow.address.to_string(),
+        1,
+    );
+    registry.insert("TASKRUN_REGISTRY".into(), slow.address.to_string());
+    let ns = TestNamespace::new("workload-slow-pull").await;
+    create_pull_secret(&ns, &registry).await;
+    let _controller = common::ControllerProcess::start_with(
+        &ns.name,
+        &ns.node(),
+        "127.0.0.1:0",
+        &["--max-running", "1"],
+    );
+
+    ns.create(&common::taskrun_yaml(
+        "pulling",
+        &format!(
+            "image: {image}\nimagePullPolicy: Always\ncommand: [echo, pulled]\nimagePullSecrets: [{{name: team-registry}}]\ncleanup: Always"
+        ),
+    ))
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while slow.accepted() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never reached the registry"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    ns.create(&common::taskrun_yaml(
+        "quick",
+        "image: busybox\ncommand: [echo, quick]\ncleanup: Always",
+    ))
+    .await;
+    let quick = ns.wait_done("quick").await;
+    let (phase, _, message, output) = status(&quick);
+    assert_eq!(phase, Some(Phase::Succeeded), "{message}");
+    assert_eq!(output, "quick\n");
+    let waiting = ns.taskruns().get("pulling").await.unwrap();
+    let (phase, _, message, _) = status(&waiting);
+    assert!(
+        matches!(phase, None | Some(Phase::Pending)),
+        "the run ahead in the queue still waits for its image: {phase:?} {message}"
+    );
+
+    slow.let_through();
+    let pulled = ns.wait_done("pulling").await;
+    let (phase, _, message, output) = status(&pulled);
+    assert_eq!(phase, Some(Phase::Succeeded), "{message}");
+    assert_eq!(output, "pulled\n");
+    let _ = Command::new("docker").args(["rmi", &image]).output();
+}

@@ -34,8 +34,8 @@ use crate::docker::ContainerState;
 use crate::lifecycle::gates::{self, Gate, gate};
 use crate::lifecycle::inputs::Resolution;
 use crate::lifecycle::{
-    self, Action, Claim, Disowned, Ending, NodeState, Observed, Outcome, Placement, Pruning, Room,
-    Run, StopCause, Transition, decide, decide_deletion, decide_pruning, place,
+    self, Action, Claim, Disowned, Ending, NodeState, Observed, Outcome, Placement, Prepared,
+    Pruning, Room, Run, StopCause, Transition, decide, decide_deletion, decide_pruning, place,
 };
 
 /// How long a run that waits on nothing but Docker events goes before it is looked at again.
@@ -481,6 +481,7 @@ fn run_of<'a>(
         spec: &taskrun.spec,
         status,
         inputs: None,
+        prepared: None,
         policy: None,
     }
 }
@@ -605,7 +606,7 @@ async fn step(
         PolicyView::Unknown => None,
     };
     let egress = context.egress();
-    let reads = match gate(gates::Node {
+    let (room, reads) = match gate(gates::Node {
         action: &action,
         namespace: run.namespace,
         spec: &taskrun.spec,
@@ -625,7 +626,7 @@ async fn step(
         Gate::Hold { reason, message } => return Ok(Pass::Waiting { reason, message }),
         Gate::Go { room, reads } => {
             match room {
-                Room::Take if !context.nodes.reserve(run.uid) => {
+                Room::Take if !context.nodes.has_room(run.uid) => {
                     return Ok(Pass::NoRoom {
                         free_claim: matches!(action, Action::Launch),
                     });
@@ -634,7 +635,7 @@ async fn step(
                 Room::Keep => context.nodes.hold(run.uid),
                 Room::Free => context.nodes.release(run.uid),
             }
-            reads
+            (room, reads)
         }
     };
     // Held until the launch is done with what was read: a few launches at once hold data.
@@ -665,12 +666,48 @@ async fn step(
         policy,
         ..run
     };
+    let prepared = match action {
+        Action::Launch => Some(prepare(run, room, context).await?),
+        _ => None,
+    };
+    if room == Room::Take && !matches!(prepared, Some(Prepared::Failed(_))) {
+        // The pull may have outlasted this agent's own Lease.
+        if !context.nodes.own_lease_current(Instant::now()) {
+            return Ok(Pass::Performed(Box::new(Outcome {
+                recheck_at: Timestamp::now().checked_add(gates::LEASE_WAIT).ok(),
+                ..Outcome::default()
+            })));
+        }
+        if !context.nodes.reserve(run.uid) {
+            return Ok(Pass::NoRoom {
+                free_claim: matches!(action, Action::Launch),
+            });
+        }
+    }
+    let run = Run {
+        prepared: prepared.as_ref(),
+        ..run
+    };
     context
         .executor
         .perform(run, action, now)
         .await
         .map(|outcome| Pass::Performed(Box::new(outcome)))
         .map_err(Error::Docker)
+}
+
+/// Makes the run's launch ready. A pull may take minutes: the run waits for it holding none
+/// of the node's places (the claim took one), and takes one again once its container can be
+/// created.
+async fn prepare(run: Run<'_>, room: Room, context: &Context) -> Result<Prepared> {
+    let executor = &context.executor;
+    if let Some(prepared) = executor.prepare(run).await.map_err(Error::Docker)? {
+        return Ok(prepared);
+    }
+    if room == Room::Take {
+        context.nodes.release(run.uid);
+    }
+    executor.pull_and_prepare(run).await.map_err(Error::Docker)
 }
 
 /// Stops and removes the container of a TaskRun being deleted, as the lifecycle decides.

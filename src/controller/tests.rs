@@ -147,18 +147,7 @@ async fn pass_by(agent: Agent, taskrun: &TaskRun, fake: &Arc<FakeDaemon>, server
         cordoned,
         refusal,
     } = agent;
-    let client = client(server.clone(), taskrun);
-    let executor = Executor::new(
-        fake.clone(),
-        NODE,
-        Duration::from_secs(5),
-        OutputLimits::default(),
-    );
-    let leases = Api::namespaced(client.clone(), "team");
-    let context = Arc::new(
-        Context::new(client, executor, leases, 8, Duration::from_secs(15)).with_policy(policy),
-    );
-    context.nodes.renewed(Instant::now());
+    let context = agent_context(client(server.clone(), taskrun), fake, 8, policy);
     context.nodes.set_node_objects(NodeObjects {
         cordoned,
         ..NodeObjects::default()
@@ -171,6 +160,36 @@ async fn pass_by(agent: Agent, taskrun: &TaskRun, fake: &Arc<FakeDaemon>, server
     }
     let guard = Arc::new(DeserializeGuard(Ok(taskrun.clone())));
     reconcile(guard, context).await.expect("the pass succeeds");
+}
+
+/// The context of the agent of [`NODE`], taking at most `max_running` runs at once, with a
+/// current Lease and a Node object that is not cordoned.
+fn agent_context(
+    client: Client,
+    fake: &Arc<FakeDaemon>,
+    max_running: usize,
+    policy: Policy,
+) -> Arc<Context> {
+    let executor = Executor::new(
+        fake.clone(),
+        NODE,
+        Duration::from_secs(5),
+        OutputLimits::default(),
+    );
+    let leases = Api::namespaced(client.clone(), "team");
+    let context = Arc::new(
+        Context::new(
+            client,
+            executor,
+            leases,
+            max_running,
+            Duration::from_secs(15),
+        )
+        .with_policy(policy),
+    );
+    context.nodes.renewed(Instant::now());
+    context.nodes.set_node_objects(NodeObjects::default());
+    context
 }
 
 /// The status a status write applied.
@@ -196,6 +215,79 @@ async fn a_new_run_costs_one_guarded_claim_then_starts_from_the_claimed_copy() {
     assert!(writes[1].path.ends_with("/taskruns/hello/status"));
     assert_eq!(written_status(&writes[1]).phase, Some(Phase::Running));
     assert_eq!(fake.state().containers.len(), 1);
+}
+
+#[tokio::test]
+async fn a_run_pulling_its_image_holds_no_place_and_takes_one_again_to_create_its_container() {
+    let registry = Arc::new(tokio::sync::Semaphore::new(0));
+    let fake = Arc::new(FakeDaemon {
+        pull_gate: Some(registry.clone()),
+        ..FakeDaemon::with_images(&["busybox"])
+    });
+    fake.state().pullable.insert("registry.test/slow".into());
+    let pulling = taskrun("metadata: {name: hello}\nspec: {image: registry.test/slow}");
+    let mut quick = taskrun(CLAIMED);
+    quick.metadata.name = Some("quick".into());
+    quick.metadata.uid = Some("u2".into());
+    let server = Arc::<ApiServer>::default();
+    let context = agent_context(
+        client(server.clone(), &pulling),
+        &fake,
+        1,
+        Policy::known(CLUSTER_POLICY, None),
+    );
+    context.nodes.vouch("u2");
+    let pass = |taskrun: &TaskRun| {
+        reconcile(
+            Arc::new(DeserializeGuard(Ok(taskrun.clone()))),
+            context.clone(),
+        )
+    };
+
+    let first = tokio::spawn(pass(&pulling));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fake
+        .calls()
+        .contains(&"pull registry.test/slow".to_string())
+    {
+        assert!(Instant::now() < deadline, "no pull: {:?}", fake.calls());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        server.taskrun_writes()[0].path.ends_with("/taskruns/hello"),
+        "claimed"
+    );
+    assert_eq!(
+        context.nodes.held(),
+        0,
+        "a pull holds no place, not even the claim's"
+    );
+    pass(&quick).await.expect("the pass succeeds");
+    assert!(
+        context.nodes.holds("u2"),
+        "the other run took the one place"
+    );
+    assert!(fake.state().containers.contains_key(&container_name("u2")));
+
+    registry.add_permits(1);
+    first.await.unwrap().expect("the pass succeeds");
+    assert!(!context.nodes.holds("u1"), "no room once pulled");
+    assert!(!fake.state().containers.contains_key(&container_name("u1")));
+
+    context.nodes.release("u2");
+    pass(&pulling).await.expect("the pass succeeds");
+    assert!(context.nodes.holds("u1"));
+    let pulls = fake
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("pull "))
+        .count();
+    assert_eq!(pulls, 1, "the image pulled once is not pulled again");
+    let containers = &fake.state().containers;
+    assert_eq!(
+        containers[&container_name("u1")].template.image,
+        "sha256:registry.test/slow"
+    );
 }
 
 #[tokio::test]

@@ -74,6 +74,8 @@ pub fn image_id(image: &str) -> String {
 #[derive(Debug, Default)]
 pub struct FakeDaemon {
     pub state: Mutex<FakeState>,
+    /// When set, a pull waits for one of its permits, as from a slow registry.
+    pub pull_gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 impl FakeDaemon {
@@ -223,6 +225,9 @@ impl Daemon for FakeDaemon {
             cause,
         };
         self.call("pull", image, error)?;
+        if let Some(gate) = &self.pull_gate {
+            drop(gate.acquire().await);
+        }
         let mut state = self.state();
         state.pulled_with = auth.cloned();
         if !state.pullable.contains(image) {

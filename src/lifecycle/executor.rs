@@ -80,6 +80,18 @@ pub struct Run<'a> {
     pub inputs: Option<&'a Inputs>,
     /// The cluster's TaskRunPolicy as the agent last read it; `None` when there is none.
     pub policy: Option<&'a TaskRunPolicy>,
+    /// The run's launch as [`Executor::prepare`] made it ready; `None` for a launch to prepare
+    /// when it is performed.
+    pub prepared: Option<&'a Prepared>,
+}
+
+/// A launch made ready before its container is created: the container's confinement, settled
+/// with the policy, and the ID of the image it runs, on the daemon and checked; or why the run
+/// cannot be launched.
+#[derive(Clone, Debug)]
+pub enum Prepared {
+    Ready { settled: Settled, image_id: String },
+    Failed(LaunchFailure),
 }
 
 /// What performing an action changed.
@@ -300,7 +312,14 @@ impl Executor {
         };
         match action {
             Action::Launch => {
-                let launched = self.launch(run, owner).await?;
+                let prepared = match run.prepared {
+                    Some(prepared) => prepared.clone(),
+                    None => match self.prepare(run).await? {
+                        Some(prepared) => prepared,
+                        None => self.pull_and_prepare(run).await?,
+                    },
+                };
+                let launched = self.launch(run, owner, prepared).await?;
                 Ok(self.launched(run, location, launched, now))
             }
             Action::Start { container_id } => {
@@ -399,15 +418,39 @@ impl Executor {
         }
     }
 
-    /// Settles the container's confinement with the cluster's policy, pulls as the pull
-    /// policy says, checks the image's user where root is forbidden, then creates and starts
-    /// the container. What the daemon answered is a [`Launched`]; only a daemon that did not
-    /// answer is an error.
-    async fn launch(&self, run: Run<'_>, owner: ContainerOwner) -> Result<Launched, DockerError> {
+    /// Makes the run's launch ready without creating anything and without pulling: settles
+    /// the container's confinement with the cluster's policy, finds the image on the daemon
+    /// and checks its `WORKDIR` and, where root is forbidden, its user. `None` when the pull
+    /// policy asks for a pull first ([`Self::pull_and_prepare`]): a pull may take minutes, and
+    /// the controller lets a run wait for it holding none of the node's places. Only a daemon
+    /// that did not answer is an error.
+    pub async fn prepare(&self, run: Run<'_>) -> Result<Option<Prepared>, DockerError> {
+        self.prepare_from(run, false).await
+    }
+
+    /// Pulls the run's image with its credentials, then prepares its launch from what was
+    /// pulled.
+    pub async fn pull_and_prepare(&self, run: Run<'_>) -> Result<Prepared, DockerError> {
+        if let Some(failure) = self.pull(run).await? {
+            return Ok(Prepared::Failed(failure));
+        }
+        Ok(self.prepare_from(run, true).await?.unwrap_or_else(|| {
+            Prepared::Failed(LaunchFailure::ImageGone(format!(
+                "No such image: {}",
+                run.spec.image
+            )))
+        }))
+    }
+
+    async fn prepare_from(
+        &self,
+        run: Run<'_>,
+        pulled: bool,
+    ) -> Result<Option<Prepared>, DockerError> {
         let settled = security::settle(run.spec, run.namespace, run.policy, self.bridge_network());
         let mut settled = match settled {
             Ok(settled) => settled,
-            Err(failure) => return Ok(Launched::Failed(failure)),
+            Err(failure) => return Ok(Some(Prepared::Failed(failure))),
         };
         if let Some(ceiling) = self.pids_ceiling {
             settled.security.pids_limit = settled.security.pids_limit.min(ceiling);
@@ -418,45 +461,55 @@ impl Executor {
         } else {
             run.spec.image_pull_policy
         };
-        let present = match policy {
-            ImagePullPolicy::Always => None,
-            ImagePullPolicy::IfNotPresent | ImagePullPolicy::Never => {
-                match self.inspect_image(image).await? {
-                    Ok(present) => present,
-                    Err(failure) => return Ok(Launched::Failed(failure)),
-                }
+        if policy == ImagePullPolicy::Always && !pulled {
+            return Ok(None);
+        }
+        let config = match self.inspect_image(image).await? {
+            Ok(Some(config)) => config,
+            Ok(None) if policy == ImagePullPolicy::Never => {
+                return Ok(Some(Prepared::Failed(LaunchFailure::ImageMissing)));
             }
-        };
-        let config = match present {
-            Some(config) => config,
-            None => {
-                if let Some(failure) = self.pull(run, policy).await? {
-                    return Ok(Launched::Failed(failure));
-                }
-                match self.inspect_image(image).await? {
-                    Ok(Some(config)) => config,
-                    Ok(None) => {
-                        return Ok(Launched::Failed(LaunchFailure::ImageGone(format!(
-                            "No such image: {image}"
-                        ))));
-                    }
-                    Err(failure) => return Ok(Launched::Failed(failure)),
-                }
+            Ok(None) if !pulled => return Ok(None),
+            Ok(None) => {
+                return Ok(Some(Prepared::Failed(LaunchFailure::ImageGone(format!(
+                    "No such image: {image}"
+                )))));
             }
+            Err(failure) => return Ok(Some(Prepared::Failed(failure))),
         };
         if run.spec.working_dir.is_none() && kernel_owned(&config.working_dir) {
-            return Ok(Launched::Failed(LaunchFailure::UnsafeWorkingDir(format!(
-                "image {image} sets WORKDIR {:?}, under a directory the kernel owns (/proc, /sys, /dev) or with a '..' segment; set spec.workingDir",
-                api_safe(&config.working_dir, 256)
+            return Ok(Some(Prepared::Failed(LaunchFailure::UnsafeWorkingDir(
+                format!(
+                    "image {image} sets WORKDIR {:?}, under a directory the kernel owns (/proc, /sys, /dev) or with a '..' segment; set spec.workingDir",
+                    api_safe(&config.working_dir, 256)
+                ),
             ))));
         }
         if settled.check_image_user
             && let Err(message) = security::non_root_user(image, &config.user)
         {
-            return Ok(Launched::Failed(LaunchFailure::RunsAsRoot(message)));
+            return Ok(Some(Prepared::Failed(LaunchFailure::RunsAsRoot(message))));
         }
+        Ok(Some(Prepared::Ready {
+            settled,
+            image_id: config.id,
+        }))
+    }
+
+    /// Creates and starts the container of a prepared launch. What the daemon answered is a
+    /// [`Launched`]; only a daemon that did not answer is an error.
+    async fn launch(
+        &self,
+        run: Run<'_>,
+        owner: ContainerOwner,
+        prepared: Prepared,
+    ) -> Result<Launched, DockerError> {
+        let (settled, image_id) = match prepared {
+            Prepared::Ready { settled, image_id } => (settled, image_id),
+            Prepared::Failed(failure) => return Ok(Launched::Failed(failure)),
+        };
         let mut template = container_template(run, owner, self.output.node_bytes, settled);
-        template.image = config.id;
+        template.image = image_id;
         let container_id = match self.docker.create_container(&template).await {
             Ok(id) => id,
             Err(e) if e.has_status(409) => return Ok(Launched::LookAgain),
@@ -498,16 +551,9 @@ impl Executor {
         }
     }
 
-    /// Pulls the run's image with its credentials, as `policy` allows; the failure of the run
-    /// when the image cannot be had.
-    async fn pull(
-        &self,
-        run: Run<'_>,
-        policy: ImagePullPolicy,
-    ) -> Result<Option<LaunchFailure>, DockerError> {
-        if policy == ImagePullPolicy::Never {
-            return Ok(Some(LaunchFailure::ImageMissing));
-        }
+    /// Pulls the run's image with its credentials; the failure of the run when the image
+    /// cannot be had.
+    async fn pull(&self, run: Run<'_>) -> Result<Option<LaunchFailure>, DockerError> {
         let auth = run.inputs.and_then(|i| i.registry_auth.as_ref());
         match self
             .docker

@@ -11,7 +11,7 @@ use super::placement::{Room, room_for};
 use crate::api::{Network, Reason, TaskRunPolicy, TaskRunSpec, TaskRunStatus, policy_violations};
 
 /// How long a run waits to start while this agent's own Lease is not current.
-const LEASE_WAIT: SignedDuration = SignedDuration::from_secs(1);
+pub const LEASE_WAIT: SignedDuration = SignedDuration::from_secs(1);
 
 /// How long a run waits to start while this agent has not read the TaskRunPolicy yet; the
 /// read itself wakes every run sooner.

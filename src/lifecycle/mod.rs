@@ -17,7 +17,9 @@ pub use decide::{
     after_attempt, decide, decide_deletion, decide_pruning, decide_unclaimed, launch_failed,
     next_attempt_at, node_lost, pending_deadline,
 };
-pub use executor::{Executor, Observation, Outcome, OutputLimits, Run, Transition, ended};
+pub use executor::{
+    Executor, Observation, Outcome, OutputLimits, Prepared, Run, Transition, ended,
+};
 pub use placement::{
     CLAIM_ANNOTATION, CLAIM_ATTEMPT_ANNOTATION, Claim, Disowned, NodeState, Placement, Room,
     closed, holds_unschedulable, is_node_name, place, room_for,

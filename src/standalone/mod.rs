@@ -264,6 +264,7 @@ impl<'a> LocalRun<'a> {
             spec: &self.spec,
             status: &self.status,
             inputs: None,
+            prepared: None,
             policy: self.policy,
         }
     }

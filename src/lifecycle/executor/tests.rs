@@ -37,6 +37,7 @@ fn run<'a>(spec: &'a TaskRunSpec, status: &'a TaskRunStatus) -> Run<'a> {
         spec,
         status,
         inputs: None,
+        prepared: None,
         policy: None,
     }
 }
