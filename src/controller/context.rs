@@ -221,15 +221,6 @@ impl Nodes {
         self.release(uid);
     }
 
-    /// Whether the run has a place or there is room for one, taking none.
-    pub fn has_room(&self, uid: &str) -> bool {
-        if self.refusal().is_some() {
-            return false;
-        }
-        let held = self.held.lock();
-        held.contains(uid) || held.len() < self.max_running
-    }
-
     /// Takes a place for the run, if there is room or it already has one.
     pub fn reserve(&self, uid: &str) -> bool {
         if self.refusal().is_some() {

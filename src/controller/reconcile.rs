@@ -33,9 +33,10 @@ use crate::api::{FINALIZER, Reason, TaskRun, TaskRunStatus};
 use crate::docker::ContainerState;
 use crate::lifecycle::gates::{self, Gate, gate};
 use crate::lifecycle::inputs::Resolution;
+use crate::lifecycle::plan::{Step, View, plan};
 use crate::lifecycle::{
-    self, Action, Claim, Disowned, Ending, NodeState, Observed, Outcome, Placement, Prepared,
-    Pruning, Room, Run, StopCause, Transition, decide, decide_deletion, decide_pruning, place,
+    self, Action, Claim, Disowned, Ending, NodeState, Observed, Outcome, Prepared, Room, Run,
+    StopCause, Transition, decide, decide_deletion, decide_pruning,
 };
 
 /// How long a run that waits on nothing but Docker events goes before it is looked at again.
@@ -146,50 +147,54 @@ async fn place_and_act(
             context.nodes.state(other)
         }
     };
-    let pruning = decide_pruning(&taskrun.spec, &status, clock.now);
     let closed = lifecycle::closed(
         node,
         context.nodes.refusal().as_deref(),
         context.nodes.cordoned(),
     );
-    match place(claim, node_state) {
-        Placement::Mine | Placement::Unattended if pruning == Pruning::Delete => {
+    let view = View {
+        claim,
+        pruning: decide_pruning(&taskrun.spec, &status, clock.now),
+        closed: closed.as_deref(),
+    };
+    match plan(view, node_state) {
+        Step::Prune => {
             context.nodes.release(&uid);
             prune(taskrun, api, context).await
         }
-        Placement::Mine if status.phase().is_final() => {
+        Step::Act => apply(taskrun, api, context, None, clock).await,
+        Step::Finish { prune_at } => {
             context.nodes.release(&uid);
-            apply(taskrun, api, context, pruning.due_at(), clock).await
+            apply(taskrun, api, context, prune_at, clock).await
         }
-        Placement::Mine => apply(taskrun, api, context, None, clock).await,
         // A won claim goes on at once with the TaskRun it wrote, not a watch event later.
-        Placement::Claim => match claim_run(taskrun, &uid, api, context).await? {
+        Step::Claim => match claim_run(taskrun, &uid, api, context).await? {
             Claimed::Won(claimed) => apply(&claimed, api, context, None, clock).await,
             Claimed::Not(requeue) => Ok(requeue),
         },
-        Placement::Full if let Some(message) = closed => {
+        Step::HoldClosed { message } => {
             hold_closed(taskrun, &status, api, context, &message, clock).await?;
             Ok(by_deadline(RESYNC))
         }
-        Placement::Full => Ok(by_deadline(WAIT_FOR_ROOM)),
-        Placement::Elsewhere if status.phase().is_final() => {
+        Step::WaitForRoom => Ok(by_deadline(WAIT_FOR_ROOM)),
+        Step::LeaveAlone { ended } => {
             context.nodes.release(&uid);
-            Ok(Requeue::await_change())
+            Ok(if ended {
+                Requeue::await_change()
+            } else {
+                by_deadline(RESYNC)
+            })
         }
-        Placement::Elsewhere => {
-            context.nodes.release(&uid);
-            Ok(by_deadline(RESYNC))
-        }
-        Placement::Unattended => {
+        Step::Attend { prune_at } => {
             context.nodes.release(&uid);
             // A spec change to a run no live agent looks after (a cancel after the fact) is
             // recorded as seen by whichever agent looks: nothing else will.
             if let Some(seen) = lifecycle::status::observed(&status, taskrun.meta().generation) {
                 write_status(api, taskrun, &seen, context).await?;
             }
-            Ok(requeue_at(pruning.due_at(), true))
+            Ok(requeue_at(prune_at, true))
         }
-        Placement::Release { node: absent } => {
+        Step::FreeAbsent { node: absent } => {
             if confirm_gone(context, &absent, NodeState::Absent).await? {
                 claims::release(
                     taskrun,
@@ -202,8 +207,8 @@ async fn place_and_act(
             }
             Ok(Requeue::await_change())
         }
-        Placement::Disown { why } => disown(taskrun, &uid, why, api, context, clock).await,
-        Placement::Handover { node: lost } => {
+        Step::Disown { why } => disown(taskrun, &uid, why, api, context, clock).await,
+        Step::Handover { node: lost } => {
             context.nodes.release(&uid);
             claims::release(
                 taskrun,
@@ -215,11 +220,8 @@ async fn place_and_act(
             .await?;
             Ok(Requeue::await_change())
         }
-        Placement::Lost { node: lost } => end_lost(taskrun, &uid, &lost, api, context, clock).await,
-        Placement::Unavailable { node: pinned } => {
-            let message = format!(
-                "spec.nodeName names node {pinned}, which has no live agent; waiting for one"
-            );
+        Step::EndLost { node: lost } => end_lost(taskrun, &uid, &lost, api, context, clock).await,
+        Step::Unavailable { message } => {
             hold(
                 taskrun,
                 api,
@@ -350,7 +352,7 @@ async fn end_lost(
     let name = taskrun.name_any();
     let run = run_of(taskrun, &namespace, &name, uid, &status, clock);
     // With `NodeLost` in `retries.reasons` this records the next attempt; the pass after this
-    // write frees the claim for it (`Placement::Handover`).
+    // write frees the claim for it (`Step::Handover`).
     let tail = status.log_tail.clone();
     let outcome = lifecycle::ended(run, location, ending, None, tail, clock.now);
     if let Some(next) = &outcome.status
@@ -606,37 +608,23 @@ async fn step(
         PolicyView::Unknown => None,
     };
     let egress = context.egress();
-    let (room, reads) = match gate(gates::Node {
-        action: &action,
-        namespace: run.namespace,
-        spec: &taskrun.spec,
-        lease_current: context.nodes.own_lease_current(clock.instant),
-        policy,
-        running_in_namespace: context.running_in_namespace(run.namespace, run.uid),
-        container_running: running_here,
-        egress: &egress,
-        now: clock.now,
-    }) {
-        Gate::Later(recheck_at) => {
-            return Ok(Pass::Performed(Box::new(Outcome {
-                recheck_at,
-                ..Outcome::default()
-            })));
-        }
-        Gate::Hold { reason, message } => return Ok(Pass::Waiting { reason, message }),
-        Gate::Go { room, reads } => {
-            match room {
-                Room::Take if !context.nodes.has_room(run.uid) => {
-                    return Ok(Pass::NoRoom {
-                        free_claim: matches!(action, Action::Launch),
-                    });
-                }
-                Room::Take => {}
-                Room::Keep => context.nodes.hold(run.uid),
-                Room::Free => context.nodes.release(run.uid),
-            }
-            (room, reads)
-        }
+    let gate_at = |lease_current: bool, now: Timestamp| {
+        gate(gates::Node {
+            action: &action,
+            namespace: run.namespace,
+            spec: &taskrun.spec,
+            lease_current,
+            policy,
+            running_in_namespace: context.running_in_namespace(run.namespace, run.uid),
+            container_running: running_here,
+            egress: &egress,
+            now,
+        })
+    };
+    let lease_current = context.nodes.own_lease_current(clock.instant);
+    let (room, reads) = match take_place(gate_at(lease_current, clock.now), &action, run, context) {
+        Ok(go) => go,
+        Err(pass) => return Ok(pass),
     };
     // Held until the launch is done with what was read: a few launches at once hold data.
     let _reading = if reads {
@@ -667,23 +655,31 @@ async fn step(
         ..run
     };
     let prepared = match action {
-        Action::Launch => Some(prepare(run, room, context).await?),
+        Action::Launch => match context.executor.prepare(run).await.map_err(Error::Docker)? {
+            Some(prepared) => Some(prepared),
+            None => {
+                // A pull may take minutes: the run waits for it holding no place, then passes
+                // the gates again with what is true once it is done.
+                if room == Room::Take {
+                    context.nodes.release(run.uid);
+                }
+                let prepared = context
+                    .executor
+                    .pull_and_prepare(run)
+                    .await
+                    .map_err(Error::Docker)?;
+                if !matches!(prepared, Prepared::Failed(_)) {
+                    let lease_current = context.nodes.own_lease_current(Instant::now());
+                    let gate = gate_at(lease_current, Timestamp::now());
+                    if let Err(pass) = take_place(gate, &action, run, context) {
+                        return Ok(pass);
+                    }
+                }
+                Some(prepared)
+            }
+        },
         _ => None,
     };
-    if room == Room::Take && !matches!(prepared, Some(Prepared::Failed(_))) {
-        // The pull may have outlasted this agent's own Lease.
-        if !context.nodes.own_lease_current(Instant::now()) {
-            return Ok(Pass::Performed(Box::new(Outcome {
-                recheck_at: Timestamp::now().checked_add(gates::LEASE_WAIT).ok(),
-                ..Outcome::default()
-            })));
-        }
-        if !context.nodes.reserve(run.uid) {
-            return Ok(Pass::NoRoom {
-                free_claim: matches!(action, Action::Launch),
-            });
-        }
-    }
     let run = Run {
         prepared: prepared.as_ref(),
         ..run
@@ -696,18 +692,34 @@ async fn step(
         .map_err(Error::Docker)
 }
 
-/// Makes the run's launch ready. A pull may take minutes: the run waits for it holding none
-/// of the node's places (the claim took one), and takes one again once its container can be
-/// created.
-async fn prepare(run: Run<'_>, room: Room, context: &Context) -> Result<Prepared> {
-    let executor = &context.executor;
-    if let Some(prepared) = executor.prepare(run).await.map_err(Error::Docker)? {
-        return Ok(prepared);
+/// Carries out the gate of a step: the place it asks of the node and whether what the run
+/// takes from its namespace is read, or the pass this step comes to instead.
+fn take_place(
+    gate: Gate,
+    action: &Action,
+    run: Run<'_>,
+    context: &Context,
+) -> std::result::Result<(Room, bool), Pass> {
+    match gate {
+        Gate::Later(recheck_at) => Err(Pass::Performed(Box::new(Outcome {
+            recheck_at,
+            ..Outcome::default()
+        }))),
+        Gate::Hold { reason, message } => Err(Pass::Waiting { reason, message }),
+        Gate::Go { room, reads } => {
+            match room {
+                Room::Take if !context.nodes.reserve(run.uid) => {
+                    return Err(Pass::NoRoom {
+                        free_claim: matches!(action, Action::Launch),
+                    });
+                }
+                Room::Take => {}
+                Room::Keep => context.nodes.hold(run.uid),
+                Room::Free => context.nodes.release(run.uid),
+            }
+            Ok((room, reads))
+        }
     }
-    if room == Room::Take {
-        context.nodes.release(run.uid);
-    }
-    executor.pull_and_prepare(run).await.map_err(Error::Docker)
 }
 
 /// Stops and removes the container of a TaskRun being deleted, as the lifecycle decides.

@@ -9,6 +9,7 @@ mod executor;
 pub mod gates;
 pub mod inputs;
 mod placement;
+pub mod plan;
 pub mod security;
 pub mod status;
 
