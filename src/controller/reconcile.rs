@@ -1,5 +1,5 @@
-//! One pass over a TaskRun ([`reconcile`]): settle which agent acts on it ([`place`]), claiming,
-//! releasing or ending it as that says, then observe its containers, [`decide`] the next step,
+//! One pass over a TaskRun ([`reconcile`]): plan what this agent does about it ([`plan`]),
+//! claiming, releasing or ending it as that says, then observe its containers, [`decide`] the next step,
 //! have the executor perform it and record the status; [`error_policy`] counts a failed pass and
 //! retries it with the TaskRun's backoff.
 //!
