@@ -1,6 +1,7 @@
 //! Reconcile passes against an API server that answers from a script and an in-memory Docker
 //! daemon: the exact writes each step of a run costs, and none when nothing changed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -13,13 +14,13 @@ use kube::core::DeserializeGuard;
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
-use super::context::{Context, NodeObjects};
+use super::context::{Context, LeaseView, NodeObjects};
 use super::policy::Policy;
 use super::reconcile::reconcile;
 use crate::api::{CLUSTER_POLICY, Phase, Reason, TaskRun, TaskRunPolicy, TaskRunStatus};
 use crate::docker::fake::FakeDaemon;
 use crate::docker::{ContainerState, container_name};
-use crate::lifecycle::{Executor, OutputLimits};
+use crate::lifecycle::{Executor, NodeState, OutputLimits};
 
 const NODE: &str = "node-a";
 
@@ -40,6 +41,10 @@ struct ApiServer {
     refuse_claims: bool,
     /// The TaskRun as stored, when it is not the copy the pass looks at.
     stored: Option<TaskRun>,
+    /// The Leases in the agents' namespace, by name; a read of any other is a 404.
+    leases: HashMap<String, Value>,
+    /// The Node objects, by name; a read of any other is a 404.
+    nodes: HashMap<String, Value>,
 }
 
 impl ApiServer {
@@ -70,7 +75,27 @@ fn client(server: Arc<ApiServer>, taskrun: &TaskRun) -> Client {
                 path: path.clone(),
                 body: body.clone(),
             });
-            let (status, reply) = if path.ends_with("/events") {
+            let found = |objects: &HashMap<String, Value>, prefix: &str| {
+                path.strip_prefix(prefix)
+                    .map(|name| objects.get(name).cloned())
+            };
+            let read = found(
+                &server.leases,
+                "/apis/coordination.k8s.io/v1/namespaces/team/leases/",
+            )
+            .or_else(|| found(&server.nodes, "/api/v1/nodes/"));
+            let (status, reply) = if let Some(object) = read {
+                match object {
+                    Some(object) => (StatusCode::OK, serde_json::to_vec(&object).unwrap()),
+                    None => {
+                        let missing = json!({
+                            "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                            "message": "not found", "reason": "NotFound", "code": 404
+                        });
+                        (StatusCode::NOT_FOUND, serde_json::to_vec(&missing).unwrap())
+                    }
+                }
+            } else if path.ends_with("/events") {
                 (StatusCode::CREATED, serde_json::to_vec(&body).unwrap())
             } else if (path.ends_with("/status") && server.refuse_status_writes)
                 || (path.ends_with("/taskruns/hello") && server.refuse_claims)
@@ -701,4 +726,224 @@ fn the_cache_keeps_what_the_controller_reads() {
     let running = running.0.unwrap().status.unwrap();
     assert_eq!(running.log_tail.as_deref(), Some("done\n"));
     assert_eq!(running.conditions.len(), 1);
+}
+
+/// The Lease of `node`'s agent, last renewed at `renewed` for 15 seconds.
+fn lease(node: &str, renewed: Timestamp) -> Value {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": format!("taskrun-node-{node}"), "namespace": "team"},
+        "spec": {"holderIdentity": node, "leaseDurationSeconds": 15, "renewTime": renewed.to_string()},
+    })
+}
+
+/// One pass over `taskrun` by the agent of [`NODE`], which has watched the Leases for a whole
+/// duration and sees the other nodes in `states`, answered by `server`.
+async fn pass_seeing(
+    states: &[(&str, NodeState)],
+    taskrun: &TaskRun,
+    server: &Arc<ApiServer>,
+) -> Arc<FakeDaemon> {
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    let context = agent_context(
+        client(server.clone(), taskrun),
+        &fake,
+        8,
+        Policy::known(CLUSTER_POLICY, None),
+    );
+    context.nodes.set_leases(LeaseView {
+        states: states
+            .iter()
+            .map(|(node, state)| (node.to_string(), *state))
+            .collect(),
+        settled: true,
+    });
+    let guard = Arc::new(DeserializeGuard(Ok(taskrun.clone())));
+    reconcile(guard, context).await.expect("the pass succeeds");
+    fake
+}
+
+/// The paths of the reads the pass made of Leases and Nodes.
+fn node_reads(server: &ApiServer) -> Vec<String> {
+    server
+        .made
+        .lock()
+        .iter()
+        .filter(|m| {
+            m.method == "GET" && (m.path.contains("/leases/") || m.path.contains("/nodes/"))
+        })
+        .map(|m| m.path.clone())
+        .collect()
+}
+
+const ON_NODE_B: &str = "metadata: {name: hello, annotations: {taskrun.dev/node: node-b, taskrun.dev/claim-attempt: '1'}, finalizers: [taskrun.dev/container]}
+spec: {image: busybox}
+status: {phase: Running, nodeName: node-b, containerName: taskrun-u1, containerId: c1, startTime: '2026-01-01T00:00:00Z'}";
+
+#[tokio::test]
+async fn a_run_of_a_lost_node_ends_node_lost_only_once_a_fresh_read_of_its_lease_agrees() {
+    let expired = Timestamp::now() - jiff::SignedDuration::from_secs(60);
+    for (renewed, ends) in [(expired, true), (Timestamp::now(), false)] {
+        let server = Arc::new(ApiServer {
+            leases: HashMap::from([("taskrun-node-node-b".into(), lease("node-b", renewed))]),
+            ..ApiServer::default()
+        });
+        let fake = pass_seeing(&[("node-b", NodeState::Lost)], &taskrun(ON_NODE_B), &server).await;
+        assert_eq!(
+            node_reads(&server),
+            ["/apis/coordination.k8s.io/v1/namespaces/team/leases/taskrun-node-node-b"]
+        );
+        let writes = server.taskrun_writes();
+        if ends {
+            assert_eq!(writes.len(), 1, "{writes:#?}");
+            assert!(writes[0].path.ends_with("/taskruns/hello/status"));
+            let ended = written_status(&writes[0]);
+            assert_eq!(
+                (ended.phase, ended.reason),
+                (Some(Phase::Failed), Some(Reason::NodeLost))
+            );
+            assert_eq!(writes[0].body["metadata"]["resourceVersion"], "7");
+        } else {
+            assert!(writes.is_empty(), "the node came back: {writes:#?}");
+        }
+        assert!(
+            fake.calls().is_empty(),
+            "no Docker call for another node's run"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_claim_naming_a_node_no_agent_announced_is_freed_once_its_lease_is_read_missing() {
+    let server = Arc::<ApiServer>::default();
+    let claimed = taskrun(
+        "metadata: {name: hello, annotations: {taskrun.dev/node: node-z}, finalizers: [taskrun.dev/container]}\nspec: {image: busybox}",
+    );
+    pass_seeing(&[], &claimed, &server).await;
+    assert_eq!(
+        node_reads(&server),
+        ["/apis/coordination.k8s.io/v1/namespaces/team/leases/taskrun-node-node-z"]
+    );
+    let writes = server.taskrun_writes();
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    assert!(writes[0].path.ends_with("/taskruns/hello"));
+    let metadata = &writes[0].body["metadata"];
+    assert_eq!(metadata["annotations"]["taskrun.dev/node"], Value::Null);
+    assert_eq!(metadata["resourceVersion"], "7");
+}
+
+#[tokio::test]
+async fn a_run_of_a_deleted_node_is_judged_by_a_fresh_read_of_the_node_object() {
+    let server = Arc::new(ApiServer {
+        leases: HashMap::from([(
+            "taskrun-node-node-b".into(),
+            lease("node-b", Timestamp::now()),
+        )]),
+        ..ApiServer::default()
+    });
+    let fake = Arc::new(FakeDaemon::with_images(&["busybox"]));
+    let context = agent_context(
+        client(server.clone(), &taskrun(ON_NODE_B)),
+        &fake,
+        8,
+        Policy::known(CLUSTER_POLICY, None),
+    );
+    context.nodes.set_node_objects(NodeObjects {
+        deleted: ["node-b".to_string()].into(),
+        ..NodeObjects::default()
+    });
+    let guard = Arc::new(DeserializeGuard(Ok(taskrun(ON_NODE_B))));
+    reconcile(guard, context).await.expect("the pass succeeds");
+    assert_eq!(node_reads(&server), ["/api/v1/nodes/node-b"]);
+    let writes = server.taskrun_writes();
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    assert_eq!(written_status(&writes[0]).reason, Some(Reason::NodeLost));
+}
+
+#[tokio::test]
+async fn the_attempt_after_a_lost_one_is_handed_over_by_freeing_the_claim() {
+    let server = Arc::<ApiServer>::default();
+    let handed = taskrun(
+        "metadata: {name: hello, annotations: {taskrun.dev/node: node-b, taskrun.dev/claim-attempt: '1'}, finalizers: [taskrun.dev/container]}
+spec: {image: busybox}
+status: {phase: Pending, attempt: 2, previousAttempts: [{attempt: 1, nodeName: node-b, reason: NodeLost, message: lost, completionTime: '2026-01-01T00:00:00Z'}]}",
+    );
+    pass_seeing(&[("node-b", NodeState::Lost)], &handed, &server).await;
+    assert!(node_reads(&server).is_empty());
+    let writes = server.taskrun_writes();
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    assert!(writes[0].path.ends_with("/taskruns/hello"));
+    assert_eq!(
+        writes[0].body["metadata"]["annotations"]["taskrun.dev/claim-attempt"],
+        Value::Null
+    );
+}
+
+#[tokio::test]
+async fn a_run_pinned_to_a_node_without_an_agent_says_so_once() {
+    let pinned = taskrun("metadata: {name: hello}\nspec: {image: busybox, nodeName: node-z}");
+    let server = Arc::<ApiServer>::default();
+    let fake = pass_seeing(&[], &pinned, &server).await;
+    let writes = server.taskrun_writes();
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    let waiting = written_status(&writes[0]);
+    assert_eq!(waiting.reason, Some(Reason::NodeUnavailable));
+    assert_eq!(
+        waiting.message.as_deref(),
+        Some("spec.nodeName names node node-z, which has no live agent; waiting for one")
+    );
+    assert!(fake.calls().is_empty());
+
+    let mut said = pinned.clone();
+    said.status = Some(waiting);
+    let server = Arc::<ApiServer>::default();
+    pass_seeing(&[], &said, &server).await;
+    assert!(server.taskrun_writes().is_empty(), "said already");
+}
+
+#[tokio::test]
+async fn a_cordoned_node_says_why_it_holds_a_run_pinned_to_it_and_starts_nothing() {
+    let pinned = taskrun(&format!(
+        "metadata: {{name: hello}}\nspec: {{image: busybox, nodeName: {NODE}}}"
+    ));
+    let (fake, server) = (
+        Arc::new(FakeDaemon::with_images(&["busybox"])),
+        Arc::<ApiServer>::default(),
+    );
+    let agent = Agent {
+        policy: Policy::known(CLUSTER_POLICY, None),
+        vouches: false,
+        cordoned: true,
+        refusal: None,
+    };
+    pass_by(agent, &pinned, &fake, &server).await;
+    let writes = server.taskrun_writes();
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    let held = written_status(&writes[0]);
+    assert_eq!(held.reason, Some(Reason::Unschedulable));
+    assert!(
+        held.message
+            .as_deref()
+            .is_some_and(|m| m.contains("cordoned")),
+        "{held:?}"
+    );
+    assert!(fake.state().containers.is_empty());
+}
+
+#[tokio::test]
+async fn an_ended_run_no_live_agent_attends_has_its_cancel_recorded_as_seen_by_this_agent() {
+    let mut ended = taskrun(
+        "metadata: {name: hello, annotations: {taskrun.dev/node: node-b}}
+spec: {image: busybox, cancel: true}
+status: {phase: Succeeded, reason: Completed, nodeName: node-b, observedGeneration: 1}",
+    );
+    ended.metadata.generation = Some(2);
+    let server = Arc::<ApiServer>::default();
+    let fake = pass_seeing(&[("node-b", NodeState::Lost)], &ended, &server).await;
+    let writes = server.taskrun_writes();
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    let seen = written_status(&writes[0]);
+    assert_eq!(seen.observed_generation, Some(2));
+    assert_eq!(seen.phase, Some(Phase::Succeeded));
+    assert!(fake.calls().is_empty());
 }
