@@ -108,7 +108,10 @@ pub struct NodeObjects {
 #[derive(Clone, Copy, Debug)]
 struct Renewal {
     last: Instant,
+    /// Since when every renewal succeeded.
     current_since: Instant,
+    /// A renewal failed since the last that succeeded.
+    failed: bool,
 }
 
 /// The other agents' Leases as last seen.
@@ -154,10 +157,11 @@ impl Nodes {
             .is_some_and(|renewal| self.current_at(renewal.last, now))
     }
 
-    /// Whether this agent may judge another lost by its expired Lease: only once its own
-    /// Lease has been renewed without a lapse for a whole Lease duration. Right after this
-    /// agent's start, or after the API server was out of reach for everyone, the others have
-    /// not had that long to renew theirs.
+    /// Whether this agent may judge another lost by its expired Lease: only once every renewal
+    /// of its own has succeeded for a whole Lease duration, so the API server answered the
+    /// others for that long too. Right after this agent's start, or after the API server was
+    /// out of reach even for a moment (short enough for this agent's Lease to hold, long
+    /// enough for another's to run out), the others have not had that long to renew theirs.
     pub fn may_judge_others(&self, now: Instant) -> bool {
         self.renewal().is_some_and(|renewal| {
             self.current_at(renewal.last, now)
@@ -170,13 +174,23 @@ impl Nodes {
         {
             let mut renewal = self.own_renewal.lock();
             let current_since = match *renewal {
-                Some(previous) if self.current_at(previous.last, started) => previous.current_since,
+                Some(previous) if !previous.failed && self.current_at(previous.last, started) => {
+                    previous.current_since
+                }
                 _ => started,
             };
             *renewal = Some(Renewal {
                 last: started,
                 current_since,
+                failed: false,
             });
+        }
+    }
+
+    /// Records that a renewal of this agent's Lease failed or took too long.
+    pub fn renewal_failed(&self) {
+        if let Some(renewal) = self.own_renewal.lock().as_mut() {
+            renewal.failed = true;
         }
     }
 
@@ -493,6 +507,25 @@ mod tests {
         assert!(!nodes.own_lease_current(back));
         nodes.renewed(back);
         assert!(nodes.own_lease_current(back) && !nodes.may_judge_others(back));
+    }
+
+    #[test]
+    fn a_failed_renewal_starts_the_count_again_though_the_lease_held() {
+        let nodes = Nodes::new(4, Duration::from_secs(3));
+        let start = Instant::now();
+        for second in 0..=3 {
+            nodes.renewed(start + Duration::from_secs(second));
+        }
+        assert!(nodes.may_judge_others(start + Duration::from_secs(3)));
+        // One renewal out of reach, the next in time: this Lease held, another's may not have.
+        nodes.renewal_failed();
+        let back = start + Duration::from_millis(4_900);
+        nodes.renewed(back);
+        assert!(nodes.own_lease_current(back) && !nodes.may_judge_others(back));
+        for second in 1..=3 {
+            nodes.renewed(back + Duration::from_secs(second));
+        }
+        assert!(nodes.may_judge_others(back + Duration::from_secs(3)));
     }
 
     #[test]

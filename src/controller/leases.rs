@@ -54,8 +54,12 @@ pub async fn keep_lease(context: Arc<Context>, duration: Duration, resync: mpsc:
         // renewal gets until the next one is due.
         match tokio::time::timeout(every, renew(&leases, &node, seconds)).await {
             Ok(Ok(())) => context.nodes.renewed(started),
-            Ok(Err(e)) => warn!(error = %e, "could not renew this node's Lease"),
+            Ok(Err(e)) => {
+                context.nodes.renewal_failed();
+                warn!(error = %e, "could not renew this node's Lease");
+            }
             Err(_) => {
+                context.nodes.renewal_failed();
                 warn!(waited = ?every, "renewing this node's Lease took too long; trying again")
             }
         }
